@@ -1,0 +1,49 @@
+"""The metric contract (DESIGN.md, "Metrics"): every name the exporter serves.
+
+One table, used by the tracker that writes the series, the collector that
+serves them, and the tests that check dashboards and rules name only metrics
+that exist.
+"""
+
+from __future__ import annotations
+
+WORKER_LABELS = ("shard", "stage", "device", "gpu")
+
+WORKER_COUNTERS: dict[str, str] = {
+    "bfm_genes": "Genes embedded by the workers of this shard/stage/device.",
+    "bfm_batches": "Batches finished by the workers of this shard/stage/device.",
+}
+
+WORKER_GAUGES: dict[str, str] = {
+    "bfm_genes_per_second": "Rate of the last finished batch (genes/s).",
+    "bfm_genes_per_second_ema": "Batch-indexed EMA of genes/s (after warm-up).",
+    "bfm_genes_per_second_baseline":
+        "The shard's own early-batch baseline (median genes/s); absent until established.",
+    "bfm_crawl_streak_batches": "Consecutive batches whose EMA is below baseline / factor.",
+    "bfm_crawl_factor": "HELIX_BFM_CRAWL_FACTOR as the worker uses it.",
+    "bfm_crawl_window_batches": "HELIX_BFM_CRAWL_WINDOW as the worker uses it.",
+    "bfm_batch_started_timestamp_seconds":
+        "Unix time at which the most recent batch started (in flight or finished).",
+    "bfm_batch_inflight_genes": "Genes of the batch in flight; 0 when none is.",
+}
+
+VRAM_LABELS = ("gpu",)
+
+VRAM_GAUGES: dict[str, str] = {
+    "bfm_vram_used_bytes": "Dedicated VRAM in use on this GPU (bytes).",
+    "bfm_vram_total_bytes": "Dedicated VRAM of this GPU (bytes).",
+    "bfm_vram_full_ratio":
+        "HELIX_BFM_VRAM_FULL_RATIO: used/total at or above which VRAM counts as full.",
+}
+
+EXPORTER_GAUGES: dict[str, str] = {
+    "bfm_vram_source_up": "1 when the VRAM source answered at this scrape, else 0.",
+    "bfm_exporter_live_workers": "Worker processes whose gauges are being served.",
+}
+
+
+def all_metric_names() -> set[str]:
+    """Every sample name the exporter can serve (counters with their _total)."""
+    names = {f"{n}_total" for n in WORKER_COUNTERS}
+    names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
+    return names

@@ -1,0 +1,120 @@
+"""Custom collectors of the exporter, each with its data source passed in.
+
+``WorkerCollector`` serves the workers' multiprocess files. Before merging, it
+deletes the live-gauge files of workers that are gone (pid dead, or reused by
+another process): a dead worker's crawl gauges would otherwise keep an alert
+firing against its healthy successor. Counters are never deleted, so totals
+continue across restarts.
+
+``VramCollector`` serves ``bfm_vram_*`` per GPU from a ``VramSource``. When the
+source fails the series are absent (never zero, never "full"), the failure is
+logged once until the source recovers, and ``bfm_vram_source_up`` says 0.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from . import catalog
+from .errors import ProcessError, VramError
+from .mpfiles import GAUGE_MODE
+from .vram import VramSource
+from .workers import WorkerIdentity
+
+log = logging.getLogger("crawlguard.exporter")
+
+AliveCheck = Callable[[WorkerIdentity], bool]
+
+
+def _default_alive(identity: WorkerIdentity) -> bool:
+    try:
+        return identity.is_alive()
+    except ProcessError:
+        # Cannot inspect (permissions): keep serving rather than hide a live worker.
+        return True
+
+
+class WorkerCollector(Collector):
+    def __init__(self, metrics_dir: Path, alive: AliveCheck = _default_alive) -> None:
+        self.metrics_dir = Path(metrics_dir)
+        self._alive = alive
+        self.live_workers = 0
+
+    def prune_dead(self) -> list[str]:
+        """Delete live-gauge files of dead workers; returns their identity keys."""
+        removed = []
+        live = 0
+        for path in glob.glob(str(self.metrics_dir / f"gauge_{GAUGE_MODE}_*.db")):
+            key = os.path.basename(path)[len(f"gauge_{GAUGE_MODE}_"):-len(".db")]
+            identity = WorkerIdentity.from_key(key)
+            if identity is None or self._alive(identity):
+                live += 1
+                continue
+            try:
+                os.remove(path)
+                removed.append(key)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove dead worker's gauges %s: %s", path, exc)
+        self.live_workers = live
+        return removed
+
+    def collect(self) -> Iterable[Metric]:
+        if not self.metrics_dir.is_dir():
+            return []
+        self.prune_dead()
+        files = glob.glob(str(self.metrics_dir / "*.db"))
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+class VramCollector(Collector):
+    def __init__(self, source: VramSource, full_ratio: float) -> None:
+        self.source = source
+        self.full_ratio = full_ratio
+        self._failing = False
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("bfm_vram_source_up", catalog.EXPORTER_GAUGES["bfm_vram_source_up"],
+                               labels=["source"])
+        try:
+            gpus = self.source.read()
+        except VramError as exc:
+            if not self._failing:
+                log.warning("VRAM source %s failed, VRAM series absent until it recovers: %s",
+                            self.source.name, exc)
+            self._failing = True
+            up.add_metric([self.source.name], 0.0)
+            return [up]
+        if self._failing:
+            log.info("VRAM source %s recovered", self.source.name)
+            self._failing = False
+        up.add_metric([self.source.name], 1.0)
+        families = {name: GaugeMetricFamily(name, doc, labels=list(catalog.VRAM_LABELS))
+                    for name, doc in catalog.VRAM_GAUGES.items()}
+        for gpu in gpus:
+            label = [str(gpu.index)]
+            families["bfm_vram_used_bytes"].add_metric(label, float(gpu.used_bytes))
+            families["bfm_vram_total_bytes"].add_metric(label, float(gpu.total_bytes))
+            families["bfm_vram_full_ratio"].add_metric(label, self.full_ratio)
+        return [up, *families.values()]
+
+
+class LiveWorkersCollector(Collector):
+    """``bfm_exporter_live_workers``, read after ``WorkerCollector`` pruned."""
+
+    def __init__(self, workers: WorkerCollector) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("bfm_exporter_live_workers",
+                                catalog.EXPORTER_GAUGES["bfm_exporter_live_workers"],
+                                value=float(self._workers.live_workers))

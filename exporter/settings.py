@@ -1,0 +1,264 @@
+"""Every knob crawlguard reads, parsed and validated in one place.
+
+Knobs come from the environment (``HELIX_BFM_*``); command-line flags override
+them by building the same dataclasses with ``dataclasses.replace``. Parsing is
+construction only: nothing here touches the disk or the network, so a bad value
+is reported before anything has started.
+
+Each group is its own dataclass so a process parses only what it uses: a build
+worker that creates a ``CrawlTracker`` must not refuse to start because the
+sidecar's port knob is malformed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import ConfigError
+
+PREFIX = "HELIX_BFM_"
+ACTIONS = ("ladder", "cpu", "off")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+T = TypeVar("T")
+
+
+def _get(env: Mapping[str, str], knob: str, default: T, parse: Callable[[str, str], T]) -> T:
+    raw = env.get(knob)
+    if raw is None or raw.strip() == "":
+        return default
+    return parse(knob, raw.strip())
+
+
+def _float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False) -> Callable[[str, str], float]:
+    def parse(knob: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(knob, raw, "not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(knob, raw, "must be a finite number")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise ConfigError(knob, raw, f"must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and (value > hi or (hi_open and value == hi)):
+            raise ConfigError(knob, raw, f"must be {'<' if hi_open else '<='} {hi:g}")
+        return value
+
+    return parse
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
+    def parse(knob: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(knob, raw, "not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(knob, raw, f"must be {bound}")
+        return value
+
+    return parse
+
+
+def _port(knob: str, raw: str) -> int:
+    return _int(0, 65535)(knob, raw)
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(knob: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise ConfigError(knob, raw, f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _env_name(knob: str, raw: str) -> str:
+    if not _ENV_NAME.match(raw):
+        raise ConfigError(knob, raw, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+    return raw
+
+
+def _text(knob: str, raw: str) -> str:
+    return raw
+
+
+def _url(knob: str, raw: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", raw):
+        raise ConfigError(knob, raw, "must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _vram_source(knob: str, raw: str) -> str:
+    if raw == "nvml":
+        return raw
+    if raw.startswith("file:") and len(raw) > len("file:"):
+        return raw
+    raise ConfigError(knob, raw, "must be 'nvml' or 'file:PATH'")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How the worker-side rate tracker recognises a crawl."""
+
+    factor: float = 5.0
+    """Crawl when EMA < baseline / factor. 5 separates incident 1 (15.3 -> 2.3
+    genes/s, a 6.7x drop) from ordinary batch-length variance (well under 2x)."""
+    window: int = 8
+    """Consecutive slow batches (not seconds) before the signature holds, so a
+    long shard and a short one are judged alike."""
+    vram_full_ratio: float = 0.95
+    """Dedicated VRAM used/total at or above which the GPU counts as full;
+    incident 1 sat at 11.85/12 GB = 0.9875."""
+    warmup_batches: int = 2
+    """Batches ignored after a worker starts: model load and allocator warm-up
+    make the first batches slow for reasons that are not a crawl."""
+    baseline_batches: int = 5
+    """Batches after warm-up whose median rate becomes the shard's baseline;
+    a median of five survives one or two outliers."""
+    ema_alpha: float = 0.5
+    """EMA smoothing per batch (weight of the newest batch). 0.5 falls below
+    baseline/5 within five batches of incident 1's decay, yet one or two
+    batches ten times slower than the baseline never take it under the line."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Detection:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            factor=_get(env, PREFIX + "CRAWL_FACTOR", d.factor, _float(1.0, lo_open=True)),
+            window=_get(env, PREFIX + "CRAWL_WINDOW", d.window, _int(1, 100_000)),
+            vram_full_ratio=_get(env, PREFIX + "VRAM_FULL_RATIO", d.vram_full_ratio,
+                                 _float(0.0, 1.0, lo_open=True)),
+            warmup_batches=_get(env, PREFIX + "WARMUP_BATCHES", d.warmup_batches,
+                                _int(0, 100_000)),
+            baseline_batches=_get(env, PREFIX + "BASELINE_BATCHES", d.baseline_batches,
+                                  _int(1, 100_000)),
+            ema_alpha=_get(env, PREFIX + "EMA_ALPHA", d.ema_alpha, _float(0.0, 1.0, lo_open=True)),
+        )
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """What the sidecar and the supervisor do about a crawl."""
+
+    action: str = "ladder"
+    """ladder (restart, then CPU), cpu (straight to CPU) or off (alert only)."""
+    device_var: str = "BGEM3_DEVICE"
+    """The resume-environment variable the CPU rung sets to ``cpu``."""
+    grace_seconds: float = 30.0
+    """Seconds between the graceful signal and the hard kill: long enough for
+    the build's salvage to flush the batch it holds."""
+    gpu_release_timeout: float = 60.0
+    """Seconds the supervisor waits for a dead worker's VRAM to be released
+    before relaunching anyway (the driver frees it asynchronously)."""
+    max_futile_restarts: int = 3
+    """Relaunches in a row without a single new gene before the supervisor
+    gives up on a shard instead of crash-looping for days."""
+    cpu_backfill_max_vram_gb: float = 0.0
+    """Policy 'CPU backfill by default on small rigs': when > 0 and the GPU
+    has at most this many GB, the backfill stage starts on CPU. 0 = off."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Remediation:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            action=_get(env, PREFIX + "CRAWL_ACTION", d.action, _choice(*ACTIONS)),
+            device_var=_get(env, PREFIX + "DEVICE_VAR", d.device_var, _env_name),
+            grace_seconds=_get(env, PREFIX + "GRACE_SECONDS", d.grace_seconds, _float(0.0)),
+            gpu_release_timeout=_get(env, PREFIX + "GPU_RELEASE_TIMEOUT", d.gpu_release_timeout,
+                                     _float(0.0)),
+            max_futile_restarts=_get(env, PREFIX + "MAX_FUTILE_RESTARTS", d.max_futile_restarts,
+                                     _int(1, 1000)),
+            cpu_backfill_max_vram_gb=_get(env, PREFIX + "CPU_BACKFILL_MAX_VRAM_GB",
+                                          d.cpu_backfill_max_vram_gb, _float(0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the exporter and the sidecar listen, and how clients reach them.
+
+    Loopback by default: the sidecar can kill processes.
+    """
+
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = 9847
+    sidecar_host: str = "127.0.0.1"
+    sidecar_port: int = 9848
+    sidecar_url: str = "http://127.0.0.1:9848"
+    token: str | None = field(default=None, repr=False)
+    """Bearer token the sidecar demands (HELIX_BFM_SIDECAR_TOKEN, or the first
+    line of the file HELIX_BFM_SIDECAR_TOKEN_FILE)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Endpoints:
+        env = os.environ if env is None else env
+        d = cls()
+        sidecar_port = _get(env, PREFIX + "SIDECAR_PORT", d.sidecar_port, _port)
+        return cls(
+            exporter_host=_get(env, PREFIX + "EXPORTER_HOST", d.exporter_host, _text),
+            exporter_port=_get(env, PREFIX + "EXPORTER_PORT", d.exporter_port, _port),
+            sidecar_host=_get(env, PREFIX + "SIDECAR_HOST", d.sidecar_host, _text),
+            sidecar_port=sidecar_port,
+            sidecar_url=_get(env, PREFIX + "SIDECAR_URL", f"http://127.0.0.1:{sidecar_port}", _url),
+            token=_token(env),
+        )
+
+
+def _token(env: Mapping[str, str]) -> str | None:
+    token = env.get(PREFIX + "SIDECAR_TOKEN")
+    if token:
+        return token.strip() or None
+    path = env.get(PREFIX + "SIDECAR_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        first = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, f"cannot read: {exc.strerror}") from exc
+    if not first or not first[0].strip():
+        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "the file is empty")
+    return first[0].strip()
+
+
+def state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(_get(env, PREFIX + "STATE_DIR", ".crawlguard", _text))
+
+
+def vram_source_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return _get(env, PREFIX + "VRAM_SOURCE", "nvml", _vram_source)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All knobs of one rebuild. Built once at start by ``Settings.from_env``."""
+
+    state_dir: Path = Path(".crawlguard")
+    vram_source: str = "nvml"
+    detection: Detection = field(default_factory=Detection)
+    remediation: Remediation = field(default_factory=Remediation)
+    endpoints: Endpoints = field(default_factory=Endpoints)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            state_dir=state_dir_from_env(env),
+            vram_source=vram_source_from_env(env),
+            detection=Detection.from_env(env),
+            remediation=Remediation.from_env(env),
+            endpoints=Endpoints.from_env(env),
+        )

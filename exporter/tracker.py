@@ -1,0 +1,203 @@
+"""``CrawlTracker``: the build-side API (DESIGN.md, "Build-side API").
+
+    tracker = CrawlTracker(shard="confluence", stage="backfill", device="cuda:0")
+    with tracker.batch(genes=len(batch)):
+        embed(batch)
+    tracker.observe(genes=64, seconds=4.2)   # for already-timed batches
+    tracker.crawling                          # the rate signature holds
+
+Creating a tracker validates the knobs, registers this process as the worker
+of the shard, and loads the shard's persisted baseline. Each finished batch
+updates the rate state (``rate.RateState``), writes the worker series into the
+multiprocess files the exporter serves, and appends one line to the shard's
+``batches.jsonl`` (the evidence ``crawlguard report`` charts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO
+
+from . import catalog
+from .baseline import load_baseline, save_baseline
+from .errors import StateError
+from .mpfiles import SeriesWriter
+from .rate import RateState, Verdict
+from .settings import Detection, state_dir_from_env
+from .statedir import StateDir, gpu_label, safe_device, safe_name
+from .workers import register_worker
+
+Clock = Callable[[], float]
+
+
+def physical_gpu(device: str, env: Mapping[str, str]) -> str:
+    """The ``gpu`` label: NVML's index, mapping through CUDA_VISIBLE_DEVICES.
+
+    torch's ``cuda:0`` is the first *visible* GPU; NVML (and so the VRAM
+    series) index all GPUs. When CUDA_VISIBLE_DEVICES lists plain indices the
+    label follows it; UUIDs cannot be mapped without NVML, so they are kept as
+    the torch index (documented in docs/architecture.md).
+    """
+    index = gpu_label(device)
+    visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not index or not visible:
+        return index
+    parts = [p.strip() for p in visible.split(",")]
+    i = int(index)
+    if i < len(parts) and parts[i].isdigit():
+        return parts[i]
+    return index
+
+
+class CrawlTracker:
+    """Rate tracker of one (shard, stage, device) in one worker process."""
+
+    def __init__(self, shard: str, stage: str = "backfill", device: str = "cuda:0", *,
+                 state_dir: str | os.PathLike[str] | None = None,
+                 detection: Detection | None = None, clock: Clock = time.time,
+                 env: Mapping[str, str] | None = None, register: bool = True) -> None:
+        env = os.environ if env is None else env
+        self.shard = safe_name(shard)
+        self.stage = safe_name(stage, "stage")
+        self.device = safe_device(device)
+        self.gpu = physical_gpu(self.device, env)
+        self.detection = detection or Detection.from_env(env)
+        self.state = StateDir(state_dir if state_dir is not None else state_dir_from_env(env))
+        self._clock = clock
+        self._inflight_start: float | None = None
+        self._last_start = 0.0
+        self._rate = RateState(self.detection,
+                               baseline=load_baseline(self.state, self.shard, self.stage,
+                                                      self.device))
+        if register:
+            register_worker(self.state, self.shard)
+        self._writer = SeriesWriter(
+            self.state.metrics_dir, catalog.WORKER_LABELS,
+            (self.shard, self.stage, self.device, self.gpu),
+            catalog.WORKER_COUNTERS, catalog.WORKER_GAUGES)
+        self._log: IO[str] | None = None
+        self._publish(first=True)
+
+    def __repr__(self) -> str:
+        return (f"CrawlTracker(shard={self.shard!r}, stage={self.stage!r}, "
+                f"device={self.device!r}, baseline={self.baseline!r}, streak={self.streak})")
+
+    # -- what the build reads -------------------------------------------------
+    @property
+    def crawling(self) -> bool:
+        """The rate signature holds: EMA below baseline/factor for a whole window."""
+        return self._rate.crawling
+
+    @property
+    def baseline(self) -> float | None:
+        return self._rate.baseline
+
+    @property
+    def ema(self) -> float | None:
+        return self._rate.ema
+
+    @property
+    def streak(self) -> int:
+        return self._rate.streak
+
+    @property
+    def batches(self) -> int:
+        return self._rate.batches
+
+    def stall_limit(self, genes: float) -> float | None:
+        return self._rate.stall_limit(genes)
+
+    # -- what the build calls -------------------------------------------------
+    @contextmanager
+    def batch(self, genes: int) -> Iterator[None]:
+        """Time the body as one batch of ``genes``; it is in flight meanwhile.
+
+        A body that raises is not a finished batch: nothing is observed, and the
+        in-flight gauges are cleared so a failed batch cannot look stalled.
+        """
+        if genes < 0:
+            raise ValueError(f"genes must be >= 0, got {genes!r}")
+        start = self._clock()
+        self._inflight_start = start
+        self._last_start = start
+        self._writer.set_many({"bfm_batch_started_timestamp_seconds": start,
+                               "bfm_batch_inflight_genes": float(genes)})
+        try:
+            yield
+        except BaseException:
+            self._inflight_start = None
+            self._writer.set_many({"bfm_batch_inflight_genes": 0.0})
+            raise
+        self._inflight_start = None
+        self._record(genes, max(self._clock() - start, 0.0), start)
+
+    def observe(self, genes: float, seconds: float) -> Verdict:
+        """Record a batch the build timed itself."""
+        start = self._clock() - seconds
+        self._last_start = start
+        return self._record(genes, seconds, start)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- internals ------------------------------------------------------------
+    def _record(self, genes: float, seconds: float, start: float) -> Verdict:
+        verdict = self._rate.observe(genes, seconds)
+        if verdict.baseline_established and verdict.baseline is not None:
+            try:
+                save_baseline(self.state, self.shard, self.stage, self.device,
+                              verdict.baseline, list(self._rate.baseline_samples))
+            except StateError:
+                # The baseline still holds in memory; a restart re-measures it.
+                pass
+        self._writer.inc("bfm_genes", float(genes))
+        self._writer.inc("bfm_batches", 1.0)
+        self._publish()
+        self._append_log(genes, seconds, start, verdict)
+        return verdict
+
+    def _publish(self, first: bool = False) -> None:
+        values = {
+            "bfm_genes_per_second": self._rate.last_rate,
+            "bfm_crawl_streak_batches": float(self._rate.streak),
+            "bfm_crawl_factor": self.detection.factor,
+            "bfm_crawl_window_batches": float(self.detection.window),
+            "bfm_batch_started_timestamp_seconds": self._last_start,
+        }
+        if self._rate.ema is not None:
+            values["bfm_genes_per_second_ema"] = self._rate.ema
+        if self._rate.baseline is not None:
+            values["bfm_genes_per_second_baseline"] = self._rate.baseline
+        if first or self._inflight_start is None:
+            values["bfm_batch_inflight_genes"] = 0.0
+        self._writer.set_many(values)
+
+    def _append_log(self, genes: float, seconds: float, start: float, v: Verdict) -> None:
+        if self._log is None:
+            try:
+                path = self.state.batches_file(self.shard)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            except OSError:
+                return
+        # Hand-formatted: json.dumps per batch would dominate observe().
+        line = (
+            f'{{"t":{start + seconds:.3f},"stage":"{self.stage}","device":"{self.device}",'
+            f'"gpu":"{self.gpu}","pid":{os.getpid()},"genes":{genes:g},"seconds":{seconds:.6g},'
+            f'"rate":{v.rate:.6g},"ema":{_num(v.ema)},"baseline":{_num(v.baseline)},'
+            f'"streak":{v.streak},"factor":{self.detection.factor:g}}}\n'
+        )
+        try:
+            self._log.write(line)
+            self._log.flush()
+        except OSError:
+            pass
+
+
+def _num(value: float | None) -> str:
+    return "null" if value is None else f"{value:.6g}"

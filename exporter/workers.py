@@ -1,0 +1,127 @@
+"""Which process is the worker of a shard, and whether it is still that process.
+
+A worker is identified by its pid AND its process creation time: pids are
+reused (quickly on Windows), and crawlguard must never signal or trust the
+metrics of a process that merely inherited a dead worker's pid. psutil is the
+only place that answers; its errors are translated here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from .errors import CorruptStateError, ProcessError
+from .statedir import StateDir, read_json, safe_name, write_json_atomic
+
+# psutil derives creation time from boot time + start ticks on Linux and from a
+# 100 ns FILETIME on Windows; two readings of the same process agree far
+# closer than this, while a reused pid starts at least a scheduler tick later.
+CREATE_TIME_TOLERANCE_S = 0.005
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    pid: int
+    create_time: float
+
+    @classmethod
+    def current(cls) -> WorkerIdentity:
+        return cls.of_pid(os.getpid())
+
+    @classmethod
+    def of_pid(cls, pid: int) -> WorkerIdentity:
+        try:
+            return cls(pid, psutil.Process(pid).create_time())
+        except psutil.NoSuchProcess as exc:
+            raise ProcessError(f"no process with pid {pid}") from exc
+        except psutil.Error as exc:
+            raise ProcessError(f"cannot inspect pid {pid}: {exc}") from exc
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id unique across pid reuse: ``<pid>-<creation ms>``."""
+        return f"{self.pid}-{round(self.create_time * 1000)}"
+
+    @classmethod
+    def from_key(cls, key: str) -> WorkerIdentity | None:
+        pid, sep, ms = key.partition("-")
+        if not sep or not pid.isdigit() or not ms.isdigit():
+            return None
+        return cls(int(pid), int(ms) / 1000)
+
+    def status(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> str:
+        """``alive``, ``gone`` (no such pid, or a zombie) or ``reused`` (pid is another process)."""
+        try:
+            proc = psutil.Process(self.pid)
+            created = proc.create_time()
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return "gone"
+        except psutil.NoSuchProcess:
+            return "gone"
+        except psutil.Error as exc:
+            raise ProcessError(f"cannot inspect pid {self.pid}: {exc}") from exc
+        return "alive" if abs(created - self.create_time) <= tolerance else "reused"
+
+    def is_alive(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
+        return self.status(tolerance) == "alive"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What ``shards/<shard>/worker.json`` holds."""
+
+    shard: str
+    pid: int
+    create_time: float
+    registered_at: float
+    host: str
+    argv: list[str]
+
+    @property
+    def identity(self) -> WorkerIdentity:
+        return WorkerIdentity(self.pid, self.create_time)
+
+
+def register_worker(state: StateDir, shard: str, identity: WorkerIdentity | None = None,
+                    now: float | None = None) -> Registration:
+    """Record ``identity`` (default: this process) as the worker of ``shard``."""
+    ident = identity or WorkerIdentity.current()
+    reg = Registration(
+        shard=safe_name(shard), pid=ident.pid, create_time=ident.create_time,
+        registered_at=time.time() if now is None else now, host=socket.gethostname(),
+        argv=list(sys.argv),
+    )
+    write_json_atomic(state.worker_file(shard), asdict(reg))
+    return reg
+
+
+def read_registration(state: StateDir, shard: str) -> Registration | None:
+    """The registered worker of ``shard``; None when none registered yet."""
+    data = read_json(state.worker_file(shard))
+    if data is None:
+        return None
+    return _parse(shard, data)
+
+
+def _parse(shard: str, data: Any) -> Registration:
+    try:
+        pid, created = data["pid"], data["create_time"]
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ValueError("pid")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise ValueError("create_time")
+        return Registration(
+            shard=shard, pid=pid, create_time=float(created),
+            registered_at=float(data.get("registered_at", 0.0)),
+            host=str(data.get("host", "")), argv=[str(a) for a in data.get("argv", [])],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptStateError(f"worker registration of shard {shard!r} is malformed "
+                                f"({exc})") from exc

@@ -1,0 +1,56 @@
+"""The ``crawlguard`` command: one subcommand per module in ``sidecar/commands``.
+
+Every subcommand reads the HELIX_BFM_* knobs from the environment (through
+``exporter.settings``); flags override them. Errors crawlguard raises on
+purpose end as one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from exporter.errors import CrawlguardError
+
+from .commands import COMMANDS
+
+EPILOG = """\
+knobs (environment): HELIX_BFM_CRAWL_FACTOR (5), HELIX_BFM_CRAWL_WINDOW (8),
+HELIX_BFM_CRAWL_ACTION (ladder|cpu|off), HELIX_BFM_VRAM_FULL_RATIO (0.95),
+HELIX_BFM_STATE_DIR (.crawlguard), HELIX_BFM_SIDECAR_TOKEN, HELIX_BFM_VRAM_SOURCE
+(nvml|file:PATH) and more: see docs/architecture.md#knobs.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crawlguard",
+        description="Watch a long GPU embedding rebuild, recognise the VRAM-spill crawl and "
+                    "fix it: restart the worker, then demote the shard to CPU.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except CrawlguardError as exc:
+        print(f"crawlguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
