@@ -73,7 +73,8 @@ class WorkerCollector(Collector):
             return []
         self.prune_dead()
         files = glob.glob(str(self.metrics_dir / "*.db"))
-        return MultiProcessCollector.merge(files, accumulate=True)
+        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
+        return merged
 
 
 class VramCollector(Collector):

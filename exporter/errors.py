@@ -15,7 +15,10 @@ traceback::
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
     │   └── IdentityMismatch     the pid now belongs to another process
+    ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
+    │                            a rung already in progress)
     └── SidecarUnavailable       a client could not reach the sidecar API
+        └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -70,5 +73,21 @@ class IdentityMismatch(ProcessError):
     """The registered pid is alive but its creation time differs: a reused pid."""
 
 
+class RungRefused(CrawlguardError):
+    """The sidecar refuses a manual rung or reset right now.
+
+    Raised for a state that passes (pause, a rung in progress) or a policy
+    (HELIX_BFM_CRAWL_ACTION=off); the API answers it with 409 Conflict.
+    """
+
+
 class SidecarUnavailable(CrawlguardError):
     """A client of the sidecar API got no usable answer."""
+
+
+class SidecarRefused(SidecarUnavailable):
+    """The sidecar answered, but with an error status; ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)

@@ -35,6 +35,7 @@ _lock = threading.Lock()
 _open: dict[tuple[str, str], MmapedDict] = {}
 _owner_pid: list[int] = [os.getpid()]
 _identity: list[WorkerIdentity] = []
+_getpid = os.getpid
 
 
 def _identity_key() -> str:
@@ -45,6 +46,9 @@ def _identity_key() -> str:
 
 def _file(directory: Path, typ: str) -> MmapedDict:
     """The process's open file for ``typ`` in ``directory``; reopened after a fork."""
+    found = _open.get((str(directory), typ))
+    if found is not None and _owner_pid[0] == _getpid():
+        return found
     if _owner_pid[0] != os.getpid():
         # A forked child must not write into its parent's files.
         _open.clear()
@@ -81,11 +85,12 @@ class SeriesWriter:
             for name, key in self._counter_keys.items():
                 self._counters[name] = counter_file.read_value(key)[0]
 
-    def inc(self, name: str, amount: float) -> None:
+    def inc_many(self, amounts: dict[str, float]) -> None:
         with _lock:
-            self._counters[name] += amount
-            _file(self._dir, "counter").write_value(self._counter_keys[name],
-                                                    self._counters[name], 0.0)
+            counter_file = _file(self._dir, "counter")
+            for name, amount in amounts.items():
+                self._counters[name] += amount
+                counter_file.write_value(self._counter_keys[name], self._counters[name], 0.0)
 
     def set_many(self, values: dict[str, float], now: float | None = None) -> None:
         # mostrecent gauges are merged across processes by this timestamp, so it

@@ -84,7 +84,8 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
 
 def _env_name(knob: str, raw: str) -> str:
     if not _ENV_NAME.match(raw):
-        raise ConfigError(knob, raw, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        raise ConfigError(knob, raw,
+                          "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
     return raw
 
 
@@ -226,7 +227,8 @@ def _token(env: Mapping[str, str]) -> str | None:
     try:
         first = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, f"cannot read: {exc.strerror}") from exc
+        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path,
+                          f"cannot read: {exc.strerror}") from exc
     if not first or not first[0].strip():
         raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "the file is empty")
     return first[0].strip()

@@ -15,11 +15,11 @@ multiprocess files the exporter serves, and appends one line to the shard's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO
 
 from . import catalog
 from .baseline import load_baseline, save_baseline
@@ -67,8 +67,6 @@ class CrawlTracker:
         self.detection = detection or Detection.from_env(env)
         self.state = StateDir(state_dir if state_dir is not None else state_dir_from_env(env))
         self._clock = clock
-        self._inflight_start: float | None = None
-        self._last_start = 0.0
         self._rate = RateState(self.detection,
                                baseline=load_baseline(self.state, self.shard, self.stage,
                                                       self.device))
@@ -78,8 +76,19 @@ class CrawlTracker:
             self.state.metrics_dir, catalog.WORKER_LABELS,
             (self.shard, self.stage, self.device, self.gpu),
             catalog.WORKER_COUNTERS, catalog.WORKER_GAUGES)
-        self._log: IO[str] | None = None
-        self._publish(first=True)
+        self._log_fd: int | None = None
+        self._log_prefix = (f'{{"stage":"{self.stage}","device":"{self.device}",'
+                            f'"gpu":"{self.gpu}","pid":{os.getpid()},'
+                            f'"factor":{self.detection.factor!r},')
+        # The knobs and the idle in-flight pair are written once; batch() and
+        # observe() rewrite only what a batch changes.
+        self._writer.set_many({
+            "bfm_crawl_factor": self.detection.factor,
+            "bfm_crawl_window_batches": float(self.detection.window),
+            "bfm_crawl_streak_batches": 0.0,
+            "bfm_batch_inflight_genes": 0.0,
+            "bfm_batch_started_timestamp_seconds": 0.0,
+        })
 
     def __repr__(self) -> str:
         return (f"CrawlTracker(shard={self.shard!r}, stage={self.stage!r}, "
@@ -121,83 +130,71 @@ class CrawlTracker:
         if genes < 0:
             raise ValueError(f"genes must be >= 0, got {genes!r}")
         start = self._clock()
-        self._inflight_start = start
-        self._last_start = start
         self._writer.set_many({"bfm_batch_started_timestamp_seconds": start,
                                "bfm_batch_inflight_genes": float(genes)})
         try:
             yield
         except BaseException:
-            self._inflight_start = None
             self._writer.set_many({"bfm_batch_inflight_genes": 0.0})
             raise
-        self._inflight_start = None
-        self._record(genes, max(self._clock() - start, 0.0), start)
+        self._record(genes, max(self._clock() - start, 0.0), start,
+                     {"bfm_batch_inflight_genes": 0.0})
 
     def observe(self, genes: float, seconds: float) -> Verdict:
         """Record a batch the build timed itself."""
         start = self._clock() - seconds
-        self._last_start = start
-        return self._record(genes, seconds, start)
+        return self._record(genes, seconds, start,
+                            {"bfm_batch_started_timestamp_seconds": start})
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._log_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
+            self._log_fd = None
 
     # -- internals ------------------------------------------------------------
-    def _record(self, genes: float, seconds: float, start: float) -> Verdict:
+    def _record(self, genes: float, seconds: float, start: float,
+                extra: dict[str, float]) -> Verdict:
         verdict = self._rate.observe(genes, seconds)
         if verdict.baseline_established and verdict.baseline is not None:
-            try:
+            # On failure the baseline still holds in memory; a restart re-measures it.
+            with contextlib.suppress(StateError):
                 save_baseline(self.state, self.shard, self.stage, self.device,
                               verdict.baseline, list(self._rate.baseline_samples))
-            except StateError:
-                # The baseline still holds in memory; a restart re-measures it.
-                pass
-        self._writer.inc("bfm_genes", float(genes))
-        self._writer.inc("bfm_batches", 1.0)
-        self._publish()
+        self._writer.inc_many({"bfm_genes": float(genes), "bfm_batches": 1.0})
+        self._publish(extra)
         self._append_log(genes, seconds, start, verdict)
         return verdict
 
-    def _publish(self, first: bool = False) -> None:
+    def _publish(self, extra: dict[str, float]) -> None:
         values = {
             "bfm_genes_per_second": self._rate.last_rate,
             "bfm_crawl_streak_batches": float(self._rate.streak),
-            "bfm_crawl_factor": self.detection.factor,
-            "bfm_crawl_window_batches": float(self.detection.window),
-            "bfm_batch_started_timestamp_seconds": self._last_start,
+            **extra,
         }
         if self._rate.ema is not None:
             values["bfm_genes_per_second_ema"] = self._rate.ema
         if self._rate.baseline is not None:
             values["bfm_genes_per_second_baseline"] = self._rate.baseline
-        if first or self._inflight_start is None:
-            values["bfm_batch_inflight_genes"] = 0.0
         self._writer.set_many(values)
 
     def _append_log(self, genes: float, seconds: float, start: float, v: Verdict) -> None:
-        if self._log is None:
+        if self._log_fd is None:
             try:
                 path = self.state.batches_file(self.shard)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+                # O_APPEND + one os.write per line: atomic appends, no buffer to
+                # lose on SIGKILL, and the cheapest write Python offers.
+                self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError:
                 return
-        # Hand-formatted: json.dumps per batch would dominate observe().
-        line = (
-            f'{{"t":{start + seconds:.3f},"stage":"{self.stage}","device":"{self.device}",'
-            f'"gpu":"{self.gpu}","pid":{os.getpid()},"genes":{genes:g},"seconds":{seconds:.6g},'
-            f'"rate":{v.rate:.6g},"ema":{_num(v.ema)},"baseline":{_num(v.baseline)},'
-            f'"streak":{v.streak},"factor":{self.detection.factor:g}}}\n'
-        )
-        try:
-            self._log.write(line)
-            self._log.flush()
-        except OSError:
-            pass
+        # Hand-formatted around a constant prefix: json.dumps would dominate observe().
+        line = (f'{self._log_prefix}"t":{start + seconds:.3f},"genes":{genes!r},'
+                f'"seconds":{seconds!r},"rate":{v.rate!r},"ema":{_num(v.ema)},'
+                f'"baseline":{_num(v.baseline)},"streak":{v.streak}}}\n')
+        with contextlib.suppress(OSError):
+            os.write(self._log_fd, line.encode())
 
 
 def _num(value: float | None) -> str:
-    return "null" if value is None else f"{value:.6g}"
+    return "null" if value is None else repr(value)

@@ -16,6 +16,7 @@ one log line, never a crash and never "VRAM full".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -119,10 +120,8 @@ class NvmlSource:
         with self._lock:
             if self._ready:
                 import pynvml
-                try:
+                with contextlib.suppress(pynvml.NVMLError):
                     pynvml.nvmlShutdown()
-                except pynvml.NVMLError:
-                    pass
                 self._ready = False
 
 

@@ -60,9 +60,10 @@ class WorkerIdentity:
         """``alive``, ``gone`` (no such pid, or a zombie) or ``reused`` (pid is another process)."""
         try:
             proc = psutil.Process(self.pid)
-            created = proc.create_time()
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return "gone"
+            with proc.oneshot():  # one read of /proc/<pid>/stat for both answers
+                created = proc.create_time()
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    return "gone"
         except psutil.NoSuchProcess:
             return "gone"
         except psutil.Error as exc:

@@ -40,7 +40,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: floa
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the predicate may fail until ready
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}"

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import ConfigError
+from exporter.settings import Detection, Endpoints, Remediation, Settings
+
+
+def test_defaults_match_the_design_contract() -> None:
+    s = Settings.from_env({})
+    assert s.detection.factor == 5
+    assert s.detection.window == 8
+    assert s.detection.vram_full_ratio == 0.95
+    assert s.remediation.action == "ladder"
+    assert s.remediation.device_var == "BGEM3_DEVICE"
+    assert s.state_dir == Path(".crawlguard")
+    assert s.vram_source == "nvml"
+    assert s.endpoints.token is None
+    assert s.endpoints.sidecar_host == "127.0.0.1"
+    assert s.endpoints.exporter_host == "127.0.0.1"
+
+
+def test_knobs_are_read() -> None:
+    env = {"HELIX_BFM_CRAWL_FACTOR": "3.5", "HELIX_BFM_CRAWL_WINDOW": "4",
+           "HELIX_BFM_CRAWL_ACTION": "CPU", "HELIX_BFM_VRAM_FULL_RATIO": "0.9",
+           "HELIX_BFM_VRAM_SOURCE": "file:/tmp/v.json", "HELIX_BFM_SIDECAR_TOKEN": " s3cret ",
+           "HELIX_BFM_SIDECAR_PORT": "10000"}
+    s = Settings.from_env(env)
+    assert (s.detection.factor, s.detection.window, s.detection.vram_full_ratio) == (3.5, 4, 0.9)
+    assert s.remediation.action == "cpu"
+    assert s.vram_source == "file:/tmp/v.json"
+    assert s.endpoints.token == "s3cret"
+    assert s.endpoints.sidecar_url == "http://127.0.0.1:10000"
+
+
+@pytest.mark.parametrize("knob,value", [
+    ("HELIX_BFM_CRAWL_FACTOR", "five"),
+    ("HELIX_BFM_CRAWL_FACTOR", "1"),
+    ("HELIX_BFM_CRAWL_FACTOR", "nan"),
+    ("HELIX_BFM_CRAWL_WINDOW", "0"),
+    ("HELIX_BFM_CRAWL_WINDOW", "2.5"),
+    ("HELIX_BFM_CRAWL_ACTION", "reboot"),
+    ("HELIX_BFM_VRAM_FULL_RATIO", "1.5"),
+    ("HELIX_BFM_VRAM_FULL_RATIO", "0"),
+    ("HELIX_BFM_VRAM_SOURCE", "cuda"),
+    ("HELIX_BFM_VRAM_SOURCE", "file:"),
+    ("HELIX_BFM_EMA_ALPHA", "0"),
+    ("HELIX_BFM_WARMUP_BATCHES", "-1"),
+    ("HELIX_BFM_BASELINE_BATCHES", "0"),
+    ("HELIX_BFM_DEVICE_VAR", "BGEM3 DEVICE"),
+    ("HELIX_BFM_SIDECAR_PORT", "70000"),
+    ("HELIX_BFM_SIDECAR_URL", "ftp://x"),
+    ("HELIX_BFM_GRACE_SECONDS", "-3"),
+])
+def test_bad_knob_names_the_knob_and_the_value(knob: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({knob: value})
+    assert info.value.knob == knob
+    assert knob in str(info.value) and repr(value) in str(info.value)
+
+
+def test_groups_parse_only_their_knobs() -> None:
+    # A build worker must not refuse to start over a sidecar knob.
+    Detection.from_env({"HELIX_BFM_SIDECAR_PORT": "nope"})
+    with pytest.raises(ConfigError):
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_PORT": "nope"})
+    Remediation.from_env({"HELIX_BFM_CRAWL_FACTOR": "nope"})
+
+
+def test_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("abc\n")
+    assert Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)}).token == "abc"
+    f.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_token_is_not_in_repr() -> None:
+    assert "s3cret" not in repr(Endpoints(token="s3cret"))
+
+
+def test_cli_reports_a_bad_knob_without_traceback(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.cli import main
+
+    monkeypatch.setenv("HELIX_BFM_CRAWL_WINDOW", "eight")
+    assert main(["exporter", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "HELIX_BFM_CRAWL_WINDOW='eight'" in err
+    assert "Traceback" not in err
