@@ -15,7 +15,9 @@ API::
         sidecar_url="http://127.0.0.1:9848",    # /v1/alerts added when no path
         token=settings.endpoints.sidecar_token,  # Bearer token; None sends none
         interval_s=5.0,                         # scrape + evaluate period
-        clock=time.time,                        # unix seconds, stamps evaluations
+        clock=time.time,                        # unix seconds: PromQL's time(); must
+                                                # be the clock the trackers stamp
+                                                # batch starts with (wall clock)
         # keyword-only, defaults shown:
         # repeat_interval_s=600.0   re-send a still-firing, unchanged group
         # retry_initial_s=1.0, retry_max_s=60.0   failed-delivery backoff (doubling)
@@ -29,6 +31,7 @@ API::
     ...
     stop.set()                       # run_forever returns and closes its client
 
+One instance is driven by one thread (``run_once`` is not reentrant).
 ``EmbeddedAlerting`` raises ``ConfigError`` for a bad URL or interval at
 construction; after that it never raises out of ``run_forever``: scrape and
 delivery failures are logged, retried, and (for scrapes) treated as absent

@@ -31,10 +31,11 @@ GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def rfc3339(ts: float) -> str:
-    """Unix seconds as Go's ``time.RFC3339Nano`` in UTC (microsecond precision)."""
-    micros = round(ts * 1_000_000)
-    dt = datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc)
-    frac = f"{micros % 1_000_000:06d}".rstrip("0")
+    """Unix seconds as Go's ``time.RFC3339Nano`` in UTC, at Prometheus'
+    millisecond resolution."""
+    millis = round(ts * 1000)
+    dt = datetime.fromtimestamp(millis // 1000, tz=timezone.utc)
+    frac = f"{millis % 1000:03d}".rstrip("0")
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
@@ -86,8 +87,8 @@ def build_payload(alerts: Sequence[Alert], group_labels: Mapping[str, str], *,
         "status": "firing" if firing else "resolved",
         "receiver": receiver,
         "groupLabels": dict(sorted(group_labels.items())),
-        "commonLabels": _common([a.labels for a in ordered]),
-        "commonAnnotations": _common([a.annotations for a in ordered]),
+        "commonLabels": dict(sorted(_common([a.labels for a in ordered]).items())),
+        "commonAnnotations": dict(sorted(_common([a.annotations for a in ordered]).items())),
         "externalURL": external_url,
         "alerts": [alert_json(a, generator_url) for a in ordered],
     }

@@ -107,7 +107,7 @@ def _rate_signature(s: Snapshot, only_device: str | None) -> dict[LabelSet, floa
             continue
         if ls not in factor or ls not in streak or ls not in window:
             continue
-        if ratio * factor[ls] < 1.0 and streak[ls] >= window[ls]:
+        if ratio < prom_div(1.0, factor[ls]) and streak[ls] >= window[ls]:
             out[ls] = ratio
     return out
 
