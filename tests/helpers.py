@@ -30,8 +30,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-               what: str = "condition") -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float = 20.0,
+               interval: float = 0.05, what: str = "condition") -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -72,7 +72,7 @@ class Proc:
         if env:
             full_env.update(env)
         kwargs: dict[str, Any] = {}
-        if os.name == "nt":
+        if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True

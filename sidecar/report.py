@@ -1,0 +1,457 @@
+"""The evidence of one rebuild, read from its state dir (``crawlguard report``).
+
+Reads only; never writes state and never talks to the sidecar, so it runs
+after a rebuild, during one (files are being appended to) and on a copy of a
+state dir taken from another machine. Inputs:
+
+- ``shards/<shard>/batches.jsonl``: one line per finished batch (the tracker);
+- ``shards/<shard>/ladder.json``: crawls, rung, env overrides, history (the sidecar);
+- ``audit.jsonl``: the sidecar's decisions, used for rung markers of a shard
+  whose ladder has no usable history;
+- ``vram.jsonl`` (optional): ``{"t", "gpu", "used_bytes", "total_bytes"}`` samples.
+
+Lines of a JSON-lines file that do not parse (a line being written right now,
+a crash mid-write, an edit) are skipped and counted, never a traceback: the
+report is most wanted exactly when something went wrong.
+
+The charts live in ``report_chart`` because they need matplotlib (the
+optional ``report`` extra); this module needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import CorruptStateError, CrawlguardError, StateError
+from exporter.statedir import StateDir, read_json
+
+VRAM_LOG = "vram.jsonl"
+"""Optional VRAM samples under the state dir (the exporter may record them)."""
+
+# ladder.json history entries and audit.jsonl lines are the sidecar's
+# (sidecar/state.py: {"kind": "rung", "rung": "cpu", "at": ..., "outcome": ...});
+# these are the keys tried, first match wins, so an older or renamed field still reads.
+TIME_KEYS = ("at", "t", "timestamp", "time", "ts")
+RUNG_KEYS = ("rung", "action")
+OUTCOME_KEYS = ("outcome", "result", "status")
+RUNGS = ("restart", "cpu")
+MARKERS = (*RUNGS, "reset")
+"""What the report marks: the rungs taken and the resets that undid them."""
+
+
+class ReportError(CrawlguardError):
+    """The report cannot be made (no state, matplotlib missing)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One line of batches.jsonl."""
+
+    t: float
+    stage: str
+    device: str
+    gpu: str
+    pid: int
+    genes: float
+    seconds: float
+    rate: float
+    ema: float | None
+    baseline: float | None
+    streak: int
+    factor: float
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.baseline is None else self.baseline / self.factor
+
+    @property
+    def slow(self) -> bool:
+        """Slower than the crawl threshold of its own (stage, device) baseline."""
+        limit = self.threshold
+        return limit is not None and self.rate < limit
+
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds beyond what the batch would have taken at its baseline, if slow."""
+        if not self.slow or self.baseline is None:
+            return 0.0
+        return max(self.seconds - self.genes / self.baseline, 0.0)
+
+
+@dataclass(frozen=True)
+class RungEvent:
+    t: float | None
+    rung: str
+    outcome: str
+    reason: str
+    source: str  # "ladder" or "audit"
+
+
+@dataclass(frozen=True)
+class VramSample:
+    t: float
+    gpu: str
+    used_bytes: float
+    total_bytes: float
+
+
+@dataclass
+class ShardEvidence:
+    shard: str
+    batches: list[Batch] = field(default_factory=list)
+    ladder: dict[str, Any] | None = None
+    ladder_error: str | None = None
+    rungs: list[RungEvent] = field(default_factory=list)
+    skipped_lines: int = 0
+
+    @property
+    def genes(self) -> float:
+        return sum(b.genes for b in self.batches)
+
+    @property
+    def crawls(self) -> int:
+        value = (self.ladder or {}).get("crawls", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def rung(self) -> str:
+        value = (self.ladder or {}).get("rung", "none")
+        return value if isinstance(value, str) else "none"
+
+    @property
+    def env(self) -> dict[str, str]:
+        value = (self.ladder or {}).get("env", {})
+        if not isinstance(value, dict):
+            return {}
+        return {str(k): str(v) for k, v in value.items()}
+
+    @property
+    def final_device(self) -> str:
+        return self.batches[-1].device if self.batches else "-"
+
+    @property
+    def lost_seconds(self) -> float:
+        return sum(b.lost_seconds for b in self.batches)
+
+    @property
+    def slow_batches(self) -> int:
+        return sum(1 for b in self.batches if b.slow)
+
+    def baselines(self) -> dict[tuple[str, str], float]:
+        """The last established baseline of every (stage, device), in first-seen order."""
+        out: dict[tuple[str, str], float] = {}
+        for b in self.batches:
+            if b.baseline is not None:
+                out[(b.stage, b.device)] = b.baseline
+        return out
+
+    def gpus(self) -> set[str]:
+        return {b.gpu for b in self.batches if b.gpu}
+
+    def span(self) -> tuple[float, float] | None:
+        if not self.batches:
+            return None
+        first = self.batches[0]
+        return first.t - first.seconds, self.batches[-1].t
+
+
+@dataclass
+class RunEvidence:
+    state_dir: Path
+    shards: list[ShardEvidence]
+    vram: list[VramSample]
+    skipped: dict[str, int]
+    """Unreadable lines per file (relative path), for the summary."""
+
+
+# -- reading -------------------------------------------------------------------
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Each line of ``path`` as a dict, or ``None`` for a line that is not one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            yield None
+            continue
+        yield value if isinstance(value, dict) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def parse_batch(obj: Mapping[str, Any]) -> Batch | None:
+    """A batch line, or ``None`` when a required field is missing or mistyped."""
+    t, genes, seconds, rate, factor = (_number(obj.get(k)) for k in
+                                       ("t", "genes", "seconds", "rate", "factor"))
+    stage, device = obj.get("stage"), obj.get("device")
+    if (t is None or genes is None or seconds is None or rate is None or factor is None
+            or factor <= 0 or not isinstance(stage, str) or not isinstance(device, str)):
+        return None
+    baseline = _number(obj.get("baseline"))
+    return Batch(
+        t=t, stage=stage, device=device, gpu=str(obj.get("gpu") or ""),
+        pid=int(_number(obj.get("pid")) or 0), genes=genes, seconds=seconds, rate=rate,
+        ema=_number(obj.get("ema")),
+        baseline=baseline if baseline is not None and baseline > 0 else None,
+        streak=int(_number(obj.get("streak")) or 0), factor=factor)
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from a number or an ISO-8601 string (naive = UTC)."""
+    number = _number(value)
+    if number is not None:
+        return number
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _first(obj: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in obj:
+            return obj[key]
+    return None
+
+
+def parse_rung(obj: Mapping[str, Any], source: str) -> RungEvent | None:
+    """A rung taken, or a reset, from a history entry or audit line; ``None`` otherwise.
+
+    Ladder history entries have a ``kind`` ("rung", "reset", "crawl", ...),
+    audit lines an ``event`` ("rung_done", "reset", "alert", ...). Entries of
+    other kinds (a crawl counted, a refused or duplicate alert, a rung decided
+    whose outcome is logged again later) are not markers: no rung was taken.
+    """
+    kind = obj.get("kind", obj.get("event"))
+    if kind in MARKERS:
+        rung: Any = kind
+    elif kind is None or kind in ("rung", "rung_done"):
+        rung = _first(obj, RUNG_KEYS)
+    else:
+        return None
+    if not isinstance(rung, str) or rung not in MARKERS:
+        return None
+    outcome = _first(obj, OUTCOME_KEYS)
+    reason = obj.get("reason")
+    return RungEvent(t=parse_time(_first(obj, TIME_KEYS)), rung=rung,
+                     outcome=outcome if isinstance(outcome, str) else "",
+                     reason=reason if isinstance(reason, str) else "", source=source)
+
+
+def load_run(state_dir: str | Path, shards: list[str] | None = None) -> RunEvidence:
+    """Everything the report shows, from one state dir."""
+    state = StateDir(state_dir)
+    if not state.root.is_dir():
+        raise ReportError(f"state dir {state.root} does not exist "
+                          "(set HELIX_BFM_STATE_DIR or pass --state-dir)")
+    names = shards if shards else state.shards()
+    skipped: dict[str, int] = {}
+    audit_lines = _load_dicts(state.audit_log, state.root, skipped)
+    evidence = [_load_shard(state, name, audit_lines, skipped) for name in names]
+    vram = _load_vram(state.root / VRAM_LOG, state.root, skipped)
+    return RunEvidence(state_dir=state.root, shards=evidence, vram=vram, skipped=skipped)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _load_dicts(path: Path, root: Path, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for obj in iter_jsonl(path):
+        if obj is None:
+            bad += 1
+        else:
+            out.append(obj)
+    if bad:
+        skipped[_rel(path, root)] = bad
+    return out
+
+
+def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
+                skipped: dict[str, int]) -> ShardEvidence:
+    ev = ShardEvidence(shard=shard)
+    path = state.batches_file(shard)
+    for obj in iter_jsonl(path):
+        batch = None if obj is None else parse_batch(obj)
+        if batch is None:
+            ev.skipped_lines += 1
+        else:
+            ev.batches.append(batch)
+    if ev.skipped_lines:
+        skipped[_rel(path, state.root)] = ev.skipped_lines
+    # Several workers append to one file in turn; order by end time for the chart.
+    ev.batches.sort(key=lambda b: b.t)
+    try:
+        data = read_json(state.ladder_file(shard))
+    except CorruptStateError as exc:
+        ev.ladder_error = str(exc)
+        data = None
+    if isinstance(data, dict):
+        ev.ladder = data
+    history = (ev.ladder or {}).get("history")
+    if isinstance(history, list):
+        ev.rungs = [r for r in (parse_rung(h, "ladder") for h in history
+                                if isinstance(h, dict)) if r is not None]
+    if not ev.rungs:
+        # No usable ladder (deleted, corrupt, reset): the audit log still tells.
+        ev.rungs = [r for r in (parse_rung(a, "audit") for a in audit
+                                if a.get("shard") == shard) if r is not None]
+    ev.rungs.sort(key=lambda r: (r.t is None, r.t or 0.0))
+    return ev
+
+
+def _load_vram(path: Path, root: Path, skipped: dict[str, int]) -> list[VramSample]:
+    out: list[VramSample] = []
+    bad = 0
+    for obj in iter_jsonl(path):
+        sample = None
+        if obj is not None:
+            t, used, total = (_number(obj.get(k)) for k in ("t", "used_bytes", "total_bytes"))
+            if t is not None and used is not None and total is not None and total > 0:
+                sample = VramSample(t=t, gpu=str(obj.get("gpu", "")), used_bytes=used,
+                                    total_bytes=total)
+        if sample is None:
+            bad += 1
+        else:
+            out.append(sample)
+    if bad:
+        skipped[_rel(path, root)] = bad
+    out.sort(key=lambda s: s.t)
+    return out
+
+
+def vram_for(ev: ShardEvidence, vram: list[VramSample]) -> list[VramSample]:
+    """Samples of the shard's GPUs within the shard's time span."""
+    span, gpus = ev.span(), ev.gpus()
+    if span is None or not gpus:
+        return []
+    lo, hi = span
+    return [s for s in vram if s.gpu in gpus and lo <= s.t <= hi]
+
+
+# -- the Markdown summary --------------------------------------------------------
+
+def fmt_time(t: float | None) -> str:
+    if t is None:
+        return "?"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) -> list[str]:
+    lines = [f"## {ev.shard}", ""]
+    if chart:
+        lines += [f"![{ev.shard}]({chart})", ""]
+    span = ev.span()
+    if span is not None:
+        lines.append(f"- batches: {len(ev.batches)}, genes: {ev.genes:g}, "
+                     f"from {fmt_time(span[0])} to {fmt_time(span[1])} "
+                     f"({fmt_duration(span[1] - span[0])})")
+    else:
+        lines.append("- batches: 0 (no batches.jsonl lines)")
+    for (stage, device), base in ev.baselines().items():
+        rows = [b for b in ev.batches if b.stage == stage and b.device == device]
+        factor = rows[-1].factor
+        emas = [b.ema for b in rows if b.ema is not None]
+        lines.append(
+            f"- {stage} on {device}: baseline {fmt_rate(base)} genes/s, crawl threshold "
+            f"{fmt_rate(base / factor)} (factor {factor:g}); median batch "
+            f"{fmt_rate(statistics.median(b.rate for b in rows))} genes/s, lowest EMA "
+            f"{fmt_rate(min(emas) if emas else None)}, last EMA "
+            f"{fmt_rate(emas[-1] if emas else None)}")
+    lines.append(f"- crawls: {ev.crawls}, highest rung: {ev.rung}, final device: "
+                 f"{ev.final_device}")
+    if ev.env:
+        lines.append("- resume overrides: " + ", ".join(f"`{k}={v}`" for k, v in
+                                                        sorted(ev.env.items())))
+    lines.append(f"- time lost to crawling (estimate): {fmt_duration(ev.lost_seconds)} over "
+                 f"{ev.slow_batches} batches slower than baseline / factor")
+    samples = vram_for(ev, vram)
+    if samples:
+        peak = max(samples, key=lambda s: s.used_bytes / s.total_bytes)
+        lines.append(f"- peak dedicated VRAM: {_gib(peak.used_bytes)} / "
+                     f"{_gib(peak.total_bytes)} on GPU {peak.gpu} at {fmt_time(peak.t)}")
+    if ev.ladder_error:
+        lines.append(f"- ladder.json unreadable: {ev.ladder_error}")
+    if ev.skipped_lines:
+        lines.append(f"- skipped {ev.skipped_lines} unreadable batches.jsonl line(s)")
+    if ev.rungs:
+        lines += ["", "| time (UTC) | rung | outcome | reason |", "|---|---|---|---|"]
+        for r in ev.rungs:
+            reason = r.reason.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {fmt_time(r.t)} | {r.rung} | {r.outcome or '-'} | {reason} |")
+    lines.append("")
+    return lines
+
+
+def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
+                     now: float | None = None) -> str:
+    charts = charts or {}
+    lines = ["# crawlguard rebuild report", "",
+             f"State dir: `{run.state_dir}`; written {fmt_time(now)}.", "",
+             "Time lost to crawling is an estimate: for every batch slower than its own "
+             "baseline / factor, the seconds beyond what its genes take at the baseline.", "",
+             "| shard | genes | batches | baseline (genes/s) | crawls | rungs | final device "
+             "| time lost |",
+             "|---|---:|---:|---|---:|---|---|---:|"]
+    for ev in run.shards:
+        bases = ", ".join(f"{fmt_rate(v)} ({d})" for (_, d), v in ev.baselines().items())
+        rungs = ", ".join(f"{r.rung} {fmt_time(r.t)}" for r in ev.rungs) or "-"
+        lines.append(f"| {ev.shard} | {ev.genes:g} | {len(ev.batches)} | {bases or '-'} "
+                     f"| {ev.crawls} | {rungs} | {ev.final_device} "
+                     f"| {fmt_duration(ev.lost_seconds)} |")
+    lines.append("")
+    if run.skipped:
+        lines.append("Skipped unreadable lines: " + ", ".join(
+            f"{path}: {n}" for path, n in sorted(run.skipped.items())) + ".")
+        lines.append("")
+    for ev in run.shards:
+        lines += shard_section(ev, run.vram, charts.get(ev.shard))
+    return "\n".join(lines) + "\n"

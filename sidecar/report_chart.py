@@ -1,0 +1,146 @@
+"""One PNG per shard: genes/s per batch, EMA, baseline, crawl threshold, rungs, VRAM.
+
+matplotlib is the optional ``report`` extra, so it is imported here, lazily,
+and only through ``require_matplotlib`` which turns its absence into one clear
+message. The Agg backend and ``Figure`` objects (never ``pyplot``) keep the
+rendering headless and free of global state: the sidecar may call it from a
+thread, and nothing needs a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .report import MARKERS, Batch, ReportError, ShardEvidence, VramSample, fmt_rate, vram_for
+
+RUNG_COLOURS = {"restart": "tab:orange", "cpu": "tab:purple", "reset": "tab:green"}
+# A spread this large means a crawl: only a log axis shows 15 and 0.02 genes/s together.
+LOG_SPREAD = 20.0
+
+
+def require_matplotlib() -> ModuleType:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ReportError(
+            "charts need matplotlib, which is not installed: pip install 'crawlguard[report]' "
+            "(or pass --no-charts for the Markdown summary alone)") from exc
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def _dates(ts: Iterable[float]) -> list[datetime]:
+    return [datetime.fromtimestamp(t, tz=timezone.utc) for t in ts]
+
+
+def _groups(batches: list[Batch]) -> dict[tuple[str, str], list[Batch]]:
+    out: dict[tuple[str, str], list[Batch]] = {}
+    for b in batches:
+        out.setdefault((b.stage, b.device), []).append(b)
+    return out
+
+
+def _plot_rates(ax: Any, ev: ShardEvidence) -> None:
+    rates = [b.rate for b in ev.batches if b.rate > 0]
+    for i, ((stage, device), rows) in enumerate(_groups(ev.batches).items()):
+        tag = f"{stage}/{device}"
+        colour = f"C{i % 10}"
+        pts = [b for b in rows if b.rate > 0]
+        ax.scatter(_dates(b.t for b in pts), [b.rate for b in pts], s=9, color=colour,
+                   alpha=0.45, label=f"genes/s per batch ({tag})")
+        # The EMA lives in one worker process: a restart starts a new line.
+        for j, pid in enumerate(dict.fromkeys(b.pid for b in rows)):
+            ema = [b for b in rows if b.pid == pid and b.ema is not None and b.ema > 0]
+            if ema:
+                ax.plot(_dates(b.t for b in ema), [b.ema for b in ema], color=colour, lw=1.8,
+                        label=f"EMA ({tag})" if j == 0 else None)
+        base = [b for b in rows if b.baseline is not None]
+        if base:
+            xs = _dates(b.t for b in base)
+            ax.step(xs, [b.baseline for b in base], where="post", color="0.35", lw=1.2,
+                    label=f"baseline ({tag})")
+            ax.step(xs, [b.threshold for b in base], where="post", color="tab:red", lw=1.2,
+                    ls="--", label=f"threshold = baseline / factor ({tag})")
+    if rates and max(rates) / min(rates) > LOG_SPREAD:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)  # a linear axis from 0 shows a drop at its true size
+    ax.set_ylabel("genes/s")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _mark_rungs(axes: list[Any], ev: ShardEvidence) -> None:
+    top = axes[0]
+    for r in ev.rungs:
+        if r.t is None:
+            continue
+        x = datetime.fromtimestamp(r.t, tz=timezone.utc)
+        colour = RUNG_COLOURS.get(r.rung, "black")
+        for ax in axes:
+            ax.axvline(x, color=colour, lw=1.5, ls=":")
+        label = r.rung + (f" ({r.outcome})" if r.outcome else "")
+        top.annotate(label, xy=(x, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, -12), textcoords="offset points", color=colour,
+                     fontsize=8, rotation=90, va="top")
+    # One legend entry per rung kind present, drawn with the same style.
+    for kind in MARKERS:
+        if any(r.rung == kind and r.t is not None for r in ev.rungs):
+            label = "reset" if kind == "reset" else f"rung: {kind}"
+            top.plot([], [], color=RUNG_COLOURS[kind], ls=":", lw=1.5, label=label)
+
+
+def _plot_vram(ax: Any, samples: list[VramSample], full_ratio: float) -> None:
+    gib = 2.0 ** 30
+    for gpu in sorted({s.gpu for s in samples}):
+        rows = [s for s in samples if s.gpu == gpu]
+        xs = _dates(s.t for s in rows)
+        ax.plot(xs, [s.used_bytes / gib for s in rows], lw=1.5, label=f"GPU {gpu} used")
+        ax.plot(xs, [s.total_bytes / gib for s in rows], lw=1, color="0.3",
+                label=f"GPU {gpu} total")
+        ax.plot(xs, [s.total_bytes * full_ratio / gib for s in rows], lw=1, ls="--",
+                color="tab:red", label=f"full ({full_ratio:g} x total)")
+    ax.set_ylabel("dedicated VRAM (GiB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+
+
+def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
+                       full_ratio: float = 0.95, dpi: int = 100) -> Path:
+    """Write ``path`` (PNG) for one shard; returns it."""
+    require_matplotlib()
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    samples = vram_for(ev, vram)
+    rows = 2 if samples else 1
+    fig = Figure(figsize=(13, 7.5 if samples else 5.5), dpi=dpi, layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [3, 1.4][:rows]})[:, 0].tolist()
+    bases = ", ".join(f"{fmt_rate(v)} on {d}" for (_, d), v in ev.baselines().items())
+    fig.suptitle(f"{ev.shard}: {ev.genes:g} genes in {len(ev.batches)} batches; crawls "
+                 f"{ev.crawls}, rung {ev.rung}, final device {ev.final_device}"
+                 + (f"\nbaseline {bases} genes/s" if bases else ""), fontsize=11)
+    if ev.batches:
+        _plot_rates(axes[0], ev)
+    else:
+        axes[0].text(0.5, 0.5, "no batches recorded", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    if samples:
+        _plot_vram(axes[1], samples, full_ratio)
+    _mark_rungs(axes, ev)
+    if ev.batches:
+        # Outside the axes: a crawl fills the bottom of the plot, health the top.
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    # matplotlib.dates has no annotations for these constructors.
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    axes[-1].set_xlabel("time (UTC)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

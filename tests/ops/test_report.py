@@ -1,0 +1,165 @@
+"""`crawlguard report` on a recorded run: charts, summary, bad lines, no matplotlib."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.report import fmt_time, load_run, parse_rung, parse_time, summary_markdown
+from tests.helpers import REPO, crawlguard_cmd
+
+from .recorded_run import write_recorded_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert data.rstrip(b"\0").endswith(b"IEND\xaeB`\x82"), f"{path} is cut short"
+    return int(width), int(height)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    root = tmp_path_factory.mktemp("run") / "state"
+    return root, write_recorded_run(root)
+
+
+Rendered = tuple[Path, "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture(scope="module")
+def rendered(recorded: tuple[Path, dict[str, float]],
+             tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """One real `crawlguard report` run (a subprocess: the CLI as users run it)."""
+    state, _ = recorded
+    out = tmp_path_factory.mktemp("report")
+    proc = subprocess.run(crawlguard_cmd("report", "--state-dir", str(state), "--out", str(out)),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return out, proc
+
+
+def test_report_writes_a_png_per_shard_and_a_summary(
+        rendered: Rendered) -> None:
+    out, proc = rendered
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for shard in ("wiki", "slack__eng-oncall"):
+        width, height = png_size(out / f"{shard}.png")
+        assert 800 <= width <= 2000 and 400 <= height <= 1200, (shard, width, height)
+        assert (out / f"{shard}.png").stat().st_size > 20_000  # drawn, not blank
+    assert (out / "report.md").is_file()
+
+
+def test_summary_has_the_numbers(rendered: Rendered,
+                                 recorded: tuple[Path, dict[str, float]]) -> None:
+    out, _ = rendered
+    _, times = recorded
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| slack__eng-oncall |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # shard, genes, batches, baseline, crawls, rungs, final device, time lost
+    assert cells[1] == str(64 * (24 + 20 + 30))
+    assert cells[2] == "74"
+    assert cells[3].startswith("15.3 (cuda:0)") and "(cpu)" in cells[3]
+    assert cells[4] == "2"
+    assert cells[5] == f"restart {fmt_time(times['restart'])}, cpu {fmt_time(times['cpu'])}"
+    assert cells[6] == "cpu"
+    assert cells[7].endswith(" h")  # eight 0.02 genes/s batches alone are ~7 h
+    healthy = next(line for line in md.splitlines() if line.startswith("| wiki |"))
+    assert "| 3840 | 60 |" in healthy and healthy.rstrip().endswith("| cuda:0 | 0 s |")
+    assert "`BGEM3_DEVICE=cpu`" in md
+    assert "peak dedicated VRAM: 11.85 GiB / 12.00 GiB on GPU 0" in md
+    assert "![wiki](wiki.png)" in md
+    # Only rungs are rung markers: the crawl and same_episode entries are not.
+    assert md.count("| restart | signalled |") == 1 and md.count("| cpu | signalled |") == 1
+
+
+def test_unreadable_lines_are_skipped_and_counted(
+        rendered: Rendered) -> None:
+    out, proc = rendered
+    # batches.jsonl: a line cut in half, a garbage line, a line being written.
+    assert "skipped 3 unreadable line(s) of shards/slack__eng-oncall/batches.jsonl" in proc.stderr
+    assert "skipped 1 unreadable line(s) of audit.jsonl" in proc.stderr
+    assert "shards/slack__eng-oncall/batches.jsonl: 3" in (out / "report.md").read_text()
+
+
+def test_audit_log_marks_rungs_when_the_ladder_is_gone(
+        recorded: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
+    state, times = recorded
+    copy = tmp_path / "state"
+    subprocess.run(["cp", "-a", str(state), str(copy)], check=True)
+    ladder = copy / "shards" / "slack__eng-oncall" / "ladder.json"
+    ladder.write_text('{"shard": "slack__eng-oncall", "hist')  # corrupt
+    run = load_run(copy)
+    ev = next(s for s in run.shards if s.shard == "slack__eng-oncall")
+    assert ev.ladder_error and "not valid JSON" in ev.ladder_error
+    assert [(r.rung, r.t, r.source) for r in ev.rungs] == [("restart", times["restart"], "audit")]
+    assert "ladder.json unreadable" in summary_markdown(run)
+
+
+def test_history_entries_parse_across_shapes() -> None:
+    assert parse_rung({"kind": "rung", "rung": "cpu", "at": 5.0}, "ladder") is not None
+    assert parse_rung({"kind": "refused", "rung": "cpu", "at": 5.0}, "ladder") is None
+    assert parse_rung({"kind": "reset", "at": 5.0}, "ladder") is not None
+    assert parse_rung({"event": "rung_done", "rung": "cpu", "at": 5.0}, "audit") is not None
+    assert parse_rung({"event": "alert", "decision": "rung", "at": 5.0}, "audit") is None
+    event = parse_rung({"rung": "restart", "timestamp": "2026-06-10T07:15:08Z",
+                        "outcome": "ok"}, "audit")
+    assert event is not None and event.t == parse_time("2026-06-10T07:15:08+00:00")
+    assert parse_time("yesterday") is None and parse_time(True) is None
+
+
+def test_report_without_state_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(crawlguard_cmd("report", "--state-dir", str(tmp_path / "nope"),
+                                         "--no-charts"),
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_matplotlib_gives_a_clear_message(recorded: tuple[Path, dict[str, float]],
+                                                  tmp_path: Path) -> None:
+    state, _ = recorded
+    # A meta-path finder that refuses matplotlib, as on an install without the extra.
+    code = (
+        "import sys\n"
+        "class NoMpl:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'matplotlib' or name.startswith('matplotlib.'):\n"
+        "            raise ImportError('No module named ' + repr(name))\n"
+        "sys.meta_path.insert(0, NoMpl())\n"
+        "from sidecar.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", code, "report", "--state-dir", str(state), "--out", str(out)]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "crawlguard[report]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing half-written
+    # The summary alone still works without it.
+    proc = subprocess.run([*argv, "--no-charts"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report.md").is_file() and not list(out.glob("*.png"))
+
+
+def test_report_during_a_rebuild_reads_a_growing_file(tmp_path: Path) -> None:
+    shard = tmp_path / "state" / "shards" / "live"
+    shard.mkdir(parents=True)
+    line = {"t": 1.0e9, "stage": "drain", "device": "cuda:0", "gpu": "0", "pid": 1,
+            "genes": 64, "seconds": 4.0, "rate": 16.0, "ema": None, "baseline": None,
+            "streak": 0, "factor": 5}
+    (shard / "batches.jsonl").write_text(json.dumps(line) + "\n" + json.dumps(line)[:30])
+    run = load_run(tmp_path / "state")
+    assert len(run.shards[0].batches) == 1 and run.shards[0].skipped_lines == 1
+    md = summary_markdown(run)
+    assert "| live | 64 | 1 | - | 0 | - | cuda:0 | 0 s |" in md
