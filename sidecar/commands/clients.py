@@ -1,15 +1,92 @@
-"""`crawlguard rung` and `crawlguard status`: clients of the sidecar API."""
+"""`crawlguard rung`, `status`, `pause`, `resume`: clients of the sidecar API.
+
+They reach the sidecar at HELIX_BFM_SIDECAR_URL (default http://127.0.0.1:9848)
+with the token from HELIX_BFM_SIDECAR_TOKEN or HELIX_BFM_SIDECAR_TOKEN_FILE. An
+unreachable sidecar or a refusal is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from typing import Any
 
-from ._stub import not_yet
+from ..client import SidecarClient
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    p = sub.add_parser("rung", help="force a rung on a shard through the sidecar")
-    p.set_defaults(func=not_yet)
-    p = sub.add_parser("status", help="show the ladder of every shard")
-    p.set_defaults(func=not_yet)
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "rung", help="force a rung on a shard through the sidecar",
+        description="Force a rung by hand: restart (kill the worker so its supervisor "
+                    "resumes it), cpu (set the device variable to cpu, then restart), next "
+                    "(climb one rung), or reset (forget the ladder: back to GPU).")
+    p.add_argument("shard")
+    p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
+    p.add_argument("--reason", default="", help="recorded in the shard's history")
+    p.set_defaults(func=rung)
+    p = sub.add_parser("status", help="show the ladder of every shard (or one)")
+    p.add_argument("shard", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=status)
+    for name, paused in (("pause", True), ("resume", False)):
+        p = sub.add_parser(name, help=f"{name} the sidecar's rungs (alerts are still recorded)"
+                           if paused else "take rungs again after 'pause'")
+        p.add_argument("--reason", default="")
+        p.set_defaults(func=pause, paused=paused)
+
+
+def rung(args: argparse.Namespace) -> int:
+    with SidecarClient.from_env() as client:
+        if args.rung == "reset":
+            view = client.reset(args.shard, args.reason)
+            print(f"{args.shard}: reset (rung none, env cleared)")
+            return 0
+        view = client.rung(args.shard, args.rung, args.reason)
+    taken: dict[str, Any] = next(
+        (h for h in reversed(view["history"]) if h["kind"] == "rung"), {})
+    outcome = taken.get("outcome") or "in progress (carried out in the background)"
+    print(f"{args.shard}: {taken.get('rung', args.rung)} decided as {taken.get('id', '?')}: "
+          f"{outcome}; the shard's rung is now {view['rung']}")
+    return 0
+
+
+def pause(args: argparse.Namespace) -> int:
+    with SidecarClient.from_env() as client:
+        client.pause(args.paused, args.reason)
+    print("sidecar paused: no rungs until 'crawlguard resume'" if args.paused
+          else "sidecar resumed")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _env(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"
+
+
+def status(args: argparse.Namespace) -> int:
+    with SidecarClient.from_env() as client:
+        data = client.shard(args.shard) if args.shard else client.shards()
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    shards = [data] if args.shard else data["shards"]
+    print(f"action={data['action']} paused={'yes' if data['paused'] else 'no'}")
+    rows = [("SHARD", "CRAWLS", "RUNG", "ENV", "IN PROGRESS", "LAST RUNG EFFECTIVE")]
+    for s in shards:
+        pending = s.get("pending")
+        rows.append((s["shard"], str(s["crawls"]), s["rung"], _env(s["env"]),
+                     f"{pending['id']} {pending['rung']}" if pending else "-",
+                     _when(s.get("last_rung_effective_at"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if args.shard:
+        for h in data["history"]:
+            extra = " ".join(f"{k}={h[k]}" for k in ("rung", "alertname", "outcome", "reason")
+                             if h.get(k))
+            print(f"  {_when(h['at'])}  {h['kind']:<12} {extra}")
+    return 0

@@ -1,13 +1,64 @@
-"""`crawlguard env`: print a shard's resume overrides."""
+"""`crawlguard env`: print a shard's resume overrides, straight from the state dir.
+
+It reads ``shards/<shard>/ladder.json`` through ``sidecar.resume`` (what every
+supervisor loop uses), so it works while the sidecar is down. Formats:
+
+- ``env`` (default): ``KEY=VALUE`` lines, for ``env $(crawlguard env S) cmd``;
+- ``sh``: ``export KEY='VALUE'`` with shlex quoting, for ``eval "$(...)"``;
+- ``powershell``: ``$env:KEY = 'VALUE'`` ('' escapes a quote), for
+  ``crawlguard env S --format powershell | Invoke-Expression``;
+- ``json``: one object.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 from typing import Any
 
-from ._stub import not_yet
+from exporter.errors import CorruptStateError
+from exporter.settings import state_dir_from_env
+from exporter.statedir import safe_name
+
+from ..resume import ResumeEnvError, resume_env
+
+FORMATS = ("env", "sh", "powershell", "json")
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    p = sub.add_parser("env", help="print a shard's resume overrides")
-    p.set_defaults(func=not_yet)
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "env", help="print a shard's resume overrides",
+        description="Print the resume overrides of SHARD (e.g. BGEM3_DEVICE=cpu after the CPU "
+                    "rung) from HELIX_BFM_STATE_DIR; works while the sidecar is down. Prints "
+                    "nothing when the shard has none.")
+    p.add_argument("shard")
+    p.add_argument("--format", choices=FORMATS, default="env",
+                   help="env: KEY=VALUE lines (default); sh: export lines; powershell: "
+                        "$env: assignments; json: one object")
+    p.set_defaults(func=main)
+
+
+def render(env: dict[str, str], fmt: str) -> str:
+    items = sorted(env.items())
+    if fmt == "json":
+        return json.dumps(dict(items), sort_keys=True)
+    if fmt == "sh":
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in items]
+    elif fmt == "powershell":
+        lines = ["$env:{} = '{}'".format(k, v.replace("'", "''")) for k, v in items]
+    else:
+        lines = [f"{k}={v}" for k, v in items]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    shard = safe_name(args.shard)
+    try:
+        env = resume_env(state_dir_from_env(), shard)
+    except ResumeEnvError as exc:
+        raise CorruptStateError(str(exc)) from exc
+    text = render(env, args.format)
+    if text:
+        print(text)
+    return 0

@@ -1,13 +1,69 @@
-"""`crawlguard sidecar`: the remediation webhook and API (FastAPI)."""
+"""`crawlguard sidecar`: the remediation webhook and API (FastAPI on uvicorn)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 from typing import Any
 
-from ._stub import not_yet
+from exporter.settings import Settings
+from exporter.statedir import StateDir
+
+from ..engine import Engine
+from ..ladder import Pending
+from ..lifecycle import shutdown_on_signals
+from ..server import SidecarServer
+
+CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
+"""Test hook, not a knob: when "1" the sidecar exits (os._exit, like SIGKILL) right
+after it has persisted a rung and before it signals anyone, to prove crash safety."""
+
+log = logging.getLogger("crawlguard.sidecar")
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    p = sub.add_parser("sidecar", help="the remediation webhook and API (FastAPI)")
-    p.set_defaults(func=not_yet)
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "sidecar", help="the remediation webhook and API (FastAPI)",
+        description="Serve the Alertmanager webhook (POST /v1/alerts) and the ladder API. "
+                    "Every /v1 endpoint demands 'Authorization: Bearer "
+                    "$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
+                    "(ladder|cpu|off); state lives in HELIX_BFM_STATE_DIR.")
+    p.add_argument("--host", help="address to bind (default HELIX_BFM_SIDECAR_HOST or "
+                                  "127.0.0.1); non-loopback addresses need a token")
+    p.add_argument("--port", type=int, help="port (default HELIX_BFM_SIDECAR_PORT or 9848; "
+                                            "0 picks a free one)")
+    p.add_argument("--insecure-no-token", action="store_true",
+                   help="serve /v1 without authentication (loopback only)")
+    p.set_defaults(func=main)
+
+
+def _crash(shard: str, pending: Pending) -> None:
+    log.warning("%s=1: exiting after persisting rung %s of shard %s", CRASH_HOOK, pending.id,
+                shard)
+    logging.shutdown()
+    os._exit(70)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    ep = settings.endpoints
+    if args.host is not None or args.port is not None:
+        ep = dataclasses.replace(ep, sidecar_host=args.host or ep.sidecar_host,
+                                 sidecar_port=ep.sidecar_port if args.port is None else args.port)
+    hook = _crash if os.environ.get(CRASH_HOOK) == "1" else None
+    engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
+    server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
+                           insecure_no_token=args.insecure_no_token)
+    with shutdown_on_signals() as stop:
+        bound = server.start()
+        try:
+            # Tests, `crawlguard up` and people read this line to learn the bound port.
+            print(f"crawlguard sidecar listening on {bound.url}", flush=True)
+            log.info("action=%s state_dir=%s auth=%s", engine.mode, settings.state_dir,
+                     "bearer" if ep.token else "NONE (--insecure-no-token)")
+            stop.wait()
+        finally:
+            server.stop()
+    return 0

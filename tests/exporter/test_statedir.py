@@ -6,8 +6,14 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import CorruptStateError, UnsafeNameError
-from exporter.statedir import StateDir, gpu_label, read_json, safe_device, safe_name, \
-    write_json_atomic
+from exporter.statedir import (
+    StateDir,
+    gpu_label,
+    read_json,
+    safe_device,
+    safe_name,
+    write_json_atomic,
+)
 
 
 @pytest.mark.parametrize("name", ["confluence", "slack__eng-oncall", "a", "A.b-c_d", "x" * 128])

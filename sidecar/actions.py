@@ -1,0 +1,197 @@
+"""Carrying out a restart: verify the worker, signal it, wait, kill. All OS bits live here.
+
+Sequence for one worker (``restart_worker``):
+
+1. identity: the registered pid must still be the process that registered
+   (pid AND creation time, ``WorkerIdentity.status``). A gone worker is
+   ``already_gone``; a reused pid is ``identity_mismatch`` and is never signalled.
+2. graceful signal, so the build's salvage can flush the batch it holds:
+   - POSIX: SIGTERM to the worker's process group when the worker leads its
+     own group (``os.getpgid(pid) == pid``, e.g. started with
+     ``start_new_session=True``; its DataLoader children then stop too), and
+     to the pid alone otherwise. A group is never signalled when the sidecar
+     itself belongs to it, so neither the sidecar nor a user's shell is hit.
+     On Linux the worker is pinned with a pidfd first, so the signal cannot
+     reach a process that took over the pid after the identity check.
+   - Windows: ``os.kill(pid, CTRL_BREAK_EVENT)``, which Windows delivers to the
+     process *group* whose id is ``pid``. It therefore only works when the
+     worker was started with ``CREATE_NEW_PROCESS_GROUP`` (``crawlguard run``
+     does this) and shares the sidecar's console; otherwise the graceful step
+     fails and the worker is terminated at once (outcome ``killed``).
+3. wait up to ``grace_seconds`` for it to exit (pidfd poll on Linux, psutil
+   wait elsewhere; a zombie counts as exited because its parent, not the
+   sidecar, reaps it), then hard kill: SIGKILL (to the group it leads) or
+   ``TerminateProcess`` via psutil.
+
+Outcomes: ``signalled`` (exited within the grace period), ``killed`` (needed
+the hard kill), ``already_gone``, ``identity_mismatch``, ``no_worker``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from exporter.errors import ProcessError
+from exporter.workers import CREATE_TIME_TOLERANCE_S, WorkerIdentity
+
+from .ladder import WorkerRef
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("signalled", "killed", "already_gone", "identity_mismatch", "no_worker", "refused",
+            "error")
+KILL_WAIT_SECONDS = 10.0
+"""How long to wait for a SIGKILLed worker to disappear before reporting it anyway."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    outcome: str
+    effective_at: float
+    detail: str = ""
+
+
+def restart_worker(worker: WorkerRef | None, grace_seconds: float, decided_at: float,
+                   clock: Callable[[], float] = time.time) -> ActionResult:
+    """Stop ``worker`` so its supervisor resumes it; never touches any other process."""
+    if worker is None:
+        return ActionResult("no_worker", decided_at, "no worker registered for the shard")
+    ident = WorkerIdentity(worker.pid, worker.create_time)
+    try:
+        status = ident.status()
+    except ProcessError as exc:
+        # We cannot tell who the pid is: not signalling is the only safe answer.
+        return ActionResult("identity_mismatch", clock(), f"cannot verify pid: {exc}")
+    if status == "gone":
+        return ActionResult("already_gone", clock(), f"pid {worker.pid} had already exited")
+    if status == "reused":
+        return ActionResult("identity_mismatch", clock(),
+                            f"pid {worker.pid} now belongs to another process; not signalled")
+    with _Target(worker) as target:
+        if target.mismatch:
+            return ActionResult("identity_mismatch", clock(),
+                                f"pid {worker.pid} changed hands or cannot be verified")
+        if target.proc is None:
+            return ActionResult("already_gone", clock(), f"pid {worker.pid} exited before signal")
+        sent = target.terminate()
+        if sent is None:
+            return ActionResult("already_gone", clock(), "exited before the signal")
+        if sent and target.wait(grace_seconds):
+            return ActionResult("signalled", clock(), f"exited within {grace_seconds:g}s")
+        target.kill()
+        if not target.wait(KILL_WAIT_SECONDS):
+            log.error("pid %s survived the hard kill for %gs", worker.pid, KILL_WAIT_SECONDS)
+        return ActionResult("killed", clock(), "hard kill after the grace period"
+                            if sent else "graceful signal impossible; hard kill")
+
+
+class _Target:
+    """One verified worker process, pinned by a pidfd where the OS has them."""
+
+    def __init__(self, worker: WorkerRef) -> None:
+        self.worker = worker
+        self.proc: psutil.Process | None = None
+        self.pidfd: int | None = None
+        self.mismatch = False
+
+    def __enter__(self) -> _Target:
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            with contextlib.suppress(OSError):
+                self.pidfd = pidfd_open(self.worker.pid)
+        try:
+            # Re-checked after the pidfd exists: from here on the pid cannot change hands.
+            self.proc = psutil.Process(self.worker.pid)
+            if abs(self.proc.create_time() - self.worker.create_time) > CREATE_TIME_TOLERANCE_S:
+                self.mismatch = True
+        except psutil.NoSuchProcess:
+            self.proc = None
+        except psutil.Error:
+            self.mismatch = True  # cannot verify (e.g. access denied): never signal
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+    def _own_group(self) -> int | None:
+        """The worker's process group if it leads one that does not contain us."""
+        if sys.platform == "win32":
+            return None
+        try:
+            pgid = os.getpgid(self.worker.pid)
+        except ProcessLookupError:
+            return None
+        return pgid if pgid == self.worker.pid and pgid != os.getpgrp() else None
+
+    def terminate(self) -> bool | None:
+        """Send the graceful signal: True sent, False impossible, None already gone."""
+        assert self.proc is not None
+        try:
+            if sys.platform == "win32":
+                os.kill(self.worker.pid, signal.CTRL_BREAK_EVENT)
+                return True
+            group = self._own_group()
+            if group is not None:
+                os.killpg(group, signal.SIGTERM)
+            elif self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+            return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return None
+        except (OSError, psutil.Error) as exc:
+            log.warning("graceful signal to pid %s failed: %s", self.worker.pid, exc)
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        try:
+            if sys.platform == "win32":
+                self.proc.kill()  # TerminateProcess
+                return
+            group = self._own_group()
+            if group is not None:
+                os.killpg(group, signal.SIGKILL)
+            elif self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                self.proc.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        except (OSError, psutil.Error) as exc:
+            log.error("hard kill of pid %s failed: %s", self.worker.pid, exc)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the worker has exited (a zombie counts), False after ``timeout``."""
+        if self.pidfd is not None:
+            # A pidfd turns readable when the process terminates: exact, no polling.
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            return bool(poller.poll(max(0.0, timeout) * 1000))
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.proc.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                return True
+            except psutil.TimeoutExpired:
+                # Only the parent can reap a zombie; for us it is gone.
+                with contextlib.suppress(psutil.Error):
+                    if self.proc.status() == psutil.STATUS_ZOMBIE:
+                        return True
+                if time.monotonic() >= deadline:
+                    return False
+            except psutil.NoSuchProcess:
+                return True

@@ -1,0 +1,242 @@
+"""The sidecar's HTTP API: a FastAPI app over one ``Engine``.
+
+Security choices (the sidecar kills processes and rewrites environments):
+
+- every ``/v1`` route depends on ``require_token``: ``Authorization: Bearer
+  <token>`` compared with ``hmac.compare_digest`` (no timing oracle); a missing
+  or wrong token is 401 with ``WWW-Authenticate: Bearer`` and changes nothing.
+  ``/healthz`` and ``/metrics`` are open: they reveal no more than Prometheus
+  scrapes anyway. A token of ``None`` means the operator started the sidecar
+  with ``--insecure-no-token`` on loopback (see ``sidecar.server``);
+- bodies are capped before anything parses them (``BodyLimit``): 1 MiB for
+  ``/v1/alerts`` (Alertmanager groups can be large), 16 KiB elsewhere; more is
+  413. Malformed bodies are 422 and change nothing;
+- handlers are ``async`` and hand the engine's work to its single thread
+  (``Engine.call``, ``Engine.judge``): the engine blocks on the state-dir lock
+  and on fsync, which must not stall the event loop, and decisions are
+  serialised anyway, so one thread does the work of Starlette's pool of 40
+  without 40 threads fighting over the GIL (plain ``def`` handlers cost twice
+  the CPU per request on the 2-core test machine).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exporter.errors import RungRefused, StateError, UnsafeNameError
+
+from .engine import Engine
+from .ladder import ShardLadder
+from .metrics import CONTENT_TYPE
+from .schemas import (
+    AlertDecision,
+    AlertsAccepted,
+    ErrorBody,
+    Health,
+    PauseView,
+    ReasonRequest,
+    RungRequest,
+    ShardsView,
+    ShardView,
+    shard_view,
+)
+from .webhook import WebhookPayload
+
+ALERTS_BODY_LIMIT = 1 << 20
+BODY_LIMIT = 16 << 10
+ShardParam = Annotated[str, Path(min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+# Module level: FastAPI resolves these (string) annotations in the module's globals.
+_BEARER = HTTPBearer(auto_error=False, description="HELIX_BFM_SIDECAR_TOKEN")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    413: {"model": ErrorBody, "description": "body too large"},
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "paused, action=off, or a rung in progress"}}
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse a body over the limit with 413 before the app
+    reads it (Content-Length first, then counting what actually arrives)."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int],
+                 on_refuse: Callable[[], None], on_done: Callable[[str, float], None]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+        self.on_refuse = on_refuse
+        self.on_done = on_done  # every request's duration, refused ones included
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.on_done(scope["path"], time.perf_counter() - started)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away; the app sees an empty body
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await self._refuse(scope, receive, send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        self.on_refuse()
+        response = JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413,
+                                headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def create_app(engine: Engine, token: str | None) -> FastAPI:
+    """The API over ``engine`` (already started). ``token`` None: no auth (insecure)."""
+    metrics = engine.metrics
+    app = FastAPI(title="crawlguard sidecar", version="1",
+                  description="Alertmanager webhook and escalation ladder of crawlguard: "
+                              "restart a crawling worker, then demote its shard to CPU.")
+    expected = None if token is None else token.encode("utf-8")
+
+    async def require_token(creds: BearerCredentials) -> None:
+        if expected is None:
+            return
+        given = creds.credentials.encode("utf-8") if creds is not None else b""
+        if not hmac.compare_digest(given, expected):
+            metrics.invalid.labels(reason="unauthorized").inc()
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(require_token)]
+    action = engine.mode
+
+    def view(state: ShardLadder) -> ShardView:
+        return shard_view(state, engine.paused, action)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> Response:
+        metrics.invalid.labels(reason="malformed").inc()
+        # Not FastAPI's default handler: it echoes the input back and fails with a 500 on
+        # bytes that are not UTF-8 (found by tests/sidecar/test_fuzz.py).
+        detail = [{"type": str(e.get("type", "")), "msg": str(e.get("msg", "")),
+                   "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # a body FastAPI could not even decode
+            metrics.invalid.labels(reason="malformed").inc()
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RungRefused)
+    async def refused(request: Request, exc: RungRefused) -> Response:
+        return JSONResponse({"detail": str(exc)}, 409)
+
+    @app.exception_handler(UnsafeNameError)
+    async def unsafe(request: Request, exc: UnsafeNameError) -> Response:
+        metrics.invalid.labels(reason="malformed").inc()
+        return JSONResponse({"detail": str(exc)}, 422)
+
+    @app.exception_handler(StateError)
+    async def state_error(request: Request, exc: StateError) -> Response:
+        return JSONResponse({"detail": str(exc)}, 500)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        return Health(status="ok", paused=engine.paused, action=action,
+                      rungs_in_progress=engine.rungs_in_progress())
+
+    @app.get("/metrics", tags=["ops"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/alerts", status_code=202, response_model=AlertsAccepted,
+              dependencies=auth, responses=_ERRORS, tags=["webhook"])
+    async def alerts(payload: WebhookPayload) -> AlertsAccepted:
+        """Alertmanager webhook (payload version 4). Decisions are durable when this
+        answers; rungs are carried out in the background."""
+        outcomes = await engine.judge(payload)
+        return AlertsAccepted(received=len(payload.alerts), decisions=[
+            AlertDecision(alertname=o.alertname, status=o.status, fingerprint=o.fingerprint,
+                          shard=o.shard, decision=o.decision, note=o.note) for o in outcomes])
+
+    @app.get("/v1/shards", response_model=ShardsView, dependencies=auth, responses=_ERRORS,
+             tags=["ladder"])
+    async def shards() -> ShardsView:
+        states = await engine.call(engine.shards)
+        return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states])
+
+    @app.get("/v1/shards/{shard}", response_model=ShardView, dependencies=auth,
+             responses=_ERRORS, tags=["ladder"])
+    async def shard(shard: ShardParam) -> ShardView:
+        return view(await engine.call(engine.shard, shard))
+
+    @app.post("/v1/shards/{shard}/rung", status_code=202, response_model=ShardView,
+              dependencies=auth, responses={**_ERRORS, **_CONFLICT}, tags=["ladder"])
+    async def rung(shard: ShardParam, body: RungRequest) -> ShardView:
+        """Force a rung by hand (`next` climbs one). It is carried out in the background;
+        409 when paused, with HELIX_BFM_CRAWL_ACTION=off, or while a rung is in progress."""
+        return view(await engine.call(engine.manual_rung, shard, body.rung, body.reason))
+
+    @app.post("/v1/shards/{shard}/reset", response_model=ShardView, dependencies=auth,
+              responses={**_ERRORS, **_CONFLICT}, tags=["ladder"])
+    async def reset(shard: ShardParam, body: ReasonRequest | None = None) -> ShardView:
+        """Forget the shard's ladder: rung none, env cleared (back to GPU), crawls 0."""
+        return view(await engine.call(engine.reset, shard, body.reason if body else ""))
+
+    @app.post("/v1/pause", response_model=PauseView, dependencies=auth, responses=_ERRORS,
+              tags=["ops"])
+    async def pause(body: ReasonRequest | None = None) -> PauseView:
+        """Stop taking rungs (durable across restarts); alerts are still judged and recorded."""
+        await engine.call(engine.set_paused, True, body.reason if body else "")
+        return PauseView(paused=True)
+
+    @app.post("/v1/resume", response_model=PauseView, dependencies=auth, responses=_ERRORS,
+              tags=["ops"])
+    async def resume(body: ReasonRequest | None = None) -> PauseView:
+        await engine.call(engine.set_paused, False, body.reason if body else "")
+        return PauseView(paused=False)
+
+    def limit_for(path: str) -> int:
+        return ALERTS_BODY_LIMIT if path == "/v1/alerts" else BODY_LIMIT
+
+    app.add_middleware(BodyLimit, limit_for=limit_for,
+                       on_refuse=lambda: metrics.invalid.labels(reason="too_large").inc(),
+                       on_done=metrics.observe_request)
+    return app

@@ -1,0 +1,96 @@
+"""A small httpx client of the sidecar API, for `crawlguard rung`/`status` and scripts.
+
+Every transport failure becomes ``SidecarUnavailable`` and every error answer
+``SidecarRefused`` (with the status and the server's ``detail``), both with
+``raise ... from exc``, so the command line prints one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from exporter.errors import SidecarRefused, SidecarUnavailable
+from exporter.settings import Endpoints
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class SidecarClient:
+    def __init__(self, url: str, token: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  trust_env=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarClient:
+        """HELIX_BFM_SIDECAR_URL and HELIX_BFM_SIDECAR_TOKEN (or _FILE)."""
+        ep = Endpoints.from_env(env)
+        return cls(ep.sidecar_url, ep.token)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SidecarClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise SidecarUnavailable(f"cannot reach the sidecar at {self.url}: "
+                                     f"{exc or type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise SidecarRefused(response.status_code, f"{method} {path}: "
+                                 f"{response.status_code} {_detail(response)}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise SidecarUnavailable(f"{method} {path}: the answer is not JSON") from exc
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
+    def shards(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/shards")
+        return result
+
+    def shard(self, shard: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/shards/{shard}")
+        return result
+
+    def rung(self, shard: str, rung: str, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/shards/{shard}/rung",
+                                            {"rung": rung, "reason": reason})
+        return result
+
+    def reset(self, shard: str, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/shards/{shard}/reset",
+                                            {"reason": reason})
+        return result
+
+    def pause(self, paused: bool, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/pause" if paused else "/v1/resume",
+                                            {"reason": reason})
+        return result
+
+    def alerts(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/alerts", dict(payload))
+        return result
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:200]
+    if response.status_code == 401:
+        return f"{detail} (check HELIX_BFM_SIDECAR_TOKEN / HELIX_BFM_SIDECAR_TOKEN_FILE)"
+    return detail if isinstance(detail, str) else str(detail)[:300]

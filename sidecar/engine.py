@@ -1,0 +1,193 @@
+"""The sidecar's core: ladder decisions made durable, and rungs carried out.
+
+Every decision runs under one in-process mutex and ``StateDir.lock()``: read
+the shard's ladder, apply the pure ``sidecar.ladder`` rule, write it back by
+atomic replace, append the audit line (alerts: ``sidecar.judging``). A rung
+is persisted as ``pending`` (with the identity of the worker to act on, and
+for the CPU rung the new ``env``) BEFORE anything is signalled; only then is the action started on a
+thread of its own (``sidecar.rungs``), so the webhook answers at once. When
+the action ends, its outcome and ``effective_at`` are written and ``pending``
+is cleared.
+
+Crash safety: if the sidecar dies anywhere after the write, the next start
+finds ``pending`` and carries the action out then (``Engine.start``). That is
+idempotent because the action re-verifies the worker's identity first: a
+worker that is already gone or whose pid was reused is never signalled, and
+the worker that replaced it is a different identity. A decision is never
+repeated either, since the alert key that caused it was saved in the same write.
+
+Test hook: ``after_decide`` runs right after a pending rung is persisted and
+before it is acted on; ``crawlguard sidecar`` sets it to ``os._exit`` when
+HELIX_BFM_TEST_CRASH_AFTER_DECIDE=1, to simulate that crash without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from exporter.errors import CrawlguardError, RungRefused
+from exporter.settings import Remediation
+from exporter.statedir import StateDir, safe_name
+from exporter.workers import read_registration
+
+from . import ladder
+from .actions import ActionResult
+from .audit import AuditLog, worker_json
+from .batching import Batcher
+from .judging import AlertJudging
+from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition, WorkerRef
+from .metrics import SidecarMetrics
+from .rungs import RungRunner
+from .state import LadderStore
+from .webhook import AlertOutcome, WebhookPayload
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Engine(AlertJudging):
+    def __init__(self, state_dir: StateDir, remediation: Remediation,
+                 clock: Callable[[], float] = time.time,
+                 after_decide: Callable[[str, Pending], None] | None = None) -> None:
+        self.dir = state_dir
+        self.remediation = remediation
+        self.mode: Mode = ladder.mode_of(remediation.action)
+        self.clock = clock
+        self.after_decide = after_decide
+        # Four writers: enough for the filesystem to commit a batch's fsyncs together.
+        self.store = LadderStore(state_dir, parallel_saves=4)
+        self.audit = AuditLog(state_dir.audit_log, clock)
+        self.metrics = SidecarMetrics()
+        self.paused = False
+        self._mutex = threading.Lock()
+        self.rungs = RungRunner(state_dir, self.store, self._mutex, self.metrics, self.audit,
+                                remediation.grace_seconds, clock)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._batcher: Batcher[WebhookPayload, list[AlertOutcome]] = Batcher(
+            self.handle_batch, self._executor)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine method on the engine's thread, from the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(fn, *args))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the pause switch and every ladder; finish rungs a crash interrupted."""
+        self.dir.ensure()
+        with self._mutex, self.store.lock():
+            self.paused = bool(self.store.paused()["paused"])
+            self.metrics.paused.set(1 if self.paused else 0)
+            for shard in self.store.shards():
+                try:
+                    state = self.store.load(shard)
+                except CrawlguardError as exc:
+                    log.error("shard %s: %s", shard, exc)
+                    continue
+                self.metrics.shard_state(shard, state.rung, state.pending is not None)
+                if state.pending is not None:
+                    self.audit.write("recover", shard=shard, id=state.pending.id,
+                                     rung=state.pending.rung)
+                    log.warning("shard %s: completing interrupted rung %s (%s)", shard,
+                                state.pending.id, state.pending.rung)
+                    self.rungs.spawn(shard, state.pending)
+
+    def close(self) -> None:
+        """Stop taking work. Rungs still running finish on their own threads; one cut
+        short by the process ending is completed by the next start (``start``)."""
+        self._batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.audit.close()
+
+    def rungs_in_progress(self) -> int:
+        return self.rungs.in_progress()
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _context(self, shard: str) -> Context:
+        worker: WorkerRef | None = None
+        try:
+            reg = read_registration(self.dir, shard)
+            if reg is not None:
+                worker = WorkerRef(reg.pid, reg.create_time)
+        except CrawlguardError as exc:
+            # Without a trustworthy identity nothing may be signalled: act as if none.
+            log.error("shard %s: worker registration unusable: %s", shard, exc)
+        return Context(now=self.clock(), mode=self.mode, paused=self.paused,
+                       worker=worker, device_var=self.remediation.device_var)
+
+    def _effective_now(self, start: Pending, state: ShardLadder) -> ShardLadder:
+        """A rung without a registered worker has nobody to signal: it takes effect as
+        decided, in the same write."""
+        if start.worker is not None:
+            return state
+        return ladder.on_complete(state, start.id, "no_worker", start.decided_at).state
+
+    def _started(self, shard: str, start: Pending) -> None:
+        """After the rung's write (never before): act on it, or record that none is due."""
+        self.audit.write("rung_decided", shard=shard, id=start.id, rung=start.rung,
+                         source=start.source, reason=start.reason,
+                         worker=worker_json(start.worker))
+        if self.after_decide is not None:
+            self.after_decide(shard, start)
+        if start.worker is None:
+            self.rungs.record_done(shard, start, ActionResult(
+                "no_worker", start.decided_at, "no worker registered for the shard"))
+        else:
+            self.rungs.spawn(shard, start)
+
+    def _commit(self, shard: str, t: Transition) -> ShardLadder:
+        """Persist a manual transition (rung, refusal, reset) and start its rung."""
+        state = t.state if t.start is None else self._effective_now(t.start, t.state)
+        if t.changed:
+            self.store.save(state)
+        self.metrics.shard_state(shard, state.rung, state.pending is not None)
+        if t.start is not None:
+            self._started(shard, t.start)
+        elif t.decision == "refused":
+            rung = state.history[-1].rung if state.history else None
+            self.metrics.rungs.labels(shard=shard, rung=rung or "none", outcome="refused").inc()
+        return state
+
+    def manual_rung(self, shard: str, rung: ManualRung, reason: str) -> ShardLadder:
+        """A rung forced by hand, through the same path as alerts; RungRefused if not now."""
+        with self._mutex, self.store.lock():
+            state = self.store.load(safe_name(shard))
+            t = ladder.on_manual(state, rung, reason, self._context(shard))
+            self.audit.write("manual_rung", shard=shard, requested=rung, reason=reason,
+                             decision=t.decision, note=t.note)
+            state = self._commit(shard, t)
+        if t.decision == "refused":
+            raise RungRefused(t.note)
+        return state
+
+    def reset(self, shard: str, reason: str) -> ShardLadder:
+        with self._mutex, self.store.lock():
+            state = self.store.load(safe_name(shard))
+            t = ladder.on_reset(state, reason, self._context(shard))
+            self.audit.write("reset", shard=shard, reason=reason, decision=t.decision,
+                             note=t.note)
+            if t.decision == "refused":
+                raise RungRefused(t.note)
+            return self._commit(shard, t)
+
+    def set_paused(self, paused: bool, reason: str) -> None:
+        with self._mutex, self.store.lock():
+            self.store.set_paused(paused, self.clock(), reason)
+            self.paused = paused
+            self.metrics.paused.set(1 if paused else 0)
+            self.audit.write("pause" if paused else "resume", reason=reason)
+
+    def shard(self, shard: str) -> ShardLadder:
+        return self.store.load(safe_name(shard))
+
+    def shards(self) -> list[ShardLadder]:
+        return [self.store.load(s) for s in self.store.shards()]

@@ -1,0 +1,299 @@
+"""The escalation ladder of one shard as a pure state machine.
+
+No I/O and no clock: every function takes the shard's current ``ShardLadder``
+and the facts of one event (an alert, a manual rung, a reset, the outcome of
+an action) with the time in ``Context.now``, and returns a ``Transition``: the
+new state, the decision taken, and the rung to carry out, if any. The engine
+persists the state and performs the action; the rules live only here.
+
+Episode rules for a firing alert, in this order (the first that matches wins):
+
+1. ``duplicate``    the same status, fingerprint and startsAt was seen before
+                    (Alertmanager is at-least-once, repeats, and an HA pair
+                    sends everything twice);
+2. ``resolved``     a resolved notification: recorded, never interrupts a rung;
+3. ``in_progress``  a rung is being carried out for the shard: recorded only;
+4. ``stale``        it began before the shard's last rung took effect, or before
+                    the registered worker was created: it describes a worker
+                    that is already gone;
+5. ``same_episode`` the shard's open episode is this worker's (``BFMShardCrawl``
+                    and ``BFMShardStalled`` of one worker are one episode);
+6. a new episode: ``crawls`` + 1 and, by HELIX_BFM_CRAWL_ACTION and the rung
+   reached, ``rung`` (restart or cpu), ``terminal`` (already on CPU),
+   ``refused`` (paused) or ``alert_only`` (action=off).
+
+An episode stays open until a rung of the shard takes effect (its worker is
+then gone), so with action=off or while paused one worker is one episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Rung = Literal["none", "restart", "cpu"]
+ActionRung = Literal["restart", "cpu"]
+ManualRung = Literal["restart", "cpu", "next"]
+Mode = Literal["ladder", "cpu", "off"]
+AlertStatus = Literal["firing", "resolved"]
+
+KNOWN_ALERTS = frozenset({"BFMShardCrawl", "BFMShardStalled"})
+RUNG_LEVEL: Mapping[str, int] = {"none": 0, "restart": 1, "cpu": 2}
+MAX_SEEN = 256
+"""Alert keys remembered per shard. Older repeats still meet the stale and
+same-episode rules, so forgetting a key never turns a repeat into a rung."""
+MAX_HISTORY = 200
+"""History entries kept per shard; rung and reset entries are dropped last."""
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """The worker a rung acts on: pid AND creation time (pids are reused)."""
+
+    pid: int
+    create_time: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.pid}-{round(self.create_time * 1000)}"
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    """What the ladder needs of one alert of a webhook payload."""
+
+    alertname: str
+    status: AlertStatus
+    fingerprint: str
+    starts_at: float
+
+    @property
+    def key(self) -> str:
+        # Microsecond text: the same startsAt always gives the same key.
+        return f"{self.status}|{self.fingerprint}|{self.starts_at:.6f}"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A rung decided and persisted but not yet carried out to the end."""
+
+    id: str
+    rung: ActionRung
+    decided_at: float
+    worker: WorkerRef | None
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The crawl episode a shard is in; closed when a rung takes effect."""
+
+    worker: str | None
+    opened_at: float
+    alertname: str
+    fingerprint: str
+    starts_at: float
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One history entry; ``None`` fields are left out of the JSON."""
+
+    kind: str
+    at: float
+    id: str | None = None
+    rung: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    alertname: str | None = None
+    fingerprint: str | None = None
+    starts_at: float | None = None
+    worker: WorkerRef | None = None
+    decided_at: float | None = None
+    effective_at: float | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardLadder:
+    shard: str
+    crawls: int = 0
+    rung: Rung = "none"
+    env: Mapping[str, str] = field(default_factory=dict)
+    pending: Pending | None = None
+    episode: Episode | None = None
+    last_rung_decided_at: float | None = None
+    last_rung_effective_at: float | None = None
+    seq: int = 0
+    seen: tuple[str, ...] = ()
+    history: tuple[Entry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything outside the shard's state that a decision depends on."""
+
+    now: float
+    mode: Mode = "ladder"
+    paused: bool = False
+    worker: WorkerRef | None = None
+    device_var: str = "BGEM3_DEVICE"
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: ShardLadder
+    decision: str
+    start: Pending | None = None
+    note: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.decision != "duplicate"
+
+
+def _log(state: ShardLadder, *entries: Entry) -> tuple[Entry, ...]:
+    history = list(state.history) + list(entries)
+    while len(history) > MAX_HISTORY:
+        # Drop the oldest routine entry; rungs and resets are the ladder's story.
+        idx = next((i for i, e in enumerate(history) if e.kind not in ("rung", "reset")), 0)
+        del history[idx]
+    return tuple(history)
+
+
+def _alert_entry(kind: str, alert: AlertFacts, ctx: Context, reason: str | None = None) -> Entry:
+    return Entry(kind=kind, at=ctx.now, alertname=alert.alertname, fingerprint=alert.fingerprint,
+                 starts_at=alert.starts_at, worker=ctx.worker, reason=reason)
+
+
+def mode_of(action: str) -> Mode:
+    """HELIX_BFM_CRAWL_ACTION as the ladder's mode (settings already validated it)."""
+    if action not in ("ladder", "cpu", "off"):
+        raise ValueError(f"unknown HELIX_BFM_CRAWL_ACTION {action!r}")
+    return "cpu" if action == "cpu" else "off" if action == "off" else "ladder"
+
+
+def next_rung(mode: Mode, rung: Rung) -> ActionRung | None:
+    """The rung a new crawl episode takes; None when nothing higher is left."""
+    if mode == "off" or rung == "cpu":
+        return None
+    if mode == "cpu":
+        return "cpu"
+    return "restart" if rung == "none" else "cpu"
+
+
+def _start(state: ShardLadder, rung: ActionRung, ctx: Context, source: str,
+           reason: str, before: tuple[Entry, ...] = ()) -> Transition:
+    seq = state.seq + 1
+    pending = Pending(id=f"r{seq}", rung=rung, decided_at=ctx.now, worker=ctx.worker,
+                      source=source, reason=reason)
+    env = dict(state.env)
+    if rung == "cpu":
+        env[ctx.device_var] = "cpu"
+    highest: Rung = rung if RUNG_LEVEL[rung] > RUNG_LEVEL[state.rung] else state.rung
+    entry = Entry(kind="rung", at=ctx.now, id=pending.id, rung=rung, source=source,
+                  reason=reason, worker=ctx.worker, decided_at=ctx.now)
+    new = replace(state, rung=highest, env=env, pending=pending, seq=seq,
+                  last_rung_decided_at=ctx.now, history=_log(state, *before, entry))
+    return Transition(new, "rung", start=pending, note=f"{rung} decided ({reason})")
+
+
+def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
+    """Apply one alert of a known name for this shard (rules in the module docstring)."""
+    if alert.key in state.seen:
+        return Transition(state, "duplicate", note="exact repeat (fingerprint+startsAt)")
+    state = replace(state, seen=(*state.seen, alert.key)[-MAX_SEEN:])
+    wkey = ctx.worker.key if ctx.worker else None
+    last_effect = state.last_rung_effective_at
+    suppressed: tuple[str, str] | None = None
+    if alert.status == "resolved":
+        suppressed = ("resolved", "resolved notification: recorded, no action")
+    elif state.pending is not None:
+        suppressed = ("in_progress", f"rung {state.pending.id} is in progress")
+    elif last_effect is not None and alert.starts_at < last_effect:
+        suppressed = ("stale", "began before the last rung took effect")
+    elif ctx.worker is not None and alert.starts_at < ctx.worker.create_time:
+        suppressed = ("stale", "began before the registered worker was created")
+    elif state.episode is not None and state.episode.worker == wkey:
+        suppressed = ("same_episode", "the open episode is this worker's")
+    if suppressed is not None:
+        kind, note = suppressed
+        return Transition(replace(state, history=_log(state, _alert_entry(kind, alert, ctx, note))),
+                          kind, note=note)
+    episode = Episode(worker=wkey, opened_at=ctx.now, alertname=alert.alertname,
+                      fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+    state = replace(state, crawls=state.crawls + 1, episode=episode)
+    target = next_rung(ctx.mode, state.rung)
+    crawl = _alert_entry("crawl", alert, ctx)
+    if ctx.mode == "off":
+        note = "HELIX_BFM_CRAWL_ACTION=off: alert only"
+        return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
+                          "alert_only", note=note)
+    if target is None:
+        note = "already on CPU: the terminal rung"
+        return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
+                          "terminal", note=note)
+    if ctx.paused:
+        refusal = Entry(kind="refused", at=ctx.now, rung=target, source="alert",
+                        reason="paused", worker=ctx.worker)
+        return Transition(replace(state, history=_log(state, crawl, refusal)), "refused",
+                          note=f"paused: {target} not taken")
+    return _start(state, target, ctx, "alert", f"{alert.alertname} crawl #{state.crawls}",
+                  before=(crawl,))
+
+
+def refusal(state: ShardLadder, ctx: Context, what: str) -> str | None:
+    """Why a manual rung or reset may not happen now; None when it may."""
+    if state.pending is not None:
+        return (f"rung {state.pending.id} ({state.pending.rung}) is in progress for shard "
+                f"{state.shard!r}; try again when it has completed")
+    if what == "reset":
+        return None
+    if ctx.mode == "off":
+        return "HELIX_BFM_CRAWL_ACTION=off: the sidecar takes no rungs"
+    if ctx.paused:
+        return "the sidecar is paused: POST /v1/resume first"
+    return None
+
+
+def on_manual(state: ShardLadder, rung: ManualRung, reason: str, ctx: Context) -> Transition:
+    """A rung forced by hand; ``next`` climbs one rung (and repeats cpu at the top)."""
+    why = refusal(state, ctx, "rung")
+    if why is not None:
+        entry = Entry(kind="refused", at=ctx.now, rung=rung, source="manual", reason=why)
+        return Transition(replace(state, history=_log(state, entry)), "refused", note=why)
+    target: ActionRung = rung if rung != "next" else (
+        "restart" if state.rung == "none" else "cpu")
+    return _start(state, target, ctx, "manual", reason or "manual")
+
+
+def on_reset(state: ShardLadder, reason: str, ctx: Context) -> Transition:
+    """Forget the ladder: back to GPU. Dedup memory and rung times are kept, so
+    alerts about workers already replaced stay stale after a reset."""
+    why = refusal(state, ctx, "reset")
+    if why is not None:
+        return Transition(state, "refused", note=why)
+    entry = Entry(kind="reset", at=ctx.now, source="manual", reason=reason or "reset")
+    new = replace(state, crawls=0, rung="none", env={}, episode=None,
+                  history=_log(state, entry))
+    return Transition(new, "reset", note="ladder forgotten")
+
+
+def on_complete(state: ShardLadder, rung_id: str, outcome: str, effective_at: float) -> Transition:
+    """A rung has been carried out: record its outcome and when it took effect."""
+    history = tuple(
+        replace(e, outcome=outcome, effective_at=effective_at)
+        if e.kind == "rung" and e.id == rung_id else e
+        for e in state.history)
+    last = state.last_rung_effective_at
+    effective = effective_at if last is None else max(last, effective_at)
+    if state.pending is None or state.pending.id != rung_id:
+        # Still worth knowing: the worker it acted on is gone from this time on.
+        return Transition(replace(state, history=history, last_rung_effective_at=effective),
+                          "completed_late", note=f"{rung_id} was no longer pending")
+    # The worker the episode described is gone now: the next crawl is a new episode.
+    new = replace(state, pending=None, episode=None, last_rung_effective_at=effective,
+                  history=history)
+    return Transition(new, "completed", note=f"{rung_id}: {outcome}")

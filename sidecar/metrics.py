@@ -1,0 +1,87 @@
+"""The sidecar's own /metrics, in a registry per app (never the global one).
+
+A registry per app keeps two sidecars in one test process apart and keeps the
+build's multiprocess metrics (the exporter's business) out of this endpoint.
+
+Series (all ``crawlguard_sidecar_*``):
+
+- ``crawlguard_sidecar_alerts_received_total{alertname,status}`` counter: every
+  alert of every accepted payload; ``alertname`` is ``other`` for names
+  crawlguard does not act on.
+- ``crawlguard_sidecar_alerts_ignored_total{reason}`` counter: alerts refused
+  one by one, ``reason`` = ``unknown_alertname`` | ``unsafe_shard`` | ``state_error``.
+- ``crawlguard_sidecar_duplicates_suppressed_total{reason}`` counter: alerts
+  that took no rung because they belong to an episode already handled,
+  ``reason`` = ``duplicate`` | ``same_episode`` | ``stale`` | ``in_progress``.
+- ``crawlguard_sidecar_crawls_total{shard}`` counter: new crawl episodes.
+- ``crawlguard_sidecar_rungs_total{shard,rung,outcome}`` counter: rungs by
+  outcome (``signalled``, ``killed``, ``already_gone``, ``identity_mismatch``,
+  ``no_worker``, ``refused``).
+- ``crawlguard_sidecar_invalid_requests_total{reason}`` counter: requests
+  refused whole, ``reason`` = ``unauthorized`` | ``too_large`` | ``malformed``.
+- ``crawlguard_sidecar_rung{shard}`` gauge: highest rung taken, 0 none,
+  1 restart, 2 cpu.
+- ``crawlguard_sidecar_rung_in_progress{shard}`` gauge: 1 while a rung is
+  being carried out.
+- ``crawlguard_sidecar_paused`` gauge: 1 while the pause switch is on.
+- ``crawlguard_sidecar_request_duration_seconds{route}`` histogram: time from
+  a request reaching the app to its answer, ``route`` = ``alerts`` | ``shards``
+  | ``other`` (fixed, so a caller cannot create series).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .ladder import KNOWN_ALERTS, RUNG_LEVEL
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+                   1.0, 2.5, 10.0)
+
+
+class SidecarMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter("crawlguard_sidecar_alerts_received_total",
+                                "Alerts received on the webhook", ["alertname", "status"],
+                                registry=r)
+        self.ignored = Counter("crawlguard_sidecar_alerts_ignored_total",
+                               "Alerts refused one by one", ["reason"], registry=r)
+        self.suppressed = Counter("crawlguard_sidecar_duplicates_suppressed_total",
+                                  "Alerts of an episode already handled", ["reason"],
+                                  registry=r)
+        self.crawls = Counter("crawlguard_sidecar_crawls_total", "New crawl episodes",
+                              ["shard"], registry=r)
+        self.rungs = Counter("crawlguard_sidecar_rungs_total", "Rungs by outcome",
+                             ["shard", "rung", "outcome"], registry=r)
+        self.invalid = Counter("crawlguard_sidecar_invalid_requests_total",
+                               "Requests refused whole", ["reason"], registry=r)
+        self.rung = Gauge("crawlguard_sidecar_rung",
+                          "Highest rung taken per shard: 0 none, 1 restart, 2 cpu", ["shard"],
+                          registry=r)
+        self.in_progress = Gauge("crawlguard_sidecar_rung_in_progress",
+                                 "1 while a rung is being carried out", ["shard"], registry=r)
+        self.paused = Gauge("crawlguard_sidecar_paused", "1 while the sidecar is paused",
+                            registry=r)
+        self.duration = Histogram("crawlguard_sidecar_request_duration_seconds",
+                                  "Time from a request reaching the app to its answer",
+                                  ["route"], registry=r, buckets=LATENCY_BUCKETS)
+
+    def alert_received(self, alertname: str, status: str) -> None:
+        # Only known names become label values: the payload must not set cardinality.
+        name = alertname if alertname in KNOWN_ALERTS else "other"
+        self.received.labels(alertname=name, status=status).inc()
+
+    def shard_state(self, shard: str, rung: str, in_progress: bool) -> None:
+        self.rung.labels(shard=shard).set(RUNG_LEVEL.get(rung, 0))
+        self.in_progress.labels(shard=shard).set(1 if in_progress else 0)
+
+    def observe_request(self, path: str, seconds: float) -> None:
+        route = ("alerts" if path == "/v1/alerts" else
+                 "shards" if path.startswith("/v1/shards") else "other")
+        self.duration.labels(route=route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

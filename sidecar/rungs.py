@@ -1,0 +1,108 @@
+"""Carrying out decided rungs: one thread per rung, its outcome made durable.
+
+The engine decides and persists a rung as ``pending`` first; ``RungRunner``
+then acts on it off the request path (``sidecar.actions.restart_worker``:
+verify, signal, wait, kill) and writes the outcome and ``effective_at`` under
+the same mutex and state-dir lock as every decision. A rung is serialised per
+shard by construction: no new rung is decided while one is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from exporter.errors import CrawlguardError
+from exporter.statedir import StateDir
+from exporter.workers import CREATE_TIME_TOLERANCE_S, read_registration
+
+from . import ladder
+from .actions import ActionResult, restart_worker
+from .audit import AuditLog, worker_json
+from .ladder import Pending
+from .metrics import SidecarMetrics
+from .state import LadderStore
+
+log = logging.getLogger(__name__)
+
+
+class RungRunner:
+    def __init__(self, state_dir: StateDir, store: LadderStore, mutex: threading.Lock,
+                 metrics: SidecarMetrics, audit: AuditLog, grace_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.dir = state_dir
+        self.store = store
+        self._mutex = mutex
+        self.metrics = metrics
+        self.audit = audit
+        self.grace_seconds = grace_seconds
+        self.clock = clock
+        self._threads: dict[str, threading.Thread] = {}
+
+    def in_progress(self) -> int:
+        return sum(1 for t in list(self._threads.values()) if t.is_alive())
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for every running rung (tests and shutdown); True when none is left."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads.values())
+
+    def spawn(self, shard: str, pending: Pending) -> None:
+        thread = threading.Thread(target=self._act, args=(shard, pending),
+                                  name=f"rung-{shard}-{pending.id}", daemon=True)
+        self._threads[shard] = thread
+        thread.start()
+
+    def _act(self, shard: str, pending: Pending) -> None:
+        try:
+            result = restart_worker(pending.worker, self.grace_seconds,
+                                    pending.decided_at, self.clock)
+        except Exception as exc:
+            # Recorded rather than left pending, which would block the shard's ladder.
+            log.exception("shard %s: rung %s failed", shard, pending.id)
+            result = ActionResult("error", self.clock(), f"{type(exc).__name__}: {exc}")
+        if result.outcome == "already_gone":
+            result = self._when_gone(shard, pending, result)
+        self._complete(shard, pending, result)
+
+    def _when_gone(self, shard: str, pending: Pending, result: ActionResult) -> ActionResult:
+        """The worker died before we looked (e.g. during a sidecar crash): its successor's
+        creation time bounds when it was gone, so that successor's alerts stay live."""
+        try:
+            reg = read_registration(self.dir, shard)
+        except CrawlguardError:
+            return result
+        if reg is None or (pending.worker is not None and reg.pid == pending.worker.pid
+                           and abs(reg.create_time - pending.worker.create_time)
+                           <= CREATE_TIME_TOLERANCE_S):
+            return result
+        bound = max(pending.decided_at, min(reg.create_time, result.effective_at))
+        if bound >= result.effective_at:
+            return result
+        return ActionResult(result.outcome, bound,
+                            result.detail + "; gone before its successor started")
+
+    def _complete(self, shard: str, pending: Pending, result: ActionResult) -> None:
+        try:
+            with self._mutex, self.store.lock():
+                state = self.store.load(shard)
+                t = ladder.on_complete(state, pending.id, result.outcome, result.effective_at)
+                self.store.save(t.state)
+                self.metrics.shard_state(shard, t.state.rung, t.state.pending is not None)
+        except CrawlguardError as exc:
+            log.error("shard %s: outcome of rung %s not recorded: %s", shard, pending.id, exc)
+            return
+        self.record_done(shard, pending, result)
+
+    def record_done(self, shard: str, pending: Pending, result: ActionResult) -> None:
+        self.metrics.rungs.labels(shard=shard, rung=pending.rung, outcome=result.outcome).inc()
+        self.audit.write("rung_done", shard=shard, id=pending.id, rung=pending.rung,
+                         outcome=result.outcome, effective_at=result.effective_at,
+                         decided_at=pending.decided_at, detail=result.detail,
+                         worker=worker_json(pending.worker))
+        log.info("shard %s: rung %s %s -> %s (%s)", shard, pending.id, pending.rung,
+                 result.outcome, result.detail)

@@ -1,0 +1,144 @@
+"""Request and response bodies of the sidecar API (they make its OpenAPI schema).
+
+Kept apart from the ladder's own dataclasses so the wire format is stated once,
+here, and a change to the internals cannot silently change the API.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .ladder import Entry, Pending, ShardLadder, WorkerRef
+
+RungName = Literal["none", "restart", "cpu"]
+
+
+class Worker(BaseModel):
+    pid: int
+    create_time: float
+
+
+class PendingRung(BaseModel):
+    """A rung decided and persisted, being carried out."""
+
+    id: str
+    rung: Literal["restart", "cpu"]
+    decided_at: float
+    worker: Worker | None
+    source: str
+    reason: str
+
+
+class HistoryEntry(BaseModel):
+    """One event of a shard's ladder; which fields are set depends on ``kind``
+    (crawl, rung, refused, stale, same_episode, in_progress, resolved, reset)."""
+
+    kind: str
+    at: float
+    id: str | None = None
+    rung: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    alertname: str | None = None
+    fingerprint: str | None = None
+    starts_at: float | None = None
+    worker: Worker | None = None
+    decided_at: float | None = Field(default=None, description="when the rung was decided")
+    effective_at: float | None = Field(
+        default=None, description="when the replaced worker was gone (or the decision time "
+                                  "when there was no worker)")
+    outcome: str | None = Field(
+        default=None, description="signalled, killed, already_gone, identity_mismatch, "
+                                  "no_worker, error; null while in progress")
+
+
+class ShardView(BaseModel):
+    shard: str
+    crawls: int = Field(description="crawl episodes counted")
+    rung: RungName = Field(description="the highest rung taken")
+    env: dict[str, str] = Field(description="resume overrides (what `crawlguard env` prints)")
+    history: list[HistoryEntry]
+    pending: PendingRung | None = Field(description="the rung in progress, if any")
+    last_rung_decided_at: float | None
+    last_rung_effective_at: float | None
+    paused: bool
+    action: Literal["ladder", "cpu", "off"]
+
+
+class ShardsView(BaseModel):
+    action: Literal["ladder", "cpu", "off"]
+    paused: bool
+    shards: list[ShardView]
+
+
+class RungRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rung: Literal["restart", "cpu", "next"]
+    reason: str = Field(default="", max_length=500)
+
+
+class ReasonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=500)
+
+
+class PauseView(BaseModel):
+    paused: bool
+
+
+class AlertDecision(BaseModel):
+    alertname: str
+    status: str
+    fingerprint: str
+    shard: str | None
+    decision: str = Field(
+        description="rung, alert_only, terminal, refused, duplicate, same_episode, stale, "
+                    "in_progress, resolved, unknown_alertname, unsafe_shard, state_error")
+    note: str
+
+
+class AlertsAccepted(BaseModel):
+    received: int
+    decisions: list[AlertDecision]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    paused: bool
+    action: Literal["ladder", "cpu", "off"]
+    rungs_in_progress: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+def _worker(worker: WorkerRef | None) -> Worker | None:
+    return None if worker is None else Worker(pid=worker.pid, create_time=worker.create_time)
+
+
+def _pending(p: Pending | None) -> PendingRung | None:
+    if p is None:
+        return None
+    return PendingRung(id=p.id, rung=p.rung, decided_at=p.decided_at, worker=_worker(p.worker),
+                       source=p.source, reason=p.reason)
+
+
+def _entry(e: Entry) -> HistoryEntry:
+    return HistoryEntry(kind=e.kind, at=e.at, id=e.id, rung=e.rung, source=e.source,
+                        reason=e.reason, alertname=e.alertname, fingerprint=e.fingerprint,
+                        starts_at=e.starts_at, worker=_worker(e.worker), decided_at=e.decided_at,
+                        effective_at=e.effective_at, outcome=e.outcome)
+
+
+def shard_view(state: ShardLadder, paused: bool, action: Literal["ladder", "cpu", "off"]
+               ) -> ShardView:
+    return ShardView(
+        shard=state.shard, crawls=state.crawls, rung=state.rung, env=dict(state.env),
+        history=[_entry(e) for e in state.history], pending=_pending(state.pending),
+        last_rung_decided_at=state.last_rung_decided_at,
+        last_rung_effective_at=state.last_rung_effective_at, paused=paused, action=action)

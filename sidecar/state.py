@@ -1,0 +1,269 @@
+"""The durable ladder of every shard: ``<state>/shards/<shard>/ladder.json``.
+
+Every write is an atomic replace (``write_json_atomic``) made while holding
+``StateDir.lock()``, the lock every writer of shard state shares. The ``env``
+object is the resume environment that ``sidecar.resume.resume_env`` (and so
+every supervisor loop) reads, so it must always map variable names to strings;
+``to_json`` below is the only writer of that shape. Schema (version 1)::
+
+    {
+      "schema": 1,
+      "shard": "confluence",
+      "crawls": 2,                          # crawl episodes counted
+      "rung": "none" | "restart" | "cpu",   # the highest rung taken
+      "env": {"BGEM3_DEVICE": "cpu"},       # resume overrides (sidecar/resume.py)
+      "pending": null | {"id": "r2", "rung": "cpu", "decided_at": 1.0,
+                         "worker": null | {"pid": 1, "create_time": 1.0},
+                         "source": "alert" | "manual", "reason": "..."},
+      "episode": null | {"worker": "<pid>-<ms>" | null, "opened_at": 1.0,
+                         "alertname": "...", "fingerprint": "...", "starts_at": 1.0},
+      "last_rung_decided_at": null | 1.0,
+      "last_rung_effective_at": null | 1.0, # when the replaced worker was gone
+      "seq": 2,                             # rung ids are "r<seq>"
+      "seen": ["firing|<fingerprint>|<startsAt epoch>", ...],   # at most 256
+      "history": [{"kind": "crawl" | "rung" | "refused" | "stale" | "same_episode"
+                          | "in_progress" | "resolved" | "reset",
+                   "at": 1.0, ...optional fields of ladder.Entry}]  # at most 200
+    }
+
+The pause switch is ``<state>/sidecar.json`` (``{"paused": bool, "since": ...,
+"reason": ...}``): it survives a restart of the sidecar.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import CorruptStateError, StateError
+from exporter.statedir import StateDir, read_json, safe_name, write_json_atomic
+
+from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder, WorkerRef
+
+SCHEMA = 1
+_ENTRY_ORDER = tuple(f.name for f in fields(Entry))
+_ENTRY_FIELDS = frozenset(_ENTRY_ORDER)
+
+
+def _worker_json(worker: WorkerRef | None) -> dict[str, Any] | None:
+    return None if worker is None else {"pid": worker.pid, "create_time": worker.create_time}
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    # By hand, not dataclasses.asdict: its deep copy was a third of the cost of a write.
+    out: dict[str, Any] = {}
+    for name in _ENTRY_ORDER:
+        value = getattr(entry, name)
+        if value is not None:
+            out[name] = value
+    if entry.worker is not None:
+        out["worker"] = _worker_json(entry.worker)
+    return out
+
+
+def to_json(state: ShardLadder) -> dict[str, Any]:
+    pending = None
+    if state.pending is not None:
+        pending = asdict(state.pending)
+        pending["worker"] = _worker_json(state.pending.worker)
+    return {
+        "schema": SCHEMA,
+        "shard": state.shard,
+        "crawls": state.crawls,
+        "rung": state.rung,
+        "env": dict(state.env),
+        "pending": pending,
+        "episode": None if state.episode is None else asdict(state.episode),
+        "last_rung_decided_at": state.last_rung_decided_at,
+        "last_rung_effective_at": state.last_rung_effective_at,
+        "seq": state.seq,
+        "seen": list(state.seen),
+        "history": [entry_json(e) for e in state.history],
+    }
+
+
+def _num(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a number")
+    return float(value)
+
+
+def _opt_num(value: Any, what: str) -> float | None:
+    return None if value is None else _num(value, what)
+
+
+def _worker(value: Any) -> WorkerRef | None:
+    if value is None:
+        return None
+    pid = value["pid"]
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise ValueError("worker.pid must be a positive integer")
+    return WorkerRef(pid, _num(value["create_time"], "worker.create_time"))
+
+
+def _entry(value: Any) -> Entry:
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise ValueError("history entries must be objects with a 'kind'")
+    kwargs = {k: v for k, v in value.items() if k in _ENTRY_FIELDS}
+    kwargs["at"] = _num(value.get("at"), "history.at")
+    kwargs["worker"] = _worker(value.get("worker"))
+    return Entry(**kwargs)
+
+
+def from_json(shard: str, data: Any) -> ShardLadder:
+    """Parse what ``to_json`` wrote; ValueError/KeyError/TypeError when it is not that."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema", SCHEMA) != SCHEMA:
+        raise ValueError(f"unknown schema {data.get('schema')!r}")
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in env.items()):
+        raise ValueError("'env' must map variable names to strings")
+    rung = data.get("rung", "none")
+    if rung not in RUNG_LEVEL:
+        raise ValueError(f"unknown rung {rung!r}")
+    crawls = data.get("crawls", 0)
+    if not isinstance(crawls, int) or isinstance(crawls, bool) or crawls < 0:
+        raise ValueError("'crawls' must be a non-negative integer")
+    e = data.get("episode")
+    episode = None if e is None else Episode(
+        worker=None if e.get("worker") is None else str(e["worker"]),
+        opened_at=_num(e["opened_at"], "episode.opened_at"), alertname=str(e["alertname"]),
+        fingerprint=str(e["fingerprint"]), starts_at=_num(e["starts_at"], "episode.starts_at"))
+    return ShardLadder(
+        shard=shard, crawls=crawls, rung=rung, env=dict(env),
+        pending=_pending(data.get("pending")), episode=episode,
+        last_rung_decided_at=_opt_num(data.get("last_rung_decided_at"), "last_rung_decided_at"),
+        last_rung_effective_at=_opt_num(data.get("last_rung_effective_at"),
+                                        "last_rung_effective_at"),
+        seq=int(data.get("seq", 0)),
+        seen=tuple(str(k) for k in data.get("seen", [])),
+        history=tuple(_entry(h) for h in data.get("history", [])),
+    )
+
+
+def _pending(p: Any) -> Pending | None:
+    if p is None:
+        return None
+    rung = p["rung"]
+    if rung not in ("restart", "cpu"):
+        raise ValueError(f"pending rung {rung!r} is not restart or cpu")
+    return Pending(id=str(p["id"]), rung=rung, decided_at=_num(p["decided_at"], "decided_at"),
+                   worker=_worker(p.get("worker")), source=str(p.get("source", "")),
+                   reason=str(p.get("reason", "")))
+
+
+class LadderStore:
+    """Load and save shard ladders and the pause switch in one state dir.
+
+    Parsed ladders are cached with the file's stat signature (inode, size,
+    mtime): a file replaced behind our back (another writer, a person) has a
+    new inode and is parsed again, while the common case, a shard this process
+    wrote last, costs one ``stat`` instead of a JSON parse. ``seen_before``
+    answers from the cache alone, because a key, once seen, stays in every
+    later version of the file (resets keep it) until it ages out.
+    """
+
+    def __init__(self, state_dir: StateDir, parallel_saves: int = 1) -> None:
+        self.dir = state_dir
+        self._cache: dict[str, tuple[tuple[int, int, int] | None, ShardLadder]] = {}
+        self._seen: dict[str, frozenset[str]] = {}
+        self._savers: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=parallel_saves, thread_name_prefix="save")
+            if parallel_saves > 1 else None)
+
+    @property
+    def pause_file(self) -> Path:
+        return self.dir.root / "sidecar.json"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with self.dir.lock():
+            yield
+
+    def _signature(self, path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot stat {path}: {exc.strerror or exc}") from exc
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _remember(self, shard: str, sig: tuple[int, int, int] | None,
+                  state: ShardLadder) -> None:
+        self._cache[shard] = (sig, state)
+        self._seen[shard] = frozenset(state.seen)
+
+    def load(self, shard: str) -> ShardLadder:
+        path = self.dir.ladder_file(safe_name(shard))
+        sig = self._signature(path)
+        cached = self._cache.get(shard)
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        data = read_json(path)
+        if data is None:
+            state = ShardLadder(shard=shard)
+        else:
+            try:
+                state = from_json(shard, data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CorruptStateError(f"{path} is not a ladder crawlguard wrote ({exc}); "
+                                        "fix or delete it to reset the shard") from exc
+        self._remember(shard, sig, state)
+        return state
+
+    def save(self, state: ShardLadder) -> None:
+        path = self.dir.ladder_file(state.shard)
+        write_json_atomic(path, to_json(state))
+        self._remember(state.shard, self._signature(path), state)
+
+    def save_many(self, states: list[ShardLadder]) -> dict[str, StateError]:
+        """Save several shards; their fsyncs overlap (the filesystem commits them together).
+        Returns the shards that could not be written, with why."""
+        if len(states) <= 1 or self._savers is None:
+            results = [self._try_save(s) for s in states]
+        else:
+            results = list(self._savers.map(self._try_save, states))
+        return {s.shard: err for s, err in zip(states, results, strict=True) if err is not None}
+
+    def _try_save(self, state: ShardLadder) -> StateError | None:
+        try:
+            self.save(state)
+        except StateError as exc:
+            return exc
+        return None
+
+    def stage(self, state: ShardLadder) -> None:
+        """Keep ``state`` in memory only, ahead of the file it was loaded from; the next
+        ``save`` writes it. Lost if another writer replaces the file meanwhile."""
+        cached = self._cache.get(state.shard)
+        sig = cached[0] if cached is not None else None
+        self._remember(state.shard, sig, state)
+
+    def seen_before(self, shard: str, key: str) -> bool:
+        """True when ``key`` is known to have been judged already (no I/O)."""
+        return key in self._seen.get(shard, frozenset())
+
+    def shards(self) -> list[str]:
+        """Shards that have a ladder file, or a ladder staged in memory."""
+        on_disk = {s for s in self.dir.shards() if self.dir.ladder_file(s).exists()}
+        return sorted(on_disk | set(self._cache))
+
+    def paused(self) -> dict[str, Any]:
+        data = read_json(self.pause_file)
+        if data is None:
+            return {"paused": False}
+        if not isinstance(data, dict) or not isinstance(data.get("paused"), bool):
+            raise CorruptStateError(f"{self.pause_file}: 'paused' must be true or false")
+        return data
+
+    def set_paused(self, paused: bool, since: float, reason: str) -> None:
+        write_json_atomic(self.pause_file, {"paused": paused, "since": since, "reason": reason})

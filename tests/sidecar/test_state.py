@@ -1,0 +1,94 @@
+"""ladder.json round trips, agrees with sidecar/resume.py, and refuses what it did not write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import CorruptStateError
+from exporter.statedir import StateDir
+from sidecar import ladder
+from sidecar.ladder import AlertFacts, Context, ShardLadder, WorkerRef
+from sidecar.resume import resume_env
+from sidecar.state import LadderStore, from_json, to_json
+
+
+def _busy_state() -> ShardLadder:
+    w = WorkerRef(42, 1000.25)
+    c = Context(now=1200.5, worker=w)
+    s = ladder.on_alert(ShardLadder("slack__eng-oncall"),
+                        AlertFacts("BFMShardCrawl", "firing", "abc", 1100.125), c)
+    assert s.start is not None
+    done = ladder.on_complete(s.state, s.start.id, "signalled", 1201.0).state
+    w2 = WorkerRef(43, 1300.0)
+    t = ladder.on_alert(done, AlertFacts("BFMShardStalled", "firing", "def", 1350.0),
+                        Context(now=1400.0, worker=w2))
+    return t.state
+
+
+def test_round_trip_is_exact(state_dir: Path) -> None:
+    state = _busy_state()
+    assert state.pending is not None and state.env == {"BGEM3_DEVICE": "cpu"}
+    assert from_json(state.shard, json.loads(json.dumps(to_json(state)))) == state
+    store = LadderStore(StateDir(state_dir))
+    with store.lock():
+        store.save(state)
+    assert store.load(state.shard) == state
+    assert store.shards() == [state.shard]
+
+
+def test_env_is_what_resume_env_reads(state_dir: Path) -> None:
+    store = LadderStore(StateDir(state_dir))
+    assert resume_env(state_dir, "slack__eng-oncall") == {}
+    store.save(_busy_state())
+    assert resume_env(state_dir, "slack__eng-oncall") == {"BGEM3_DEVICE": "cpu"}
+    data = json.loads((state_dir / "shards/slack__eng-oncall/ladder.json").read_text())
+    assert data["schema"] == 1 and data["rung"] == "cpu" and data["crawls"] == 2
+    assert data["pending"]["worker"] == {"pid": 43, "create_time": 1300.0}
+
+
+def test_missing_shard_is_a_fresh_ladder(state_dir: Path) -> None:
+    assert LadderStore(StateDir(state_dir)).load("never") == ShardLadder("never")
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", "[]", '{"env": {"A": 1}}', '{"rung": "gpu"}', '{"crawls": -1}',
+    '{"schema": 99}', '{"pending": {"id": "r1", "rung": "nuke", "decided_at": 1}}',
+    '{"history": [{"at": 1}]}',
+])
+def test_corrupt_files_are_refused_not_guessed(state_dir: Path, content: str) -> None:
+    path = state_dir / "shards" / "s" / "ladder.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(CorruptStateError):
+        LadderStore(StateDir(state_dir)).load("s")
+
+
+def test_pause_switch_is_durable(state_dir: Path) -> None:
+    store = LadderStore(StateDir(state_dir))
+    assert store.paused()["paused"] is False
+    store.set_paused(True, 5.0, "maintenance")
+    assert LadderStore(StateDir(state_dir)).paused() == {
+        "paused": True, "since": 5.0, "reason": "maintenance"}
+
+
+def test_a_file_replaced_by_another_writer_is_read_again(state_dir: Path) -> None:
+    mine, theirs = LadderStore(StateDir(state_dir)), LadderStore(StateDir(state_dir))
+    mine.save(ShardLadder("s", crawls=1))
+    assert mine.load("s").crawls == 1
+    theirs.save(ShardLadder("s", crawls=7, rung="restart"))
+    assert mine.load("s").crawls == 7
+
+
+def test_staged_state_is_served_but_not_written_until_the_next_save(state_dir: Path) -> None:
+    store = LadderStore(StateDir(state_dir))
+    store.save(ShardLadder("s", crawls=1))
+    path = state_dir / "shards" / "s" / "ladder.json"
+    before = path.read_bytes()
+    store.stage(ShardLadder("s", crawls=1, seen=("k",)))
+    assert path.read_bytes() == before
+    assert store.load("s").seen == ("k",) and store.seen_before("s", "k")
+    store.save(store.load("s"))
+    assert json.loads(path.read_text())["seen"] == ["k"]
