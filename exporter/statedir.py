@@ -3,6 +3,8 @@
 Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
 
     .lock                           one lock shared by every writer of shard state
+    .sidecar.lock                   held by the one sidecar serving this state dir
+    sidecar.json                    the sidecar's pause switch (durable)
     metrics/                        prometheus_client multiprocess files of the workers
     audit.jsonl                     the sidecar's decisions, one JSON object a line
     shards/<shard>/worker.json      the registered worker: pid + process creation time

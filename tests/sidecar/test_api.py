@@ -213,3 +213,21 @@ def test_concurrent_deliveries_take_one_rung_per_episode(
         state = live.settled(shard)
         assert state["crawls"] == 1 and state["rung"] == "restart"
         assert [h["kind"] for h in state["history"]].count("rung") == 1
+
+
+def test_curl_default_content_type_is_accepted_as_json(
+        sidecar_thread: Callable[..., Live]) -> None:
+    """`curl -d '{...}'` sends application/x-www-form-urlencoded: still a rung."""
+    live = sidecar_thread()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = live.client.post("/v1/shards/confluence/rung", headers=form,
+                         content=b'{"rung": "next", "reason": "curl"}')
+    assert r.status_code == 202 and r.json()["rung"] == "restart"
+    live.settled("confluence")
+    # A real form body is still refused, and so is JSON under another declared type.
+    assert live.client.post("/v1/shards/confluence/rung", headers=form,
+                            content=b"rung=cpu").status_code == 422
+    r = live.client.post("/v1/shards/confluence/rung", headers={"Content-Type": "text/plain"},
+                         content=b'{"rung": "cpu"}')
+    assert r.status_code == 422
+    assert live.shard("confluence")["rung"] == "restart"
