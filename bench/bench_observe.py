@@ -105,7 +105,7 @@ def bench_scrape(shards: int, dead_per_shard: int, scrapes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         # Dead workers' counter files, as left by earlier restarts.
-        for d in range(dead_per_shard):
+        for _d in range(dead_per_shard):
             procs = [Proc([sys.executable, "-c", WORKER, str(state), f"shard{i:03d}"], cwd=REPO)
                      for i in range(shards)]
             for p in procs:

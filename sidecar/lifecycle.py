@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-HANDLED = [signal.SIGINT, signal.SIGTERM]
+HANDLED: list[int] = [signal.SIGINT, signal.SIGTERM]
 if hasattr(signal, "SIGBREAK"):  # Windows: CTRL_BREAK_EVENT to our process group
     HANDLED.append(signal.SIGBREAK)
 

@@ -114,3 +114,13 @@ def read_genes(path: Path) -> list[tuple[str, str]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StateError(f"cannot read input {path}: {exc}") from exc
     return out
+
+
+DEMO_SHARDS = (
+    # Incident 1: decays after 60% of its 120 batches; caught, restarted once, finishes.
+    ShardSpec("confluence", files=20, genes_per_file=48, profile="incident1"),
+    # Incident 2: collapses after 25%; restarted, collapses again, finishes on CPU.
+    ShardSpec("slack__eng-oncall", files=16, genes_per_file=48, profile="incident2"),
+    # A healthy shard that crawlguard must leave alone.
+    ShardSpec("jira", files=12, genes_per_file=40, profile="healthy"),
+)

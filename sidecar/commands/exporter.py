@@ -11,7 +11,7 @@ from exporter.settings import Settings
 from ..lifecycle import shutdown_on_signals
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "exporter", help="serve the workers' metrics and VRAM per GPU on /metrics",
         description="Serve /metrics for Prometheus: the worker series of every shard "

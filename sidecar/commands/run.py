@@ -3,11 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from ._stub import not_yet
+from exporter.errors import ConfigError
+from exporter.settings import Settings
+from exporter.vram import source_from_spec
+
+from ..lifecycle import shutdown_on_signals
+from ..supervisor import Supervisor, SupervisorConfig, SupervisorEvent
+
+EPILOG = """\
+exit status: 0 every shard complete; 2 bad knob, flag or state; 3 a shard was
+relaunched HELIX_BFM_MAX_FUTILE_RESTARTS times in a row without a single new
+gene (the supervisor gave up; finished work is kept); 130 stopped by
+SIGINT/SIGTERM (the worker got the graceful signal first).
+"""
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    p = sub.add_parser("run", help="the supervisor: run CMD once per shard, relaunching after rungs and crashes")
-    p.set_defaults(func=not_yet)
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "run", help="the supervisor: run CMD once per shard, relaunching after rungs and crashes",
+        description="Run CMD once per shard, in order, with HELIX_BFM_SHARD set and {shard} in "
+                    "CMD replaced (no shell), each worker in its own process group with the "
+                    "shard's resume overrides in its environment. Exit 0 ends a shard; any "
+                    "other end (a rung, a crash) relaunches it once its GPU memory is released.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--log-dir", type=Path,
+                   help="append each shard's worker output to DIR/<shard>.log "
+                        "(default: inherit this terminal)")
+    p.set_defaults(func=main)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--shard and CMD, shared with `crawlguard up`."""
+    p.add_argument("--shard", action="append", required=True, metavar="NAME",
+                   help="a shard to run (repeat for several; they run in this order)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                   help="the worker command; {shard} is replaced by the shard's name")
+
+
+def command_of(args: argparse.Namespace) -> tuple[str, ...]:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise ConfigError("CMD", "", "give the worker command after '--'")
+    return tuple(cmd)
+
+
+def print_event(prefix: str) -> Any:
+    def sink(event: SupervisorEvent) -> None:
+        where = "" if event.shard == "*" else f"[{event.shard}] "
+        print(f"crawlguard {prefix}: {where}{event.message}", file=sys.stderr, flush=True)
+
+    return sink
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    config = SupervisorConfig(shards=tuple(args.shard), command=command_of(args),
+                              state_dir=settings.state_dir, remediation=settings.remediation,
+                              log_dir=args.log_dir)
+    source = source_from_spec(settings.vram_source)
+    supervisor = Supervisor(config, source=source, on_event=print_event("run"))
+    with shutdown_on_signals() as stop:
+        try:
+            return supervisor.run(stop)
+        finally:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()

@@ -1,0 +1,293 @@
+"""`crawlguard up`: every part of crawlguard for one rig, in one process tree.
+
+    up (this process)
+      exporter           in-process thread (exporter.server.Exporter), port chosen by the OS
+      sidecar            child `crawlguard sidecar`, restarted on the same port if it dies
+      alert evaluation   embedded thread (exporter.alerting.EmbeddedAlerting), or
+                         children `prometheus` + `prometheus-alertmanager` configured
+                         from deploy/ (``promstack``)
+      simulated GPU      thread (exporter.refbuild.simgpu.Driver), only with simulate_gpu
+      supervisor         the main thread (``supervisor.Supervisor``), workers as children
+      live view          thread (``liveview.LiveView``)
+
+Everything durable stays in the state dir (ladders, baselines, batches, the
+workers' metrics), so a later `up` on the same state dir resumes where this
+one stopped. ``<state>/run/`` holds this run's ephemera: up.json (pids and
+URLs, for people and tests), the token file (mode 600), generated configs,
+Prometheus/Alertmanager data and the logs of every child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from filelock import FileLock, Timeout
+
+from exporter.alerting import EmbeddedAlerting
+from exporter.errors import StateError
+from exporter.server import Exporter, ExporterConfig
+from exporter.settings import Settings
+from exporter.statedir import StateDir, write_json_atomic
+from exporter.vram import VramSource, source_from_spec
+
+from . import promstack
+from .liveview import LiveView
+from .promstack import resolve_alert_path
+from .servers import ServerProc, free_port
+from .supervisor import Supervisor, SupervisorConfig
+
+log = logging.getLogger("crawlguard.up")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    shards: tuple[str, ...]
+    command: tuple[str, ...]
+    settings: Settings
+    env: Mapping[str, str]
+    """The environment of the workers and the servers (knobs included)."""
+    alert_path: str = "auto"
+    interval: float | None = None
+    """Scrape and evaluation interval; None: the shipped one (5s)."""
+    am_timing: promstack.AmTiming | None = None
+    """Alertmanager timings of the sidecar route; None: the shipped ones."""
+    simulate_gpu: bool = False
+    progress: str = "auto"
+    progress_period: float = 10.0
+    progress_prefix: str = "up"
+    vram_log_interval: float = 5.0
+
+
+class Rig:
+    def __init__(self, config: RigConfig, stream: TextIO = sys.stderr) -> None:
+        self.config = config
+        self.stream = stream
+        self.state = StateDir(config.settings.state_dir.resolve())
+        self.run_dir = self.state.root / "run"
+        self.alert_path, self.alert_note = resolve_alert_path(config.alert_path)
+        self.token = config.settings.endpoints.token or secrets.token_urlsafe(32)
+        self.token_file = self.run_dir / "sidecar.token"
+        self.env = dict(config.env)
+        self.env["HELIX_BFM_STATE_DIR"] = str(self.state.root)
+        self.vram_source = config.settings.vram_source
+        self.servers: list[ServerProc] = []
+        self.exporter: Exporter | None = None
+        self.sidecar: ServerProc | None = None
+        self.urls: dict[str, str] = {}
+        self.view: LiveView | None = None
+        self._source: VramSource | None = None
+        self._stops: list[tuple[threading.Event, threading.Thread]] = []
+
+    # -- the whole run -------------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        # One `up` per state dir: a second one would rewrite the token file
+        # under the first one's Alertmanager and fight over the workers.
+        self.state.ensure(self.run_dir)
+        lock = FileLock(str(self.run_dir / ".up.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise StateError(f"another crawlguard up is running on state dir "
+                             f"{self.state.root}") from exc
+        try:
+            return self._run(stop)
+        finally:
+            lock.release()
+
+    def _run(self, stop: threading.Event) -> int:
+        with self._quiet_logging():
+            try:
+                self._prepare()
+                self._start_exporter()
+                self._start_sidecar()
+                self._start_alerting()
+                return self._supervise(stop)
+            finally:
+                self._shutdown()
+
+    def _prepare(self) -> None:
+        self.state.ensure(self.run_dir / "logs")
+        self.token_file.write_text(self.token + "\n", encoding="utf-8")
+        with contextlib.suppress(OSError):
+            os.chmod(self.token_file, 0o600)
+        if self.config.simulate_gpu:
+            from exporter.refbuild.simgpu import Driver, SimGpu
+
+            gpu = SimGpu(self.run_dir / "simgpu")
+            shutil.rmtree(gpu.claims_dir, ignore_errors=True)
+            gpu.configure()
+            self.vram_source = gpu.source_spec
+            self.env.update(HELIX_BFM_VRAM_SOURCE=gpu.source_spec,
+                            HELIX_BFM_SIMGPU_DIR=str(gpu.root))
+            self._thread(lambda ev: Driver(gpu).start_thread(ev))
+
+    def _thread(self, start: Any) -> None:
+        ev = threading.Event()
+        self._stops.append((ev, start(ev)))
+
+    def _start_exporter(self) -> None:
+        s = self.config.settings
+        self.exporter = Exporter(ExporterConfig(
+            state_dir=self.state.root, vram_source=self.vram_source,
+            vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0))
+        self.exporter.start()
+        self.urls["exporter"] = f"http://127.0.0.1:{self.exporter.port}"
+
+    def _start_sidecar(self) -> None:
+        port = free_port()
+        env = {**self.env, "HELIX_BFM_SIDECAR_TOKEN": self.token}
+        env.pop("HELIX_BFM_SIDECAR_TOKEN_FILE", None)
+        url = f"http://127.0.0.1:{port}"
+        self.sidecar = ServerProc(
+            "sidecar", [sys.executable, "-m", "sidecar.cli", "sidecar", "--host", "127.0.0.1",
+                        "--port", str(port)], env, f"{url}/healthz",
+            self.run_dir / "logs" / "sidecar.log")
+        self.sidecar.start()
+        self.servers.append(self.sidecar)
+        self.urls["sidecar"] = url
+
+    def _start_alerting(self) -> None:
+        interval = self.config.interval
+        if self.alert_path == "embedded":
+            every = interval or 5.0
+            repeat = self.config.am_timing.repeat_interval if self.config.am_timing else 600.0
+            alerting = EmbeddedAlerting(
+                self.urls["exporter"], self.urls["sidecar"], self.token, interval_s=every,
+                repeat_interval_s=repeat, retry_initial_s=min(1.0, every),
+                retry_max_s=max(min(1.0, every), min(60.0, 10 * every)))
+
+            def start(ev: threading.Event) -> threading.Thread:
+                t = threading.Thread(target=alerting.run_forever, args=(ev,),
+                                     name="crawlguard-alerting", daemon=True)
+                t.start()
+                return t
+
+            self._thread(start)
+            return
+        self._start_prometheus(interval)
+
+    def _start_prometheus(self, interval: float | None) -> None:
+        binaries, shipped = promstack.Binaries.find(), promstack.Shipped.find()
+        assert binaries is not None and shipped is not None  # resolve_alert_path checked
+        am_port, prom_port = free_port(), free_port()
+        am_cfg = promstack.write_yaml(self.run_dir / "alertmanager.yml",
+                                      promstack.alertmanager_config(
+                                          shipped, self.urls["sidecar"], self.token_file,
+                                          self.config.am_timing))
+        prom_cfg = promstack.write_yaml(self.run_dir / "prometheus.yml",
+                                        promstack.prometheus_config(
+                                            shipped, _hostport(self.urls["exporter"]),
+                                            _hostport(self.urls["sidecar"]),
+                                            f"127.0.0.1:{am_port}", interval))
+        for name in ("alertmanager-data", "prometheus-data"):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        am = ServerProc("alertmanager", promstack.alertmanager_argv(
+            binaries.alertmanager, am_cfg, self.run_dir / "alertmanager-data", am_port),
+            self.env, f"http://127.0.0.1:{am_port}/-/ready",
+            self.run_dir / "logs" / "alertmanager.log")
+        am.start()
+        self.servers.append(am)
+        prom = ServerProc("prometheus", promstack.prometheus_argv(
+            binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port),
+            self.env, f"http://127.0.0.1:{prom_port}/-/ready",
+            self.run_dir / "logs" / "prometheus.log")
+        prom.start()
+        self.servers.append(prom)
+        self.urls.update(alertmanager=f"http://127.0.0.1:{am_port}",
+                         prometheus=f"http://127.0.0.1:{prom_port}")
+
+    # -- supervising -----------------------------------------------------------
+    def _supervise(self, stop: threading.Event) -> int:
+        s = self.config.settings
+        supervisor_config = SupervisorConfig(
+            shards=self.config.shards, command=self.config.command, state_dir=self.state.root,
+            remediation=s.remediation, log_dir=self.run_dir / "logs",
+            vram_log_interval=self.config.vram_log_interval)
+        source = self._source = source_from_spec(self.vram_source)
+        supervisor = Supervisor(supervisor_config, source=source, base_env=self.env)
+        view = self.view = LiveView(self.state, supervisor.runs, self.stream,
+                                    self.config.progress, self.config.progress_period,
+                                    self.config.progress_prefix)
+        supervisor.on_event = view.event
+        view.say(f"alert path: {self.alert_path}: {self.alert_note}")
+        view.say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
+        self._write_up_json()
+        self._thread(lambda ev: self._daemon(view.run, ev))
+        self._thread(lambda ev: self._daemon(self._monitor, ev))
+        return supervisor.run(stop)
+
+    @staticmethod
+    def _daemon(target: Any, ev: threading.Event) -> threading.Thread:
+        t = threading.Thread(target=target, args=(ev,), daemon=True)
+        t.start()
+        return t
+
+    def _monitor(self, stop: threading.Event) -> None:
+        """Bring back a server that died; the rebuild must not depend on luck."""
+        while not stop.wait(0.5):
+            for server in self.servers:
+                note = server.ensure()
+                if note:
+                    if self.view:
+                        self.view.say(note)
+                    self._write_up_json()
+
+    def _write_up_json(self) -> None:
+        write_json_atomic(self.run_dir / "up.json", {
+            "pid": os.getpid(), "alert_path": self.alert_path, "urls": self.urls,
+            "token_file": str(self.token_file), "shards": list(self.config.shards),
+            "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
+
+    def _shutdown(self) -> None:
+        for ev, _ in self._stops:
+            ev.set()
+        for _, thread in reversed(self._stops):
+            thread.join(10)
+        if self.view:
+            self.view.close()
+        for server in reversed(self.servers):
+            server.stop()
+        if self.exporter is not None:
+            self.exporter.stop()
+        close = getattr(self._source, "close", None)
+        if callable(close):
+            close()
+
+    @contextlib.contextmanager
+    def _quiet_logging(self) -> Iterator[None]:
+        """Library INFO logs go to run/logs/up.log; the terminal gets warnings only,
+        so they do not tear the live view apart."""
+        root = logging.getLogger()
+        self.state.ensure(self.run_dir / "logs")
+        handler = logging.FileHandler(self.run_dir / "logs" / "up.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        levels = [(h, h.level) for h in root.handlers]
+        for h, _ in levels:
+            h.setLevel(max(h.level, logging.WARNING))
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+            for h, level in levels:
+                h.setLevel(level)
+
+
+def _hostport(url: str) -> str:
+    return url.split("://", 1)[-1]
+
+
+def with_state_dir(settings: Settings, state_dir: Path | None) -> Settings:
+    return settings if state_dir is None else replace(settings, state_dir=state_dir)

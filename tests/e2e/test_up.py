@@ -1,0 +1,57 @@
+"""`crawlguard up` stops cleanly on Ctrl-C, and a later `up` resumes the rebuild."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from exporter.refbuild.corpus import ShardSpec, generate
+from exporter.refbuild.store import output_dir
+from exporter.refbuild.verify import verify_shard
+from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process")]
+
+
+def up_cmd(state: Path, data: Path, time_scale: str) -> list[str]:
+    return crawlguard_cmd("up", "--state-dir", str(state), "--alert-path", "embedded",
+                          "--interval", "0.5", "--simulate-gpu", "--progress", "lines",
+                          "--shard", "big", "--", sys.executable, "-m", "exporter.refbuild",
+                          "work", "--data", str(data), "--shard", "{shard}", "--time-scale",
+                          time_scale)
+
+
+def test_ctrl_c_stops_everything_and_a_later_up_resumes(tmp_path: Path) -> None:
+    data, state = tmp_path / "data", tmp_path / "state"
+    generate(data, ShardSpec("big", files=30, genes_per_file=16))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIX_BFM_")}
+    first = Proc(up_cmd(state, data, "1"), env=env, cwd=REPO)   # slow: ~1 s per file
+    try:
+        wait_until(lambda: len(list(output_dir(data, "big").glob("*.json"))) >= 2, timeout=60,
+                   what="two finished files")
+        children = psutil.Process(first.pid).children(recursive=True)
+        assert len(children) >= 2                                  # sidecar + worker
+        os.kill(first.pid, signal.SIGINT)
+        assert first.wait(60) == 130, first.output[-3000:]
+    finally:
+        first.stop()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {alive}"
+    worker_log = (state / "run" / "logs" / "big.log").read_text()
+    assert "stopped by signal 15" in worker_log      # the graceful stop reached the worker
+    kept = len(list(output_dir(data, "big").glob("*.json")))
+    assert 2 <= kept < 30
+    second = Proc(up_cmd(state, data, "50"), env=env, cwd=REPO)
+    try:
+        assert second.wait(120) == 0, second.output[-3000:]
+    finally:
+        second.stop()
+    assert verify_shard(data, "big").lossless
+    worker_log = (state / "run" / "logs" / "big.log").read_text()
+    assert f"({16 * (30 - kept)} genes written by this worker)" in worker_log

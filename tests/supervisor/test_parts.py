@@ -1,0 +1,223 @@
+"""The supervisor's parts: GPU-release wait, launch environment, progress log,
+generated Prometheus/Alertmanager configs, and the `crawlguard run` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.errors import VramError
+from exporter.vram import GpuMemory
+from sidecar import promstack
+from sidecar.gpuwait import MIN_SLACK_BYTES, GpuRelease, gpu_of_launch
+from sidecar.progress import BatchLog
+from tests.helpers import REPO, crawlguard_cmd, require_binary
+
+GIB = 1 << 30
+
+
+class Readings:
+    name = "readings"
+
+    def __init__(self, *values: int | None) -> None:
+        self.values = list(values)
+
+    def read(self) -> list[GpuMemory]:
+        value = self.values.pop(0) if len(self.values) > 1 else self.values[0]
+        if value is None:
+            raise VramError("gone")
+        return [GpuMemory(0, value, 12 * GIB)]
+
+
+def test_gpu_of_launch() -> None:
+    assert gpu_of_launch({}, "BGEM3_DEVICE") == 0
+    assert gpu_of_launch({"BGEM3_DEVICE": "cpu"}, "BGEM3_DEVICE") is None
+    assert gpu_of_launch({"BGEM3_DEVICE": "cuda:1"}, "BGEM3_DEVICE") == 1
+    assert gpu_of_launch({"D": "cuda:1", "CUDA_VISIBLE_DEVICES": "2,5"}, "D") == 5
+    assert gpu_of_launch({"BGEM3_DEVICE": "mps"}, "BGEM3_DEVICE") is None
+
+
+def test_release_level_follows_what_the_worker_held() -> None:
+    g = GpuRelease(Readings(GIB, 11 * GIB), 0)
+    g.at_launch()
+    g.sample()
+    assert (g.before, g.peak) == (GIB, 11 * GIB)
+    assert g.level == GIB + GIB           # 10% of the 10 GiB it held
+    small = GpuRelease(Readings(GIB, GIB + 10), 0)
+    small.at_launch()
+    small.sample()
+    assert small.level == GIB + MIN_SLACK_BYTES
+
+
+def test_wait_returns_once_the_level_is_back() -> None:
+    g = GpuRelease(Readings(GIB, 11 * GIB, 11 * GIB, 11 * GIB, GIB), 0)
+    g.at_launch()
+    g.sample()
+    r = g.wait(timeout=30, stop=threading.Event(), poll=0.001)
+    assert r.released and "GPU 0 at 1.00 GiB" in r.detail
+    never = GpuRelease(Readings(GIB, 11 * GIB), 0)
+    never.at_launch()
+    never.sample()
+    r = never.wait(timeout=0.05, stop=threading.Event(), poll=0.001)
+    assert not r.released and "relaunching anyway" in r.detail
+    blind = GpuRelease(Readings(None), 0)
+    blind.at_launch()
+    r = blind.wait(timeout=30, stop=threading.Event())
+    assert not r.released and "not measured" in r.detail and r.waited == 0
+
+
+def test_batch_log_counts_whole_lines_once(tmp_path: Path) -> None:
+    path = tmp_path / "batches.jsonl"
+    log = BatchLog(path)
+    assert log.poll() == 0
+    path.write_text('{"genes": 8}\n{"genes": 4}\n{"gen')
+    assert log.poll() == 12 and log.batches == 2
+    with open(path, "a") as fh:
+        fh.write('es": 2}\n')
+    assert log.poll() == 2 and log.genes == 14 and log.last == {"genes": 2}
+    path.write_text('{"genes": 1}\n')   # replaced by hand: counted afresh
+    assert log.poll() == 1 and log.genes == 1
+
+
+def _configs(tmp_path: Path) -> tuple[Path, Path]:
+    shipped = promstack.Shipped.find()
+    assert shipped is not None, "deploy/ and rules/ are part of the checkout"
+    token = tmp_path / "sidecar.token"
+    token.write_text("t0ken\n")
+    prom = promstack.write_yaml(tmp_path / "prometheus.yml", promstack.prometheus_config(
+        shipped, "127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003", 0.5))
+    am = promstack.write_yaml(tmp_path / "alertmanager.yml", promstack.alertmanager_config(
+        shipped, "http://127.0.0.1:1002", token, promstack.AmTiming(1, 2, 10)))
+    return prom, am
+
+
+def test_generated_configs_point_at_this_run(tmp_path: Path) -> None:
+    prom_path, am_path = _configs(tmp_path)
+    prom = yaml.safe_load(prom_path.read_text())
+    assert prom["global"]["scrape_interval"] == "500ms"
+    assert prom["global"]["scrape_timeout"] == "400ms"
+    assert Path(prom["rule_files"][0]).is_absolute()
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
+    assert targets == {"crawlguard-exporter": ["127.0.0.1:1001"],
+                       "crawlguard-sidecar": ["127.0.0.1:1002"]}
+    am = yaml.safe_load(am_path.read_text())
+    route = next(r for r in am["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == \
+        ("1s", "2s", "10s")
+    assert route["group_by"] == ["shard"]      # the shipped grouping is kept
+    hook = next(r for r in am["receivers"] if r["name"] == "crawlguard-sidecar")
+    hook = hook["webhook_configs"][0]
+    assert hook["url"] == "http://127.0.0.1:1002/v1/alerts"
+    assert hook["http_config"]["authorization"]["credentials_file"] == \
+        str((tmp_path / "sidecar.token").resolve())
+
+
+@pytest.mark.binaries
+def test_generated_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
+    promtool, amtool = require_binary("promtool"), require_binary("amtool")
+    prom, am = _configs(tmp_path)
+    for argv in ([promtool, "check", "config", str(prom)], [amtool, "check-config", str(am)]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"HELIX_BFM_STATE_DIR": str(tmp_path / "state"), "HELIX_BFM_VRAM_SOURCE":
+           f"file:{tmp_path / 'none.json'}", "PATH": ""}
+    return subprocess.run(crawlguard_cmd("run", *args), capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=60)
+
+
+def test_run_command_exit_codes(tmp_path: Path) -> None:
+    ok = _run(tmp_path, "--shard", "a", "--shard", "b", "--", sys.executable, "-c",
+              "import os, sys; print('worker', sys.argv[1], os.environ['HELIX_BFM_SHARD'])",
+              "{shard}")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["worker a a", "worker b b"]
+    futile = _run(tmp_path, "--shard", "a", "--", sys.executable, "-c", "raise SystemExit(1)")
+    assert futile.returncode == 3
+    assert "giving up" in futile.stderr and "HELIX_BFM_MAX_FUTILE_RESTARTS=3" in futile.stderr
+    no_cmd = _run(tmp_path, "--shard", "a")
+    assert no_cmd.returncode == 2 and "CMD" in no_cmd.stderr
+    missing = _run(tmp_path, "--shard", "a", "--", "/nonexistent/worker")
+    assert missing.returncode == 2 and "cannot start" in missing.stderr
+    unsafe = _run(tmp_path, "--shard", "../x", "--", sys.executable, "-c", "pass")
+    assert unsafe.returncode == 2 and "not a safe name" in unsafe.stderr
+
+
+def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
+    import io
+
+    from exporter.statedir import StateDir
+    from sidecar.liveview import LiveView
+    from sidecar.supervisor import ShardRun, SupervisorEvent
+
+    state = StateDir(tmp_path)
+    state.batches_file("a").parent.mkdir(parents=True)
+    state.batches_file("a").write_text(
+        '{"genes": 8, "rate": 20.0, "ema": 22.0, "baseline": 150.0, "device": "cuda:0"}\n')
+    runs = {"a": ShardRun("a", state="running", launches=1), "b": ShardRun("b")}
+    out = io.StringIO()
+    view = LiveView(state, runs, out, mode="lines", period=3600)
+    view.tick(force=True)
+    view.event(SupervisorEvent("a", "launch", "launch #2: pid 7"))
+    text = out.getvalue()
+    assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 embedded" in text
+    assert "crawlguard up: [a] launch #2: pid 7" in text
+    tty = io.StringIO()
+    view = LiveView(state, runs, tty, mode="tty")
+    view.tick()
+    view.say("hello")
+    assert "\x1b[2F\x1b[J" in tty.getvalue()      # the two-line block is redrawn in place
+
+
+def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.errors import ConfigError
+    from sidecar.promstack import resolve_alert_path
+
+    monkeypatch.setenv("PATH", "")
+    assert resolve_alert_path("auto")[0] == "embedded"
+    assert "not on PATH" in resolve_alert_path("auto")[1]
+    with pytest.raises(ConfigError, match="not on PATH"):
+        resolve_alert_path("prometheus")
+
+
+def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from exporter.errors import StateError
+    from exporter.settings import Settings
+    from sidecar.rig import Rig, RigConfig
+
+    (tmp_path / "run").mkdir()
+    with FileLock(str(tmp_path / "run" / ".up.lock")):
+        rig = Rig(RigConfig(shards=("a",), command=("true",), env={}, alert_path="embedded",
+                            settings=Settings.from_env({"HELIX_BFM_STATE_DIR": str(tmp_path)})))
+        with pytest.raises(StateError, match="another crawlguard up"):
+            rig.run(threading.Event())
+    assert not (tmp_path / "run" / "sidecar.token").exists()
+
+
+def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
+    import json
+
+    from exporter.statedir import StateDir
+    from sidecar.vramlog import VramLog
+
+    now = [100.0]
+    log = VramLog(StateDir(tmp_path), Readings(GIB), interval=1.0, clock=lambda: now[0])
+    log.tick()
+    now[0] = 100.5
+    log.tick()                      # within the interval: no sample
+    now[0] = 101.0
+    log.tick()
+    rows = [json.loads(line) for line in (tmp_path / "vram.jsonl").read_text().splitlines()]
+    assert rows == [{"t": 100.0, "gpu": "0", "used_bytes": GIB, "total_bytes": 12 * GIB},
+                    {"t": 101.0, "gpu": "0", "used_bytes": GIB, "total_bytes": 12 * GIB}]
+    VramLog(StateDir(tmp_path), Readings(None), interval=1.0).tick()   # a failing source: no line
+    assert len((tmp_path / "vram.jsonl").read_text().splitlines()) == 2
