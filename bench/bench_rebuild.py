@@ -39,10 +39,10 @@ from exporter.refbuild.profiles import Timing, get_profile
 from exporter.refbuild.simdevice import SimDevice
 from exporter.settings import Settings
 from exporter.statedir import StateDir
-from sidecar.demorun import clean_env
-from sidecar.promstack import AmTiming, resolve_alert_path
-from sidecar.rig import Rig, RigConfig
-from sidecar.shardview import summarise_batches
+from sidecar.rig.demo import clean_env
+from sidecar.rig.promstack import AmTiming, resolve_alert_path
+from sidecar.rig.shardview import summarise_batches
+from sidecar.rig.up import Rig, RigConfig
 
 TIMEOUT_FACTOR = 2.0
 LARGEST = 10.0

@@ -5,7 +5,7 @@ the CPU rung) into the ``env`` object of ``<state>/shards/<shard>/ladder.json``
 by atomic replace. A build that has its own supervisor loop (instead of
 ``crawlguard run``) applies them before relaunching a worker::
 
-    from sidecar.resume import resume_env
+    from .resume import resume_env
     env = {**os.environ, **resume_env(".crawlguard", "slack__eng-oncall")}
     subprocess.run(cmd, env=env)
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..demorun import remove, render, run_demo, temp_root
 from ..lifecycle import shutdown_on_signals
-from ..promstack import ALERT_PATHS
+from ..rig.demo import remove, render, run_demo, temp_root
+from ..rig.promstack import ALERT_PATHS
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

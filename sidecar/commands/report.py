@@ -11,7 +11,7 @@ from typing import Any
 from exporter.errors import StateError
 from exporter.settings import Detection, state_dir_from_env
 
-from ..report import ReportError, load_run, summary_markdown
+from ..report.summary import ReportError, load_run, summary_markdown
 
 SUMMARY = "report.md"
 
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     detection = Detection.from_env()
     if not args.no_charts:
         # Fail before writing anything when the charts cannot be drawn.
-        from ..report_chart import require_matplotlib
+        from ..report.chart import require_matplotlib
         require_matplotlib()
     run = load_run(state_dir, args.shard or None)
     if not run.shards:
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         raise StateError(f"cannot create {out}: {exc.strerror}") from exc
     charts: dict[str, str] = {}
     if not args.no_charts:
-        from ..report_chart import render_shard_chart
+        from ..report.chart import render_shard_chart
         for ev in run.shards:
             path = render_shard_chart(ev, run.vram, out / f"{ev.shard}.png",
                                       full_ratio=detection.vram_full_ratio)

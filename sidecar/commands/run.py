@@ -12,7 +12,7 @@ from exporter.settings import Settings
 from exporter.vram import source_from_spec
 
 from ..lifecycle import shutdown_on_signals
-from ..supervisor import Supervisor, SupervisorConfig, SupervisorEvent
+from ..supervisor.loop import Supervisor, SupervisorConfig, SupervisorEvent
 
 EPILOG = """\
 exit status: 0 every shard complete; 2 bad knob, flag or state; 3 a shard was

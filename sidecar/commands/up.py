@@ -12,8 +12,8 @@ from exporter.errors import ConfigError
 from exporter.settings import Settings
 
 from ..lifecycle import shutdown_on_signals
-from ..promstack import ALERT_PATHS, AmTiming
-from ..rig import Rig, RigConfig, with_state_dir
+from ..rig.promstack import ALERT_PATHS, AmTiming
+from ..rig.up import Rig, RigConfig, with_state_dir
 from .run import EPILOG, add_run_arguments, command_of
 
 

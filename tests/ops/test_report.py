@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.report import fmt_time, load_run, parse_rung, parse_time, summary_markdown
+from sidecar.report.summary import fmt_time, load_run, parse_rung, parse_time, summary_markdown
 from tests.helpers import REPO, crawlguard_cmd
 
 from .recorded_run import write_recorded_run

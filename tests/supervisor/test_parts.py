@@ -13,9 +13,9 @@ import yaml
 
 from exporter.errors import VramError
 from exporter.vram import GpuMemory
-from sidecar import promstack
-from sidecar.gpuwait import MIN_SLACK_BYTES, GpuRelease, gpu_of_launch
-from sidecar.progress import BatchLog
+from sidecar.rig import promstack as promstack
+from sidecar.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease, gpu_of_launch
+from sidecar.supervisor.progress import BatchLog
 from tests.helpers import REPO, crawlguard_cmd, require_binary
 
 GIB = 1 << 30
@@ -154,8 +154,8 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     import io
 
     from exporter.statedir import StateDir
-    from sidecar.liveview import LiveView
-    from sidecar.supervisor import ShardRun, SupervisorEvent
+    from sidecar.rig.liveview import LiveView
+    from sidecar.supervisor.loop import ShardRun, SupervisorEvent
 
     state = StateDir(tmp_path)
     state.batches_file("a").parent.mkdir(parents=True)
@@ -178,7 +178,7 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
 
 def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     from exporter.errors import ConfigError
-    from sidecar.promstack import resolve_alert_path
+    from sidecar.rig.promstack import resolve_alert_path
 
     monkeypatch.setenv("PATH", "")
     assert resolve_alert_path("auto")[0] == "embedded"
@@ -192,7 +192,7 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
 
     from exporter.errors import StateError
     from exporter.settings import Settings
-    from sidecar.rig import Rig, RigConfig
+    from sidecar.rig.up import Rig, RigConfig
 
     (tmp_path / "run").mkdir()
     with FileLock(str(tmp_path / "run" / ".up.lock")):
@@ -207,7 +207,7 @@ def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
     import json
 
     from exporter.statedir import StateDir
-    from sidecar.vramlog import VramLog
+    from sidecar.supervisor.vramlog import VramLog
 
     now = [100.0]
     log = VramLog(StateDir(tmp_path), Readings(GIB), interval=1.0, clock=lambda: now[0])
@@ -221,3 +221,11 @@ def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
                     {"t": 101.0, "gpu": "0", "used_bytes": GIB, "total_bytes": 12 * GIB}]
     VramLog(StateDir(tmp_path), Readings(None), interval=1.0).tick()   # a failing source: no line
     assert len((tmp_path / "vram.jsonl").read_text().splitlines()) == 2
+
+
+def test_shipped_configs_are_found_from_a_checkout() -> None:
+    """`up` derives Prometheus/Alertmanager configs from deploy/ and rules/ of the checkout."""
+    from sidecar.rig.promstack import Shipped
+
+    found = Shipped.find()
+    assert found is not None and found.rules.name == "crawlguard.rules.yml"

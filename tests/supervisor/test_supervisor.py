@@ -16,7 +16,7 @@ from exporter.errors import VramError
 from exporter.settings import Remediation
 from exporter.statedir import StateDir, write_json_atomic
 from exporter.vram import GpuMemory
-from sidecar.supervisor import (
+from sidecar.supervisor.loop import (
     EXIT_FUTILE,
     EXIT_OK,
     EXIT_STOPPED,

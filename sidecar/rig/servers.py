@@ -22,7 +22,7 @@ import httpx
 
 from exporter.errors import ProcessError
 
-from . import childproc
+from ..supervisor import childproc
 
 log = logging.getLogger("crawlguard.up")
 

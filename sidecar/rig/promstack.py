@@ -19,7 +19,7 @@ import yaml
 
 from exporter.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # sidecar/rig/promstack.py -> checkout root
 ALERT_PATHS = ("auto", "embedded", "prometheus")
 SIDECAR_RECEIVER = "crawlguard-sidecar"
 

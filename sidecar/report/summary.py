@@ -14,7 +14,7 @@ Lines of a JSON-lines file that do not parse (a line being written right now,
 a crash mid-write, an edit) are skipped and counted, never a traceback: the
 report is most wanted exactly when something went wrong.
 
-The charts live in ``report_chart`` because they need matplotlib (the
+The charts live in ``chart`` because they need matplotlib (the
 optional ``report`` extra); this module needs only the standard library.
 """
 

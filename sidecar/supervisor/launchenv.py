@@ -23,8 +23,8 @@ from exporter.settings import Remediation
 from exporter.statedir import StateDir
 from exporter.vram import VramSource
 
+from ..resume import ResumeEnvError, resume_env
 from .gpuwait import gpu_of_launch
-from .resume import ResumeEnvError, resume_env
 
 _RETRIES = 5
 

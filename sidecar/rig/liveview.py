@@ -16,9 +16,9 @@ from typing import TextIO
 
 from exporter.statedir import StateDir
 
-from .progress import BatchLog
+from ..supervisor.loop import ShardRun, SupervisorEvent
+from ..supervisor.progress import BatchLog
 from .shardview import read_ladder
-from .supervisor import ShardRun, SupervisorEvent
 
 
 class LiveView:

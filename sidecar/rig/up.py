@@ -41,11 +41,11 @@ from exporter.settings import Settings
 from exporter.statedir import StateDir, write_json_atomic
 from exporter.vram import VramSource, source_from_spec
 
+from ..supervisor.loop import Supervisor, SupervisorConfig
 from . import promstack
 from .liveview import LiveView
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
-from .supervisor import Supervisor, SupervisorConfig
 
 log = logging.getLogger("crawlguard.up")
 

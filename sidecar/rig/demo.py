@@ -28,8 +28,8 @@ from exporter.settings import Settings
 from exporter.statedir import StateDir
 
 from .promstack import AmTiming, resolve_alert_path
-from .rig import Rig, RigConfig
 from .shardview import read_ladder, summarise_batches
+from .up import Rig, RigConfig
 
 DEVICE_VAR = "BGEM3_DEVICE"
 
