@@ -150,8 +150,25 @@ def prometheus_rule(fleet: dict[str, Any]) -> dict[str, Any]:
 
 # Timing of the sidecar route: the same as deploy/alertmanager/alertmanager.yml,
 # whose comments explain each value.
-SIDECAR_TIMING = {"group_wait": "10s", "group_interval": "1m", "repeat_interval": "10m"}
-HUMAN_TIMING = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
+SINGLE_RIG_ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+TIMING_KEYS = ("group_wait", "group_interval", "repeat_interval")
+
+
+def shipped_timing(receiver: str) -> dict[str, str]:
+    """group_wait/interval/repeat of ``receiver``'s route in the single-rig config.
+
+    The fleet routes reuse them rather than restating them: the reasoning
+    (deploy/README.md) is the same, so the numbers must be too.
+    """
+    config = yaml.safe_load(SINGLE_RIG_ALERTMANAGER.read_text(encoding="utf-8"))
+    for route in config["route"].get("routes", []):
+        if route.get("receiver") == receiver:
+            return {k: str(route[k]) for k in TIMING_KEYS}
+    raise SystemExit(f"{SINGLE_RIG_ALERTMANAGER}: no route for receiver {receiver!r}")
+
+
+SIDECAR_TIMING = shipped_timing("crawlguard-sidecar")
+HUMAN_TIMING = shipped_timing("crawlguard-humans")
 
 
 def _camel(key: str) -> str:
