@@ -44,8 +44,6 @@ import psutil
 from exporter.errors import ProcessError
 from exporter.workers import CREATE_TIME_TOLERANCE_S, WorkerIdentity
 
-from .ladder import WorkerRef
-
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("signalled", "killed", "already_gone", "identity_mismatch", "no_worker", "refused",
@@ -61,7 +59,7 @@ class ActionResult:
     detail: str = ""
 
 
-def restart_worker(worker: WorkerRef | None, grace_seconds: float, decided_at: float,
+def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_at: float,
                    clock: Callable[[], float] = time.time) -> ActionResult:
     """Stop ``worker`` so its supervisor resumes it; never touches any other process."""
     if worker is None:
@@ -98,7 +96,7 @@ def restart_worker(worker: WorkerRef | None, grace_seconds: float, decided_at: f
 class _Target:
     """One verified worker process, pinned by a pidfd where the OS has them."""
 
-    def __init__(self, worker: WorkerRef) -> None:
+    def __init__(self, worker: WorkerIdentity) -> None:
         self.worker = worker
         self.proc: psutil.Process | None = None
         self.pidfd: int | None = None

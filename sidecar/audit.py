@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .ladder import WorkerRef
+from exporter.workers import WorkerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,6 @@ class AuditLog:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def worker_json(worker: WorkerRef | None) -> dict[str, Any] | None:
+def worker_json(worker: WorkerIdentity | None) -> dict[str, Any] | None:
     """A worker identity as audit lines and ladder files write it."""
     return None if worker is None else {"pid": worker.pid, "create_time": worker.create_time}

@@ -35,14 +35,14 @@ from typing import Any, TypeVar
 from exporter.errors import CrawlguardError, RungRefused
 from exporter.settings import Remediation
 from exporter.statedir import StateDir, safe_name
-from exporter.workers import read_registration
+from exporter.workers import WorkerIdentity, read_registration
 
 from . import ladder
 from .actions import ActionResult
 from .audit import AuditLog, worker_json
 from .batching import Batcher
 from .judging import AlertJudging
-from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition, WorkerRef
+from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition
 from .metrics import SidecarMetrics
 from .rungs import RungRunner
 from .state import LadderStore
@@ -113,11 +113,11 @@ class Engine(AlertJudging):
     # -- decisions ---------------------------------------------------------------
 
     def _context(self, shard: str) -> Context:
-        worker: WorkerRef | None = None
+        worker: WorkerIdentity | None = None
         try:
             reg = read_registration(self.dir, shard)
             if reg is not None:
-                worker = WorkerRef(reg.pid, reg.create_time)
+                worker = WorkerIdentity(reg.pid, reg.create_time)
         except CrawlguardError as exc:
             # Without a trustworthy identity nothing may be signalled: act as if none.
             log.error("shard %s: worker registration unusable: %s", shard, exc)

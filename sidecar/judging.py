@@ -19,11 +19,12 @@ import logging
 import threading
 
 from exporter.errors import StateError
+from exporter.workers import WorkerIdentity
 
 from . import ladder
 from .audit import AuditLog, worker_json
 from .batching import Batcher
-from .ladder import AlertFacts, Context, Pending, ShardLadder, WorkerRef
+from .ladder import AlertFacts, Context, Pending, ShardLadder
 from .metrics import SidecarMetrics
 from .state import LadderStore
 from .webhook import Alert, AlertOutcome, Triage, WebhookPayload, triage
@@ -180,7 +181,7 @@ class AlertJudging:
         return failed
 
     def _judged(self, outcomes: list[AlertOutcome], idx: int, shard: str, facts: AlertFacts,
-                decision: str, note: str, worker: WorkerRef | None) -> None:
+                decision: str, note: str, worker: WorkerIdentity | None) -> None:
         o = outcomes[idx]
         outcomes[idx] = AlertOutcome(o.alertname, o.status, o.fingerprint, shard, decision, note)
         if decision in SUPPRESSED:

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from exporter.workers import WorkerIdentity
+
 Rung = Literal["none", "restart", "cpu"]
 ActionRung = Literal["restart", "cpu"]
 ManualRung = Literal["restart", "cpu", "next"]
@@ -45,18 +47,6 @@ MAX_SEEN = 256
 same-episode rules, so forgetting a key never turns a repeat into a rung."""
 MAX_HISTORY = 200
 """History entries kept per shard; rung and reset entries are dropped last."""
-
-
-@dataclass(frozen=True)
-class WorkerRef:
-    """The worker a rung acts on: pid AND creation time (pids are reused)."""
-
-    pid: int
-    create_time: float
-
-    @property
-    def key(self) -> str:
-        return f"{self.pid}-{round(self.create_time * 1000)}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,7 @@ class Pending:
     id: str
     rung: ActionRung
     decided_at: float
-    worker: WorkerRef | None
+    worker: WorkerIdentity | None
     source: str
     reason: str
 
@@ -110,7 +100,7 @@ class Entry:
     alertname: str | None = None
     fingerprint: str | None = None
     starts_at: float | None = None
-    worker: WorkerRef | None = None
+    worker: WorkerIdentity | None = None
     decided_at: float | None = None
     effective_at: float | None = None
     outcome: str | None = None
@@ -138,7 +128,7 @@ class Context:
     now: float
     mode: Mode = "ladder"
     paused: bool = False
-    worker: WorkerRef | None = None
+    worker: WorkerIdentity | None = None
     device_var: str = "BGEM3_DEVICE"
 
 

@@ -10,7 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .ladder import Entry, Pending, ShardLadder, WorkerRef
+from exporter.workers import WorkerIdentity
+
+from .ladder import Entry, Pending, ShardLadder
 
 RungName = Literal["none", "restart", "cpu"]
 
@@ -117,7 +119,7 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-def _worker(worker: WorkerRef | None) -> Worker | None:
+def _worker(worker: WorkerIdentity | None) -> Worker | None:
     return None if worker is None else Worker(pid=worker.pid, create_time=worker.create_time)
 
 

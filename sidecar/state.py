@@ -43,15 +43,16 @@ from typing import Any
 
 from exporter.errors import CorruptStateError, StateError
 from exporter.statedir import StateDir, read_json, safe_name, write_json_atomic
+from exporter.workers import WorkerIdentity
 
-from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder, WorkerRef
+from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 
 SCHEMA = 1
 _ENTRY_ORDER = tuple(f.name for f in fields(Entry))
 _ENTRY_FIELDS = frozenset(_ENTRY_ORDER)
 
 
-def _worker_json(worker: WorkerRef | None) -> dict[str, Any] | None:
+def _worker_json(worker: WorkerIdentity | None) -> dict[str, Any] | None:
     return None if worker is None else {"pid": worker.pid, "create_time": worker.create_time}
 
 
@@ -98,13 +99,13 @@ def _opt_num(value: Any, what: str) -> float | None:
     return None if value is None else _num(value, what)
 
 
-def _worker(value: Any) -> WorkerRef | None:
+def _worker(value: Any) -> WorkerIdentity | None:
     if value is None:
         return None
     pid = value["pid"]
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError("worker.pid must be a positive integer")
-    return WorkerRef(pid, _num(value["create_time"], "worker.create_time"))
+    return WorkerIdentity(pid, _num(value["create_time"], "worker.create_time"))
 
 
 def _entry(value: Any) -> Entry:

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from exporter.workers import WorkerIdentity
 from sidecar.actions import restart_worker
-from sidecar.ladder import WorkerRef
 from tests.helpers import wait_until
 from tests.sidecar.conftest import Worker
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 
 
-def ref(w: Worker, shift: float = 0.0) -> WorkerRef:
-    return WorkerRef(w.identity.pid, w.identity.create_time + shift)
+def ref(w: Worker, shift: float = 0.0) -> WorkerIdentity:
+    return WorkerIdentity(w.identity.pid, w.identity.create_time + shift)
 
 
 def test_graceful_signal_then_exit_is_signalled(spawn_worker: Callable[..., Worker]) -> None:
@@ -82,7 +82,7 @@ def test_non_leader_gets_only_its_pid_signalled(tmp_path: Path) -> None:
         assert os.getpgid(proc.pid) == os.getpgrp()
         from exporter.workers import WorkerIdentity
         ident = WorkerIdentity.of_pid(proc.pid)
-        result = restart_worker(WorkerRef(ident.pid, ident.create_time), 10, time.time())
+        result = restart_worker(WorkerIdentity(ident.pid, ident.create_time), 10, time.time())
         assert result.outcome == "signalled"
         assert proc.wait(10) == 0 and out.read_text().startswith("TERM")
     finally:

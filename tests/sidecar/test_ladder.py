@@ -7,11 +7,12 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.workers import WorkerIdentity
 from sidecar import ladder
-from sidecar.ladder import AlertFacts, Context, ShardLadder, WorkerRef
+from sidecar.ladder import AlertFacts, Context, ShardLadder
 
-W1 = WorkerRef(pid=100, create_time=1000.0)
-W2 = WorkerRef(pid=200, create_time=2000.0)
+W1 = WorkerIdentity(pid=100, create_time=1000.0)
+W2 = WorkerIdentity(pid=200, create_time=2000.0)
 
 
 def crawl(starts: float, fp: str = "aaaa", name: str = "BFMShardCrawl",
@@ -20,7 +21,7 @@ def crawl(starts: float, fp: str = "aaaa", name: str = "BFMShardCrawl",
                       starts_at=starts)
 
 
-def ctx(now: float, worker: WorkerRef | None = W1, **kw: object) -> Context:
+def ctx(now: float, worker: WorkerIdentity | None = W1, **kw: object) -> Context:
     return Context(now=now, worker=worker, **kw)  # type: ignore[arg-type]
 
 
@@ -90,7 +91,7 @@ def test_second_episode_demotes_to_cpu_and_third_is_terminal() -> None:
     assert t.state.env == {"MY_DEVICE": "cpu"} and t.state.rung == "cpu"
     assert t.state.crawls == 2 and t.start.worker == W2
     s = ladder.on_complete(t.state, t.start.id, "killed", 2110).state
-    w3 = WorkerRef(300, 3000.0)
+    w3 = WorkerIdentity(300, 3000.0)
     t = ladder.on_alert(s, crawl(3050, fp="dddd"), ctx(3100, w3, device_var="MY_DEVICE"))
     assert t.decision == "terminal" and t.start is None
     assert t.state.crawls == 3 and t.state.rung == "cpu"
@@ -198,7 +199,7 @@ def test_invariants_under_any_event_sequence(seq: list[tuple[str, str, str, int,
                                              mode: str, paused: bool) -> None:
     """Whatever arrives: at most one rung in flight, repeats never act, rungs only climb
     (until a reset), action=off never acts, and crawls never exceed distinct alerts."""
-    s, now, worker = ShardLadder("s"), 1000.0, WorkerRef(1, 999.0)
+    s, now, worker = ShardLadder("s"), 1000.0, WorkerIdentity(1, 999.0)
     delivered: list[AlertFacts] = []
     for kind, name, status, fp, offset in seq:
         now += 1
@@ -217,7 +218,7 @@ def test_invariants_under_any_event_sequence(seq: list[tuple[str, str, str, int,
         elif kind == "reset":
             t = ladder.on_reset(s, "", c)
         elif kind == "newworker" and s.pending is None:
-            worker = WorkerRef(worker.pid + 1, now)
+            worker = WorkerIdentity(worker.pid + 1, now)
             continue
         else:
             continue

@@ -9,20 +9,21 @@ import pytest
 
 from exporter.errors import CorruptStateError
 from exporter.statedir import StateDir
+from exporter.workers import WorkerIdentity
 from sidecar import ladder
-from sidecar.ladder import AlertFacts, Context, ShardLadder, WorkerRef
+from sidecar.ladder import AlertFacts, Context, ShardLadder
 from sidecar.resume import resume_env
 from sidecar.state import LadderStore, from_json, to_json
 
 
 def _busy_state() -> ShardLadder:
-    w = WorkerRef(42, 1000.25)
+    w = WorkerIdentity(42, 1000.25)
     c = Context(now=1200.5, worker=w)
     s = ladder.on_alert(ShardLadder("slack__eng-oncall"),
                         AlertFacts("BFMShardCrawl", "firing", "abc", 1100.125), c)
     assert s.start is not None
     done = ladder.on_complete(s.state, s.start.id, "signalled", 1201.0).state
-    w2 = WorkerRef(43, 1300.0)
+    w2 = WorkerIdentity(43, 1300.0)
     t = ladder.on_alert(done, AlertFacts("BFMShardStalled", "firing", "def", 1350.0),
                         Context(now=1400.0, worker=w2))
     return t.state
