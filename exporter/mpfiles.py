@@ -85,12 +85,17 @@ class SeriesWriter:
             for name, key in self._counter_keys.items():
                 self._counters[name] = counter_file.read_value(key)[0]
 
-    def inc_many(self, amounts: dict[str, float]) -> None:
+    def record(self, amounts: dict[str, float], values: dict[str, float]) -> None:
+        """Add ``amounts`` to counters and set gauges ``values``, under one lock."""
+        stamp = time.time()
         with _lock:
             counter_file = _file(self._dir, "counter")
             for name, amount in amounts.items():
                 self._counters[name] += amount
                 counter_file.write_value(self._counter_keys[name], self._counters[name], 0.0)
+            gauge_file = _file(self._dir, "gauge")
+            for name, value in values.items():
+                gauge_file.write_value(self._gauge_keys[name], value, stamp)
 
     def set_many(self, values: dict[str, float], now: float | None = None) -> None:
         # mostrecent gauges are merged across processes by this timestamp, so it

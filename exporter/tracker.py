@@ -77,18 +77,24 @@ class CrawlTracker:
             (self.shard, self.stage, self.device, self.gpu),
             catalog.WORKER_COUNTERS, catalog.WORKER_GAUGES)
         self._log_fd: int | None = None
-        self._log_prefix = (f'{{"stage":"{self.stage}","device":"{self.device}",'
-                            f'"gpu":"{self.gpu}","pid":{os.getpid()},'
-                            f'"factor":{self.detection.factor!r},')
+        # Names are validated (no quotes or backslashes), so plain interpolation is JSON.
+        self._log_format = (
+            f'{{"stage":"{self.stage}","device":"{self.device}","gpu":"{self.gpu}",'
+            f'"pid":{os.getpid()},"factor":{self.detection.factor!r},'
+            '"t":%.3f,"genes":%r,"seconds":%r,"rate":%r,"ema":%s,"baseline":%s,"streak":%d}\n')
         # The knobs and the idle in-flight pair are written once; batch() and
         # observe() rewrite only what a batch changes.
-        self._writer.set_many({
+        initial = {
             "bfm_crawl_factor": self.detection.factor,
             "bfm_crawl_window_batches": float(self.detection.window),
             "bfm_crawl_streak_batches": 0.0,
             "bfm_batch_inflight_genes": 0.0,
             "bfm_batch_started_timestamp_seconds": 0.0,
-        })
+        }
+        if self._rate.baseline is not None:  # persisted by an earlier worker
+            initial["bfm_genes_per_second_baseline"] = self._rate.baseline
+        self._published_streak = 0
+        self._writer.set_many(initial)
 
     def __repr__(self) -> str:
         return (f"CrawlTracker(shard={self.shard!r}, stage={self.stage!r}, "
@@ -155,28 +161,26 @@ class CrawlTracker:
     # -- internals ------------------------------------------------------------
     def _record(self, genes: float, seconds: float, start: float,
                 extra: dict[str, float]) -> Verdict:
+        # Plain floats from here on: numpy scalars would print as np.float64(...).
+        genes, seconds = float(genes), float(seconds)
         verdict = self._rate.observe(genes, seconds)
         if verdict.baseline_established and verdict.baseline is not None:
             # On failure the baseline still holds in memory; a restart re-measures it.
             with contextlib.suppress(StateError):
                 save_baseline(self.state, self.shard, self.stage, self.device,
                               verdict.baseline, list(self._rate.baseline_samples))
-        self._writer.inc_many({"bfm_genes": float(genes), "bfm_batches": 1.0})
-        self._publish(extra)
+        # Only what changed: a batch is a handful of mmap stores (bench_observe.py).
+        extra["bfm_genes_per_second"] = verdict.rate
+        if verdict.ema is not None:
+            extra["bfm_genes_per_second_ema"] = verdict.ema
+        if verdict.streak != self._published_streak:
+            extra["bfm_crawl_streak_batches"] = float(verdict.streak)
+            self._published_streak = verdict.streak
+        if verdict.baseline_established and verdict.baseline is not None:
+            extra["bfm_genes_per_second_baseline"] = verdict.baseline
+        self._writer.record({"bfm_genes": float(genes), "bfm_batches": 1.0}, extra)
         self._append_log(genes, seconds, start, verdict)
         return verdict
-
-    def _publish(self, extra: dict[str, float]) -> None:
-        values = {
-            "bfm_genes_per_second": self._rate.last_rate,
-            "bfm_crawl_streak_batches": float(self._rate.streak),
-            **extra,
-        }
-        if self._rate.ema is not None:
-            values["bfm_genes_per_second_ema"] = self._rate.ema
-        if self._rate.baseline is not None:
-            values["bfm_genes_per_second_baseline"] = self._rate.baseline
-        self._writer.set_many(values)
 
     def _append_log(self, genes: float, seconds: float, start: float, v: Verdict) -> None:
         if self._log_fd is None:
@@ -188,10 +192,9 @@ class CrawlTracker:
                 self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError:
                 return
-        # Hand-formatted around a constant prefix: json.dumps would dominate observe().
-        line = (f'{self._log_prefix}"t":{start + seconds:.3f},"genes":{genes!r},'
-                f'"seconds":{seconds!r},"rate":{v.rate!r},"ema":{_num(v.ema)},'
-                f'"baseline":{_num(v.baseline)},"streak":{v.streak}}}\n')
+        # %-formatting into a prepared template: json.dumps would dominate observe().
+        line = self._log_format % (start + seconds, genes, seconds, v.rate, _num(v.ema),
+                                   _num(v.baseline), v.streak)
         with contextlib.suppress(OSError):
             os.write(self._log_fd, line.encode())
 
