@@ -13,13 +13,13 @@ API::
     alerting = EmbeddedAlerting(
         exporter_url="http://127.0.0.1:9847",   # /metrics added when no path
         sidecar_url="http://127.0.0.1:9848",    # /v1/alerts added when no path
-        token=settings.endpoints.sidecar_token,  # Bearer token; None sends none
+        token=settings.endpoints.token,          # Bearer token; None sends none
         interval_s=5.0,                         # scrape + evaluate period
         clock=time.time,                        # unix seconds: PromQL's time(); must
                                                 # be the clock the trackers stamp
                                                 # batch starts with (wall clock)
         # keyword-only, defaults shown:
-        # repeat_interval_s=600.0   re-send a still-firing, unchanged group
+        # repeat_interval_s=120.0   re-send a still-firing, unchanged group
         # retry_initial_s=1.0, retry_max_s=60.0   failed-delivery backoff (doubling)
         # timeout_s=5.0             per HTTP request
         # deliver=("BFMShardCrawl", "BFMShardStalled")   the rest is only logged

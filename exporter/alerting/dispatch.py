@@ -30,6 +30,10 @@ from .samples import LabelSet
 
 AlertKey = tuple[str, float]  # (fingerprint, startsAt)
 
+REPEAT_INTERVAL_S = 120.0
+"""As ``repeat_interval`` of the sidecar route in deploy/alertmanager/alertmanager.yml:
+the retry for a notification the sidecar acknowledged but lost (deploy/README.md)."""
+
 
 def _key(a: Alert) -> AlertKey:
     return (a.fingerprint, a.starts_at)
@@ -58,7 +62,8 @@ class _Group:
 
 
 class Dispatcher:
-    def __init__(self, group_by: tuple[str, ...] = ("shard",), repeat_interval_s: float = 600.0,
+    def __init__(self, group_by: tuple[str, ...] = ("shard",),
+                 repeat_interval_s: float = REPEAT_INTERVAL_S,
                  retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
         self.group_by = group_by
         self.repeat_interval_s = repeat_interval_s

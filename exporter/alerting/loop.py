@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..errors import ConfigError
-from .dispatch import Dispatcher, Notification
+from .dispatch import REPEAT_INTERVAL_S, Dispatcher, Notification
 from .evaluator import FIRING, INACTIVE, Alert, Evaluator
 from .payload import build_payload
 from .rules import ACTIONABLE
@@ -70,7 +70,7 @@ class EmbeddedAlerting:
 
     def __init__(self, exporter_url: str, sidecar_url: str, token: str | None,
                  interval_s: float = 5.0, clock: Clock = time.time, *,
-                 repeat_interval_s: float = 600.0, retry_initial_s: float = 1.0,
+                 repeat_interval_s: float = REPEAT_INTERVAL_S, retry_initial_s: float = 1.0,
                  retry_max_s: float = 60.0, timeout_s: float = 5.0,
                  deliver: Iterable[str] = ACTIONABLE,
                  transport: httpx.BaseTransport | None = None) -> None:

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from filelock import FileLock, Timeout
 
 from exporter.alerting import EmbeddedAlerting
+from exporter.alerting.dispatch import REPEAT_INTERVAL_S
 from exporter.errors import StateError
 from exporter.server import Exporter, ExporterConfig
 from exporter.settings import Settings
@@ -161,7 +162,8 @@ class Rig:
         interval = self.config.interval
         if self.alert_path == "embedded":
             every = interval or 5.0
-            repeat = self.config.am_timing.repeat_interval if self.config.am_timing else 600.0
+            repeat = (self.config.am_timing.repeat_interval if self.config.am_timing
+                      else REPEAT_INTERVAL_S)
             alerting = EmbeddedAlerting(
                 self.urls["exporter"], self.urls["sidecar"], self.token, interval_s=every,
                 repeat_interval_s=repeat, retry_initial_s=min(1.0, every),

@@ -179,3 +179,12 @@ def test_alertmanager_sends_crawl_alerts_to_the_sidecar() -> None:
     assert hook["url"] == "http://127.0.0.1:9848/v1/alerts"
     assert hook["send_resolved"] is True
     assert hook["http_config"]["authorization"]["credentials_file"]
+
+
+def test_embedded_repeat_interval_matches_the_shipped_sidecar_route() -> None:
+    """Both alert paths retry an acknowledged-but-lost notification equally soon."""
+    from exporter.alerting.dispatch import REPEAT_INTERVAL_S
+
+    config = yaml.safe_load((REPO / "deploy/alertmanager/alertmanager.yml").read_text())
+    route = next(r for r in config["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
+    assert _seconds(route["repeat_interval"]) == REPEAT_INTERVAL_S
