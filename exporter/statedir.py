@@ -132,7 +132,9 @@ class StateDir:
         """The lock every writer of shard state holds (sidecar, reset, supervisor)."""
         self.ensure()
         try:
-            with FileLock(str(self.root / ".lock"), timeout=timeout):
+            # filelock polls a contended lock; its default 50 ms poll would add up to
+            # 50 ms to a webhook answer whenever the supervisor holds the lock.
+            with FileLock(str(self.root / ".lock"), timeout=timeout, poll_interval=0.002):
                 yield
         except Timeout as exc:
             raise StateError(f"state dir {self.root} is locked by another process "
