@@ -138,7 +138,24 @@ class ShardEvidence:
 
     @property
     def lost_seconds(self) -> float:
-        return sum(b.lost_seconds for b in self.batches)
+        return sum(b.lost_seconds for b in self.batches) + self.unfinished_lost_seconds
+
+    @property
+    def unfinished_lost_seconds(self) -> float:
+        """What the batches cut short by a rung cost: a stalled batch never finishes, so
+        it is in no line of batches.jsonl. Per restart/cpu rung: the time since the last
+        finished batch, beyond one such batch at its baseline pace."""
+        lost = 0.0
+        for rung in self.rungs:
+            if rung.t is None or rung.rung not in RUNGS:
+                continue
+            before = [b for b in self.batches if b.t <= rung.t]
+            if not before or before[-1].baseline is None or before[-1].baseline <= 0:
+                continue
+            last = before[-1]
+            assert last.baseline is not None
+            lost += max(rung.t - last.t - last.genes / last.baseline, 0.0)
+        return lost
 
     @property
     def slow_batches(self) -> int:
@@ -411,8 +428,9 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
     if ev.env:
         lines.append("- resume overrides: " + ", ".join(f"`{k}={v}`" for k, v in
                                                         sorted(ev.env.items())))
-    lines.append(f"- time lost to crawling (estimate): {fmt_duration(ev.lost_seconds)} over "
-                 f"{ev.slow_batches} batches slower than baseline / factor")
+    lines.append(f"- time lost to crawling (estimate): {fmt_duration(ev.lost_seconds)}: "
+                 f"{ev.slow_batches} batches slower than baseline / factor, and "
+                 f"{fmt_duration(ev.unfinished_lost_seconds)} in batches a rung cut short")
     samples = vram_for(ev, vram)
     if samples:
         peak = max(samples, key=lambda s: s.used_bytes / s.total_bytes)
@@ -436,7 +454,9 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
     charts = charts or {}
     lines = ["# crawlguard rebuild report", "",
              f"State dir: `{run.state_dir}`; written {fmt_time(now)}.", "",
-             "Time lost to crawling is an estimate: for every batch slower than its own "
+             "Time lost to crawling is an estimate: at every rung, the time the stopped "
+             "worker's unfinished batch ran beyond one batch at baseline pace (a stalled batch "
+             "never finishes); plus, for every batch slower than its own "
              "baseline / factor, the seconds beyond what its genes take at the baseline.", "",
              "| shard | genes | batches | baseline (genes/s) | crawls | rungs | final device "
              "| time lost |",

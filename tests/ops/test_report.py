@@ -163,3 +163,19 @@ def test_report_during_a_rebuild_reads_a_growing_file(tmp_path: Path) -> None:
     assert len(run.shards[0].batches) == 1 and run.shards[0].skipped_lines == 1
     md = summary_markdown(run)
     assert "| live | 64 | 1 | - | 0 | - | cuda:0 | 0 s |" in md
+
+
+def test_a_stalled_batch_cut_short_by_a_rung_counts_as_time_lost() -> None:
+    """Incident 2: the crawling batch never finishes, so only the rung bounds it."""
+    from sidecar.report.summary import Batch, RungEvent, ShardEvidence
+
+    def batch(t: float) -> Batch:
+        return Batch(t=t, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=64,
+                     seconds=64 / 16, rate=16.0, ema=16.0, baseline=16.0, streak=0, factor=5)
+
+    ev = ShardEvidence("slack__eng-oncall", batches=[batch(100.0), batch(104.0)],
+                       rungs=[RungEvent(t=304.0, rung="restart", outcome="signalled",
+                                        reason="BFMShardStalled", source="ladder")])
+    # 200 s since the last finished batch, of which one batch (4 s) was due anyway.
+    assert ev.unfinished_lost_seconds == 196.0
+    assert ev.lost_seconds == 196.0 and ev.slow_batches == 0
