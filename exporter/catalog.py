@@ -25,6 +25,11 @@ WORKER_GAUGES: dict[str, str] = {
     "bfm_batch_started_timestamp_seconds":
         "Unix time at which the most recent batch started (in flight or finished).",
     "bfm_batch_inflight_genes": "Genes of the batch in flight; 0 when none is.",
+    "bfm_worker_vram_reserved_bytes":
+        "torch's caching-allocator reservation on the worker's GPU (only when the build "
+        "imported torch); above the dedicated total it means the driver spilled.",
+    "bfm_worker_vram_allocated_bytes":
+        "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
 }
 
 VRAM_LABELS = ("gpu",)

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from . import catalog
 from .baseline import load_baseline, save_baseline
-from .errors import StateError
+from .errors import StateError, VramError
 from .mpfiles import SeriesWriter
 from .rate import RateState, Verdict
 from .settings import Detection, state_dir_from_env
 from .statedir import StateDir, gpu_label, safe_device, safe_name
+from .vram import TorchSource, VramSource
 from .workers import register_worker
 
 Clock = Callable[[], float]
+TORCH_READ_INTERVAL_S = 1.0
+"""torch.cuda.mem_get_info synchronises with the device; once a second is plenty."""
 
 
 def physical_gpu(device: str, env: Mapping[str, str]) -> str:
@@ -72,6 +76,11 @@ class CrawlTracker:
                                                       self.device))
         if register:
             register_worker(self.state, self.shard)
+        # torch's own view of the worker's GPU, only if the build imported torch: the
+        # tracker never imports it (seconds of start-up and a CUDA context).
+        self._torch: VramSource | None = (
+            TorchSource() if self.gpu and "torch" in sys.modules else None)
+        self._torch_read_at = float("-inf")
         self._writer = SeriesWriter(
             self.state.metrics_dir, catalog.WORKER_LABELS,
             (self.shard, self.stage, self.device, self.gpu),
@@ -178,9 +187,28 @@ class CrawlTracker:
             self._published_streak = verdict.streak
         if verdict.baseline_established and verdict.baseline is not None:
             extra["bfm_genes_per_second_baseline"] = verdict.baseline
+        if self._torch is not None:
+            self._torch_memory(extra)
         self._writer.record({"bfm_genes": float(genes), "bfm_batches": 1.0}, extra)
         self._append_log(genes, seconds, start, verdict)
         return verdict
+
+    def _torch_memory(self, out: dict[str, float]) -> None:
+        """Add torch's reserved/allocated bytes, at most once a second of the clock."""
+        now = self._clock()
+        if now - self._torch_read_at < TORCH_READ_INTERVAL_S or self._torch is None:
+            return
+        self._torch_read_at = now
+        index = int(gpu_label(self.device))  # torch's index, not the NVML one
+        try:
+            gpus = {g.index: g for g in self._torch.read()}
+        except VramError:
+            self._torch = None  # no CUDA after all: stop asking
+            return
+        gpu = gpus.get(index)
+        if gpu is not None and gpu.reserved_bytes is not None:
+            out["bfm_worker_vram_reserved_bytes"] = float(gpu.reserved_bytes)
+            out["bfm_worker_vram_allocated_bytes"] = float(gpu.allocated_bytes or 0)
 
     def _append_log(self, genes: float, seconds: float, start: float, v: Verdict) -> None:
         if self._log_fd is None:

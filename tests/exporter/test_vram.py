@@ -125,3 +125,30 @@ def test_torch_source_only_when_torch_is_imported(monkeypatch: pytest.MonkeyPatc
 def test_unknown_source_spec() -> None:
     with pytest.raises(VramError):
         source_from_spec("rocm")
+
+
+def test_tracker_publishes_torchs_view_only_when_the_build_imported_torch(
+        state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import CrawlTracker
+    from exporter.collector import WorkerCollector
+
+    def published() -> dict[str, float]:
+        return {s.name: s.value for m in WorkerCollector(state_dir / "metrics").collect()
+                for s in m.samples if s.name.startswith("bfm_worker_vram")}
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    CrawlTracker("a", device="cuda:0", state_dir=state_dir, env={}).observe(64, 1.0)
+    assert published() == {}
+
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True, device_count=lambda: 2,
+        mem_get_info=lambda i: (150, 12_000), memory_reserved=lambda i: [0, 13_500][i],
+        memory_allocated=lambda i: [0, 9_000][i])
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    t = CrawlTracker("b", device="cuda:1", state_dir=state_dir, env={})
+    t.observe(64, 1.0)
+    # Reserved above the 12 000-byte card: the driver spilled into shared memory.
+    assert published() == {"bfm_worker_vram_reserved_bytes": 13_500,
+                           "bfm_worker_vram_allocated_bytes": 9_000}
+    cpu = CrawlTracker("c", device="cpu", state_dir=state_dir, env={})
+    assert cpu._torch is None
