@@ -52,13 +52,19 @@ def humanize(v: float) -> str:
             prefix = p
             v /= 1000
         return go_g4(v) + prefix
+    v, prefix = _small_prefix(v)
+    return go_g4(v) + prefix
+
+
+def _small_prefix(v: float) -> tuple[float, str]:
+    """Scale |v| < 1 up by thousands, as Prometheus' humanize functions do."""
     prefix = ""
     for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
         if abs(v) >= 1:
             break
         prefix = p
         v *= 1000
-    return go_g4(v) + prefix
+    return v, prefix
 
 
 def humanize_percentage(v: float) -> str:
@@ -86,12 +92,7 @@ def humanize_duration(v: float) -> str:
         if minutes:
             return f"{sign}{minutes}m {seconds}s"
         return f"{sign}{go_g4(v)}s"
-    prefix = ""
-    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-        if abs(v) >= 1:
-            break
-        prefix = p
-        v *= 1000
+    v, prefix = _small_prefix(v)
     return f"{go_g4(v)}{prefix}s"
 
 

@@ -23,14 +23,16 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.errors import CorruptStateError, CrawlguardError, StateError
 from exporter.statedir import StateDir, read_json
+
+T = TypeVar("T")
 
 VRAM_LOG = "vram.jsonl"
 """Optional VRAM samples under the state dir (the exporter may record them)."""
@@ -300,31 +302,32 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _load_dicts(path: Path, root: Path, skipped: dict[str, int]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _load_lines(path: Path, root: Path, skipped: dict[str, int],
+                parse: Callable[[dict[str, Any]], T | None]) -> list[T]:
+    """Every line of ``path`` that ``parse`` accepts; the others are counted in ``skipped``."""
+    out: list[T] = []
     bad = 0
     for obj in iter_jsonl(path):
-        if obj is None:
+        item = None if obj is None else parse(obj)
+        if item is None:
             bad += 1
         else:
-            out.append(obj)
+            out.append(item)
     if bad:
         skipped[_rel(path, root)] = bad
     return out
+
+
+def _load_dicts(path: Path, root: Path, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    return _load_lines(path, root, skipped, lambda obj: obj)
 
 
 def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
                 skipped: dict[str, int]) -> ShardEvidence:
     ev = ShardEvidence(shard=shard)
     path = state.batches_file(shard)
-    for obj in iter_jsonl(path):
-        batch = None if obj is None else parse_batch(obj)
-        if batch is None:
-            ev.skipped_lines += 1
-        else:
-            ev.batches.append(batch)
-    if ev.skipped_lines:
-        skipped[_rel(path, state.root)] = ev.skipped_lines
+    ev.batches = _load_lines(path, state.root, skipped, parse_batch)
+    ev.skipped_lines = skipped.get(_rel(path, state.root), 0)
     # Several workers append to one file in turn; order by end time for the chart.
     ev.batches.sort(key=lambda b: b.t)
     try:
@@ -346,22 +349,15 @@ def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
     return ev
 
 
+def parse_vram(obj: Mapping[str, Any]) -> VramSample | None:
+    t, used, total = (_number(obj.get(k)) for k in ("t", "used_bytes", "total_bytes"))
+    if t is None or used is None or total is None or total <= 0:
+        return None
+    return VramSample(t=t, gpu=str(obj.get("gpu", "")), used_bytes=used, total_bytes=total)
+
+
 def _load_vram(path: Path, root: Path, skipped: dict[str, int]) -> list[VramSample]:
-    out: list[VramSample] = []
-    bad = 0
-    for obj in iter_jsonl(path):
-        sample = None
-        if obj is not None:
-            t, used, total = (_number(obj.get(k)) for k in ("t", "used_bytes", "total_bytes"))
-            if t is not None and used is not None and total is not None and total > 0:
-                sample = VramSample(t=t, gpu=str(obj.get("gpu", "")), used_bytes=used,
-                                    total_bytes=total)
-        if sample is None:
-            bad += 1
-        else:
-            out.append(sample)
-    if bad:
-        skipped[_rel(path, root)] = bad
+    out = _load_lines(path, root, skipped, parse_vram)
     out.sort(key=lambda s: s.t)
     return out
 
