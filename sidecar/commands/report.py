@@ -11,7 +11,8 @@ from typing import Any
 from exporter.errors import StateError
 from exporter.settings import Detection, state_dir_from_env
 
-from ..report.summary import ReportError, load_run, summary_markdown
+from ..report.evidence import ReportError, load_run
+from ..report.summary import summary_markdown
 
 SUMMARY = "report.md"
 

@@ -1,5 +1,5 @@
 """`crawlguard report`: a rebuild's evidence from its state dir.
 
-``summary`` reads the state dir and writes Markdown (standard library only);
-``chart`` draws one PNG per shard (matplotlib, imported lazily).
+``evidence`` reads the state dir, ``summary`` writes Markdown (both standard
+library only); ``chart`` draws one PNG per shard (matplotlib, imported lazily).
 """

@@ -15,7 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .summary import MARKERS, Batch, ReportError, ShardEvidence, VramSample, fmt_rate, vram_for
+from .evidence import MARKERS, Batch, ReportError, ShardEvidence, VramSample, vram_for
+from .summary import fmt_rate
 
 RUNG_COLOURS = {"restart": "tab:orange", "cpu": "tab:purple", "reset": "tab:green"}
 # A spread this large means a crawl: only a log axis shows 15 and 0.02 genes/s together.

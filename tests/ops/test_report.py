@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.report.summary import fmt_time, load_run, parse_rung, parse_time, summary_markdown
+from sidecar.report.evidence import load_run, parse_rung, parse_time
+from sidecar.report.summary import fmt_time, summary_markdown
 from tests.helpers import REPO, crawlguard_cmd
 
 from .recorded_run import write_recorded_run
@@ -167,7 +168,7 @@ def test_report_during_a_rebuild_reads_a_growing_file(tmp_path: Path) -> None:
 
 def test_a_stalled_batch_cut_short_by_a_rung_counts_as_time_lost() -> None:
     """Incident 2: the crawling batch never finishes, so only the rung bounds it."""
-    from sidecar.report.summary import Batch, RungEvent, ShardEvidence
+    from sidecar.report.evidence import Batch, RungEvent, ShardEvidence
 
     def batch(t: float) -> Batch:
         return Batch(t=t, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=64,
