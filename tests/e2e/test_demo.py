@@ -96,3 +96,43 @@ def test_demo_with_real_prometheus_and_alertmanager(tmp_path: Path) -> None:
     # The generated configs were the ones used, and Prometheus really stored samples.
     assert "credentials_file" in (run / "alertmanager.yml").read_text()
     assert any((run / "prometheus-data").iterdir())
+    dashboard_queries_return_data(state)
+
+
+def dashboard_queries_return_data(state: Path) -> None:
+    """Every query of the Grafana dashboard returns data from this run's Prometheus.
+
+    The run's own TSDB is reopened by a fresh Prometheus (no scrape targets) and
+    each query is asked over the run's time span: the same data the live
+    Prometheus held, without racing the run's end.
+    """
+    import httpx
+
+    from tests.helpers import Proc, free_port, wait_until
+    from tests.ops.promql import DASHBOARD, queries, substitute
+
+    run = state / "run"
+    config = run / "replay.yml"
+    config.write_text("global: {}\n")
+    port = free_port()
+    prom = Proc([require_binary("prometheus"), f"--config.file={config}",
+                 f"--storage.tsdb.path={run / 'prometheus-data'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60,
+                   what="the replayed Prometheus to be ready")
+        ends = [json.loads(line)["t"] for shard in ("confluence", "slack__eng-oncall", "jira")
+                for line in (state / "shards" / shard / "batches.jsonl").read_text()
+                .splitlines()]
+        span = {"start": min(ends) - 10, "end": max(ends) + 5, "step": "1s"}
+        empty = []
+        for where, expr in queries(json.loads(DASHBOARD.read_text())):
+            answer = httpx.get(f"{url}/api/v1/query_range", timeout=10,
+                               params={"query": substitute(expr), **span}).json()
+            assert answer["status"] == "success", (where, answer)
+            if not answer["data"]["result"]:
+                empty.append(where)
+        assert not empty, f"dashboard queries without data in the e2e run: {empty}"
+    finally:
+        prom.stop()

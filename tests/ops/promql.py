@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from tests.helpers import REPO
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "crawlguard-rebuild.json"
 
 # What Grafana substitutes before a query reaches Prometheus; any valid
 # stand-in will do for a syntax check.
@@ -80,3 +85,26 @@ def recorded_names(rules_dir: Path) -> set[str]:
         for group in doc.get("groups", []):
             names |= {r["record"] for r in group.get("rules", []) if "record" in r}
     return names
+
+
+def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in panels:
+        yield p
+        yield from walk_panels(p.get("panels", []))
+
+
+def queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every query: panel targets, annotations, variables."""
+    out = []
+    for p in walk_panels(dash["panels"]):
+        for t in p.get("targets", []):
+            out.append((f"panel {p['title']!r} {t['refId']}", t["expr"]))
+    for a in dash["annotations"]["list"]:
+        if "expr" in a:
+            out.append((f"annotation {a['name']!r}", a["expr"]))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["definition"])
+            assert m, f"variable {v['name']}: expected label_values(SELECTOR, LABEL)"
+            out.append((f"variable {v['name']}", m.group(1)))
+    return out

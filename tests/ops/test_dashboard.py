@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,17 @@ from exporter.catalog import all_metric_names
 from sidecar.metrics import SidecarMetrics
 from tests.helpers import REPO, require_binary
 
-from .promql import metric_names, promtool_check, recorded_names, substitute
+from .promql import (
+    DASHBOARD,
+    metric_names,
+    promtool_check,
+    queries,
+    recorded_names,
+    substitute,
+    walk_panels,
+)
 
 GRAFANA = REPO / "deploy" / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "crawlguard-rebuild.json"
 UID = "crawlguard-rebuild"
 
 
@@ -27,29 +33,6 @@ def dashboard() -> dict[str, Any]:
     data = json.loads(DASHBOARD.read_text())
     assert isinstance(data, dict)
     return data
-
-
-def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for p in panels:
-        yield p
-        yield from walk_panels(p.get("panels", []))
-
-
-def queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
-    """(where, PromQL) of every query: panel targets, annotations, variables."""
-    out = []
-    for p in walk_panels(dash["panels"]):
-        for t in p.get("targets", []):
-            out.append((f"panel {p['title']!r} {t['refId']}", t["expr"]))
-    for a in dash["annotations"]["list"]:
-        if "expr" in a:
-            out.append((f"annotation {a['name']!r}", a["expr"]))
-    for v in dash["templating"]["list"]:
-        if v["type"] == "query":
-            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["definition"])
-            assert m, f"variable {v['name']}: expected label_values(SELECTOR, LABEL)"
-            out.append((f"variable {v['name']}", m.group(1)))
-    return out
 
 
 def sidecar_metric_names() -> set[str]:
