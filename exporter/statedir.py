@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -169,13 +170,13 @@ def _replace(src: str, dst: Path) -> None:
             os.replace(src, dst)
             return
         except PermissionError:
-            if os.name != "nt" or attempt == 49:
+            if sys.platform != "win32" or attempt == 49:
                 raise
             time.sleep(0.02)
 
 
 def _fsync_dir(directory: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+    if sys.platform == "win32":  # directories cannot be opened for fsync on Windows
         return
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = Non
           stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     """Start ``argv`` (never through a shell) as the leader of a new process group."""
     kwargs: dict[str, Any] = {}
-    if os.name == "nt":
+    if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     else:
         kwargs["start_new_session"] = True
@@ -43,7 +44,7 @@ def request_stop(popen: subprocess.Popen[bytes]) -> None:
     if popen.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        if os.name == "nt":
+        if sys.platform == "win32":
             popen.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
         else:
             try:
@@ -57,7 +58,7 @@ def hard_kill(popen: subprocess.Popen[bytes]) -> None:
     if popen.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        if os.name == "nt":
+        if sys.platform == "win32":
             popen.kill()
         else:
             try:
