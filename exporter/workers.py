@@ -56,6 +56,13 @@ class WorkerIdentity:
             return None
         return cls(int(pid), int(ms) / 1000)
 
+    def created_at(self, create_time: float, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
+        """Whether a process created at ``create_time`` is this one (same pid assumed)."""
+        return abs(create_time - self.create_time) <= tolerance
+
+    def same_as(self, other: WorkerIdentity) -> bool:
+        return self.pid == other.pid and self.created_at(other.create_time)
+
     def status(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> str:
         """``alive``, ``gone`` (no such pid, or a zombie) or ``reused`` (pid is another process)."""
         try:
@@ -68,7 +75,7 @@ class WorkerIdentity:
             return "gone"
         except psutil.Error as exc:
             raise ProcessError(f"cannot inspect pid {self.pid}: {exc}") from exc
-        return "alive" if abs(created - self.create_time) <= tolerance else "reused"
+        return "alive" if self.created_at(created, tolerance) else "reused"
 
     def is_alive(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
         return self.status(tolerance) == "alive"

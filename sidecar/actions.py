@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import psutil
 
 from exporter.errors import ProcessError
-from exporter.workers import CREATE_TIME_TOLERANCE_S, WorkerIdentity
+from exporter.workers import WorkerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ class _Target:
         try:
             # Re-checked after the pidfd exists: from here on the pid cannot change hands.
             self.proc = psutil.Process(self.worker.pid)
-            if abs(self.proc.create_time() - self.worker.create_time) > CREATE_TIME_TOLERANCE_S:
-                self.mismatch = True
+            self.mismatch = not self.worker.created_at(self.proc.create_time())
         except psutil.NoSuchProcess:
             self.proc = None
         except psutil.Error:

@@ -117,7 +117,7 @@ class Engine(AlertJudging):
         try:
             reg = read_registration(self.dir, shard)
             if reg is not None:
-                worker = WorkerIdentity(reg.pid, reg.create_time)
+                worker = reg.identity
         except CrawlguardError as exc:
             # Without a trustworthy identity nothing may be signalled: act as if none.
             log.error("shard %s: worker registration unusable: %s", shard, exc)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from exporter.errors import CrawlguardError
 from exporter.statedir import StateDir
-from exporter.workers import CREATE_TIME_TOLERANCE_S, read_registration
+from exporter.workers import read_registration
 
 from . import ladder
 from .actions import ActionResult, restart_worker
@@ -76,9 +76,8 @@ class RungRunner:
             reg = read_registration(self.dir, shard)
         except CrawlguardError:
             return result
-        if reg is None or (pending.worker is not None and reg.pid == pending.worker.pid
-                           and abs(reg.create_time - pending.worker.create_time)
-                           <= CREATE_TIME_TOLERANCE_S):
+        if reg is None or (pending.worker is not None
+                           and pending.worker.same_as(reg.identity)):
             return result
         bound = max(pending.decided_at, min(reg.create_time, result.effective_at))
         if bound >= result.effective_at:
