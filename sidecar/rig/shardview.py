@@ -7,12 +7,13 @@ cannot be read shows as unknown.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.errors import StateError
 from exporter.statedir import StateDir, read_json
+
+from ..report.evidence import iter_jsonl, parse_batch
 
 
 @dataclass(frozen=True)
@@ -64,30 +65,21 @@ class BatchSummary:
 
 
 def summarise_batches(state: StateDir, shard: str) -> BatchSummary:
-    rows: list[dict[str, Any]] = []
+    # The report's reader: the same lines are accepted and skipped everywhere.
     try:
-        with open(state.batches_file(shard), encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except OSError:
-        return BatchSummary(0.0, 0, "", 0.0, 0.0)
+        rows = [b for b in (None if obj is None else parse_batch(obj)
+                            for obj in iter_jsonl(state.batches_file(shard))) if b is not None]
+    except StateError:
+        rows = []
     if not rows:
         return BatchSummary(0.0, 0, "", 0.0, 0.0)
     # Each device's last known baseline; warm-up batches came before it existed.
-    baseline: dict[str, float] = {}
-    for row in rows:
-        if isinstance(row.get("baseline"), (int, float)) and row["baseline"] > 0:
-            baseline[str(row.get("device"))] = float(row["baseline"])
+    baseline = {b.device: b.baseline for b in rows if b.baseline is not None}
     ideal = 0.0
-    for row in rows:
-        base = baseline.get(str(row.get("device")))
-        ideal += float(row.get("genes", 0)) / base if base else float(row.get("seconds", 0))
-    first = float(rows[0].get("t", 0)) - float(rows[0].get("seconds", 0))
-    return BatchSummary(genes=sum(float(r.get("genes", 0)) for r in rows), batches=len(rows),
-                        final_device=str(rows[-1].get("device", "")),
-                        wall_seconds=float(rows[-1].get("t", 0)) - first, ideal_seconds=ideal)
+    for b in rows:
+        base = baseline.get(b.device)
+        ideal += b.genes / base if base else b.seconds
+    return BatchSummary(genes=sum(b.genes for b in rows), batches=len(rows),
+                        final_device=rows[-1].device,
+                        wall_seconds=rows[-1].t - (rows[0].t - rows[0].seconds),
+                        ideal_seconds=ideal)
