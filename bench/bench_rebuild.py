@@ -34,11 +34,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir
 from exporter.refbuild.corpus import DEMO_SHARDS, ShardSpec, generate, shard_root
 from exporter.refbuild.profiles import Timing, get_profile
 from exporter.refbuild.simdevice import SimDevice
-from exporter.settings import Settings
-from exporter.statedir import StateDir
 from sidecar.rig.demo import clean_env
 from sidecar.rig.promstack import AmTiming, resolve_alert_path
 from sidecar.rig.shardview import summarise_batches

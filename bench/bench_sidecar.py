@@ -192,8 +192,8 @@ async def settle(client: httpx.AsyncClient, timeout: float = 60.0) -> dict[str, 
 
 
 def start_workers(state: Path, shards: list[str]) -> list[subprocess.Popen[str]]:
-    code = ("import sys,time; from exporter.statedir import StateDir; "
-            "from exporter.workers import register_worker; "
+    code = ("import sys,time; from crawlguard.statedir import StateDir; "
+            "from crawlguard.workers import register_worker; "
             "register_worker(StateDir(sys.argv[1]), sys.argv[2]); print('ok', flush=True); "
             "time.sleep(3600)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(state), s], cwd=REPO,

@@ -12,8 +12,8 @@ import math
 import time
 from typing import Any
 
-from .errors import StateError
-from .statedir import StateDir, read_json, write_json_atomic
+from crawlguard.errors import StateError
+from crawlguard.statedir import StateDir, read_json, write_json_atomic
 
 log = logging.getLogger("crawlguard.baseline")
 

@@ -23,11 +23,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from crawlguard.errors import ProcessError, VramError
+from crawlguard.workers import WorkerIdentity
+
 from . import catalog
-from .errors import ProcessError, VramError
 from .mpfiles import GAUGE_MODE
 from .vram import VramSource
-from .workers import WorkerIdentity
 
 log = logging.getLogger("crawlguard.exporter")
 

@@ -25,7 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .settings import Detection
+from crawlguard.settings import Detection
 
 
 class Verdict(NamedTuple):

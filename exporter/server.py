@@ -18,10 +18,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import start_http_server
 
+from crawlguard.errors import ConfigError
+from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir
+
 from .collector import LiveWorkersCollector, VramCollector, WorkerCollector
-from .errors import ConfigError
-from .settings import Settings
-from .statedir import StateDir
 from .vram import VramSource, source_from_spec
 
 log = logging.getLogger("crawlguard.exporter")

@@ -22,15 +22,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+from crawlguard.errors import StateError, VramError
+from crawlguard.settings import Detection, state_dir_from_env
+from crawlguard.statedir import StateDir, gpu_label, safe_device, safe_name
+from crawlguard.workers import register_worker
+
 from . import catalog
 from .baseline import load_baseline, save_baseline
-from .errors import StateError, VramError
 from .mpfiles import SeriesWriter
 from .rate import RateState, Verdict
-from .settings import Detection, state_dir_from_env
-from .statedir import StateDir, gpu_label, safe_device, safe_name
 from .vram import TorchSource, VramSource
-from .workers import register_worker
 
 Clock = Callable[[], float]
 TORCH_READ_INTERVAL_S = 1.0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import VramError
+from crawlguard.errors import VramError
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from exporter.errors import ProcessError
-from exporter.workers import WorkerIdentity
+from crawlguard.errors import ProcessError
+from crawlguard.workers import WorkerIdentity
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exporter.errors import RungRefused, StateError, UnsafeNameError
+from crawlguard.errors import RungRefused, StateError, UnsafeNameError
 
 from .engine import Engine
 from .ladder import ShardLadder

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from exporter.workers import WorkerIdentity
+from crawlguard.workers import WorkerIdentity
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The ``crawlguard`` command: one subcommand per module in ``sidecar/commands``.
 
 Every subcommand reads the HELIX_BFM_* knobs from the environment (through
-``exporter.settings``); flags override them. Errors crawlguard raises on
+``crawlguard.settings``); flags override them. Errors crawlguard raises on
 purpose end as one line on stderr and exit status 2, never a traceback.
 """
 
@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from exporter.errors import CrawlguardError
+from crawlguard.errors import CrawlguardError
 
 from .commands import COMMANDS
 

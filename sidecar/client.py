@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from exporter.errors import SidecarRefused, SidecarUnavailable
-from exporter.settings import Endpoints
+from crawlguard.errors import SidecarRefused, SidecarUnavailable
+from crawlguard.settings import Endpoints
 
 DEFAULT_TIMEOUT_S = 10.0
 

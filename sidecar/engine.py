@@ -32,10 +32,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from exporter.errors import CrawlguardError, RungRefused
-from exporter.settings import Remediation
-from exporter.statedir import StateDir, safe_name
-from exporter.workers import WorkerIdentity, read_registration
+from crawlguard.errors import CrawlguardError, RungRefused
+from crawlguard.settings import Remediation
+from crawlguard.statedir import StateDir, safe_name
+from crawlguard.workers import WorkerIdentity, read_registration
 
 from . import ladder
 from .actions import ActionResult

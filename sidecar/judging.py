@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from exporter.errors import StateError
-from exporter.workers import WorkerIdentity
+from crawlguard.errors import StateError
+from crawlguard.workers import WorkerIdentity
 
 from . import ladder
 from .audit import AuditLog, worker_json

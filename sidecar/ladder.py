@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from exporter.workers import WorkerIdentity
+from crawlguard.workers import WorkerIdentity
 
 Rung = Literal["none", "restart", "cpu"]
 ActionRung = Literal["restart", "cpu"]

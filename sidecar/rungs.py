@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.errors import CrawlguardError
-from exporter.statedir import StateDir
-from exporter.workers import read_registration
+from crawlguard.errors import CrawlguardError
+from crawlguard.statedir import StateDir
+from crawlguard.workers import read_registration
 
 from . import ladder
 from .actions import ActionResult, restart_worker

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import uvicorn
 from filelock import FileLock, Timeout
 
-from exporter.errors import ConfigError, StateError
+from crawlguard.errors import ConfigError, StateError
 
 from .app import create_app
 from .engine import Engine

@@ -41,9 +41,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import CorruptStateError, StateError
-from exporter.statedir import StateDir, read_json, safe_name, write_json_atomic
-from exporter.workers import WorkerIdentity
+from crawlguard.errors import CorruptStateError, StateError
+from crawlguard.statedir import StateDir, read_json, safe_name, write_json_atomic
+from crawlguard.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 

@@ -28,8 +28,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from exporter.errors import UnsafeNameError
-from exporter.statedir import safe_name
+from crawlguard.errors import UnsafeNameError
+from crawlguard.statedir import safe_name
 
 from .ladder import KNOWN_ALERTS, AlertFacts
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..errors import ConfigError
+from crawlguard.errors import ConfigError
+
 from .dispatch import REPEAT_INTERVAL_S, Dispatcher, Notification
 from .evaluator import FIRING, INACTIVE, Alert, Evaluator
 from .payload import build_payload

@@ -22,7 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import CrawlguardError
+from crawlguard.errors import CrawlguardError
+
 from .corpus import DEMO_SHARDS, ShardSpec, generate
 from .profiles import PROFILES, Timing
 from .simdevice import Interrupted

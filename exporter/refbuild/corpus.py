@@ -21,8 +21,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import StateError
-from ..statedir import read_json, safe_name, write_json_atomic
+from crawlguard.errors import StateError
+from crawlguard.statedir import read_json, safe_name, write_json_atomic
+
 from .profiles import PROFILES
 
 _WORDS = ("gene", "vector", "shard", "batch", "dense", "sparse", "token", "context", "driver",

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProcessError
-from ..workers import WorkerIdentity
+from crawlguard.errors import ProcessError
+from crawlguard.workers import WorkerIdentity
+
 from .profiles import GpuModel
 
 

@@ -20,8 +20,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..errors import StateError
-from ..statedir import read_json, write_json_atomic
+from crawlguard.errors import StateError
+from crawlguard.statedir import read_json, write_json_atomic
+
 from .corpus import shard_root
 from .vectors import VECTOR_BYTES
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from ..errors import StateError
-from ..statedir import safe_device
+from crawlguard.errors import StateError
+from crawlguard.statedir import safe_device
+
 from ..tracker import CrawlTracker, physical_gpu
 from .corpus import input_dir, load_manifest, read_genes, shard_root
 from .profiles import Timing, get_profile

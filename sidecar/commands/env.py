@@ -17,9 +17,9 @@ import json
 import shlex
 from typing import Any
 
-from exporter.errors import CorruptStateError
-from exporter.settings import state_dir_from_env
-from exporter.statedir import safe_name
+from crawlguard.errors import CorruptStateError
+from crawlguard.settings import state_dir_from_env
+from crawlguard.statedir import safe_name
 
 from ..resume import ResumeEnvError, resume_env
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from crawlguard.settings import Settings
 from exporter.server import Exporter, ExporterConfig
-from exporter.settings import Settings
 
 from ..lifecycle import shutdown_on_signals
 

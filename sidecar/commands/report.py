@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import StateError
-from exporter.settings import Detection, state_dir_from_env
+from crawlguard.errors import StateError
+from crawlguard.settings import Detection, state_dir_from_env
 
 from ..report.evidence import ReportError, load_run
 from ..report.summary import summary_markdown

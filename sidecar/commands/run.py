@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError
-from exporter.settings import Settings
+from crawlguard.errors import ConfigError
+from crawlguard.settings import Settings
 from exporter.vram import source_from_spec
 
 from ..lifecycle import shutdown_on_signals

@@ -8,8 +8,8 @@ import logging
 import os
 from typing import Any
 
-from exporter.settings import Settings
-from exporter.statedir import StateDir
+from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir
 
 from ..engine import Engine
 from ..ladder import Pending

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError
-from exporter.settings import Settings
+from crawlguard.errors import ConfigError
+from crawlguard.settings import Settings
 
 from ..lifecycle import shutdown_on_signals
 from ..rig.promstack import ALERT_PATHS, AmTiming

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exporter.errors import CorruptStateError, CrawlguardError, StateError
-from exporter.statedir import StateDir, read_json
+from crawlguard.errors import CorruptStateError, CrawlguardError, StateError
+from crawlguard.statedir import StateDir, read_json
 
 T = TypeVar("T")
 

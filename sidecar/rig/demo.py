@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir
 from exporter.refbuild.corpus import DEMO_SHARDS, generate
 from exporter.refbuild.profiles import Timing
 from exporter.refbuild.verify import verify_shard
-from exporter.settings import Settings
-from exporter.statedir import StateDir
 
 from .promstack import AmTiming, resolve_alert_path
 from .shardview import read_ladder, summarise_batches

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TextIO
 
-from exporter.statedir import StateDir
+from crawlguard.statedir import StateDir
 
 from ..supervisor.loop import ShardRun, SupervisorEvent
 from ..supervisor.progress import BatchLog

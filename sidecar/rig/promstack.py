@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from exporter.errors import ConfigError
+from crawlguard.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]  # sidecar/rig/promstack.py -> checkout root
 ALERT_PATHS = ("auto", "embedded", "prometheus")

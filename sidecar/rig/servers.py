@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from exporter.errors import ProcessError
+from crawlguard.errors import ProcessError
 
 from ..supervisor import childproc
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.errors import StateError
-from exporter.statedir import StateDir, read_json
+from crawlguard.errors import StateError
+from crawlguard.statedir import StateDir, read_json
 
 from ..report.evidence import iter_jsonl, parse_batch
 

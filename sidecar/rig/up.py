@@ -34,12 +34,12 @@ from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
+from crawlguard.errors import StateError
+from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir, write_json_atomic
 from exporter.alerting import EmbeddedAlerting
 from exporter.alerting.dispatch import REPEAT_INTERVAL_S
-from exporter.errors import StateError
 from exporter.server import Exporter, ExporterConfig
-from exporter.settings import Settings
-from exporter.statedir import StateDir, write_json_atomic
 from exporter.vram import VramSource, source_from_spec
 
 from ..supervisor.loop import Supervisor, SupervisorConfig

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from exporter.errors import ProcessError
+from crawlguard.errors import ProcessError
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = None,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from exporter.errors import VramError
+from crawlguard.errors import VramError
 from exporter.tracker import physical_gpu
 from exporter.vram import VramSource
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from exporter.errors import StateError, VramError
-from exporter.settings import Remediation
-from exporter.statedir import StateDir
+from crawlguard.errors import StateError, VramError
+from crawlguard.settings import Remediation
+from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
 from ..resume import ResumeEnvError, resume_env

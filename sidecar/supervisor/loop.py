@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from exporter.settings import Remediation
-from exporter.statedir import StateDir, safe_name
+from crawlguard.settings import Remediation
+from crawlguard.statedir import StateDir, safe_name
 from exporter.vram import VramSource
 
 from . import childproc

@@ -14,8 +14,8 @@ import json
 import time
 from collections.abc import Callable
 
-from exporter.errors import VramError
-from exporter.statedir import StateDir
+from crawlguard.errors import VramError
+from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
 FILE_NAME = "vram.jsonl"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import ConfigError
-from exporter.settings import Detection, Endpoints, Remediation, Settings
+from crawlguard.errors import ConfigError
+from crawlguard.settings import Detection, Endpoints, Remediation, Settings
 
 
 def test_defaults_match_the_design_contract() -> None:

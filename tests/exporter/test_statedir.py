@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import CorruptStateError, UnsafeNameError
-from exporter.statedir import (
+from crawlguard.errors import CorruptStateError, UnsafeNameError
+from crawlguard.statedir import (
     StateDir,
     gpu_label,
     read_json,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from crawlguard.settings import Detection
+from crawlguard.statedir import StateDir
+from crawlguard.workers import WorkerIdentity, read_registration
 from exporter import CrawlTracker
 from exporter.collector import WorkerCollector
-from exporter.settings import Detection
-from exporter.statedir import StateDir
-from exporter.workers import WorkerIdentity, read_registration
 
 DET = Detection()  # the contract defaults: factor 5, window 8
 
@@ -235,7 +235,7 @@ def test_cuda_visible_devices_maps_the_gpu_label(state_dir: Path) -> None:
 
 
 def test_bad_names_and_knobs_refuse_before_any_write(state_dir: Path) -> None:
-    from exporter.errors import ConfigError, UnsafeNameError
+    from crawlguard.errors import ConfigError, UnsafeNameError
 
     with pytest.raises(UnsafeNameError):
         CrawlTracker("../etc", state_dir=state_dir, env={})

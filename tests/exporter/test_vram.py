@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from crawlguard.errors import VramError
 from exporter.collector import VramCollector
-from exporter.errors import VramError
 from exporter.vram import FileSource, GpuMemory, NvmlSource, TorchSource, source_from_spec
 
 

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from exporter.settings import Settings
+from crawlguard.settings import Settings
 from tests.helpers import REPO, require_binary, wait_until
 
 from .promql import promtool_check
@@ -420,7 +420,7 @@ def env_file(path: Path) -> dict[str, str]:
                                   WINDOWS / "crawlguard.env.example"])
 def test_env_files_hold_valid_knobs(path: Path) -> None:
     env = env_file(path)
-    settings_src = (REPO / "exporter" / "settings.py").read_text()
+    settings_src = (REPO / "crawlguard" / "settings.py").read_text()
     for key in env:
         if key.startswith("HELIX_BFM_"):
             assert f'"{key[len("HELIX_BFM_"):]}"' in settings_src, f"unknown knob {key}"

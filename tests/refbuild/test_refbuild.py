@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from crawlguard.workers import WorkerIdentity
 from exporter.refbuild import store
 from exporter.refbuild.corpus import ShardSpec, generate, load_manifest, read_genes
 from exporter.refbuild.profiles import (
@@ -25,7 +26,6 @@ from exporter.refbuild.simgpu import Claim, Driver, SimGpu
 from exporter.refbuild.vectors import DIM, VECTOR_BYTES, embed, unpack
 from exporter.refbuild.verify import verify_shard
 from exporter.refbuild.worker import device_from_env
-from exporter.workers import WorkerIdentity
 from tests.helpers import REPO, Proc, wait_until
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from crawlguard.errors import ConfigError, CrawlguardError
 from exporter.alerting import EmbeddedAlerting
-from exporter.errors import ConfigError, CrawlguardError
 
 
 def worker_text(shard: str, *, ema: float, streak: float = 8, device: str = "cuda:0",

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.settings import Remediation
-from exporter.statedir import StateDir
-from exporter.workers import WorkerIdentity
+from crawlguard.settings import Remediation
+from crawlguard.statedir import StateDir
+from crawlguard.workers import WorkerIdentity
 from sidecar.engine import Engine
 from sidecar.server import SidecarServer
 from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.statedir import StateDir
+from crawlguard.statedir import StateDir
 from sidecar.cli import main
 from sidecar.commands.env import render
 from sidecar.ladder import ShardLadder

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.errors import UnsafeNameError
-from exporter.statedir import safe_name
+from crawlguard.errors import UnsafeNameError
+from crawlguard.statedir import safe_name
 from sidecar.ladder import KNOWN_ALERTS
 from tests.sidecar.conftest import Live, Worker, alert, payload
 

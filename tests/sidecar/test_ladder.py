@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.workers import WorkerIdentity
+from crawlguard.workers import WorkerIdentity
 from sidecar import ladder
 from sidecar.ladder import AlertFacts, Context, ShardLadder
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import CorruptStateError
-from exporter.statedir import StateDir
-from exporter.workers import WorkerIdentity
+from crawlguard.errors import CorruptStateError
+from crawlguard.statedir import StateDir
+from crawlguard.workers import WorkerIdentity
 from sidecar import ladder
 from sidecar.ladder import AlertFacts, Context, ShardLadder
 from sidecar.resume import resume_env

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from exporter.workers import WorkerIdentity
+from crawlguard.workers import WorkerIdentity
 from sidecar.actions import restart_worker
 from sidecar.supervisor import childproc
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from exporter.statedir import StateDir
-from exporter.workers import register_worker
+from crawlguard.statedir import StateDir
+from crawlguard.workers import register_worker
 from sidecar.resume import resume_env
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.errors import VramError
+from crawlguard.errors import VramError
 from exporter.vram import GpuMemory
 from sidecar.rig import promstack as promstack
 from sidecar.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease, gpu_of_launch
@@ -153,7 +153,7 @@ def test_run_command_exit_codes(tmp_path: Path) -> None:
 def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     import io
 
-    from exporter.statedir import StateDir
+    from crawlguard.statedir import StateDir
     from sidecar.rig.liveview import LiveView
     from sidecar.supervisor.loop import ShardRun, SupervisorEvent
 
@@ -177,7 +177,7 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
 
 
 def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporter.errors import ConfigError
+    from crawlguard.errors import ConfigError
     from sidecar.rig.promstack import resolve_alert_path
 
     monkeypatch.setenv("PATH", "")
@@ -190,8 +190,8 @@ def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     from filelock import FileLock
 
-    from exporter.errors import StateError
-    from exporter.settings import Settings
+    from crawlguard.errors import StateError
+    from crawlguard.settings import Settings
     from sidecar.rig.up import Rig, RigConfig
 
     (tmp_path / "run").mkdir()
@@ -206,7 +206,7 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
 def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
     import json
 
-    from exporter.statedir import StateDir
+    from crawlguard.statedir import StateDir
     from sidecar.supervisor.vramlog import VramLog
 
     now = [100.0]

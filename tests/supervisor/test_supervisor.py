@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from exporter.errors import VramError
-from exporter.settings import Remediation
-from exporter.statedir import StateDir, write_json_atomic
+from crawlguard.errors import VramError
+from crawlguard.settings import Remediation
+from crawlguard.statedir import StateDir, write_json_atomic
 from exporter.vram import GpuMemory
 from sidecar.supervisor.loop import (
     EXIT_FUTILE,
@@ -201,7 +201,7 @@ def test_resume_overrides_win_over_the_policy(tmp_path: Path) -> None:
 
 
 def test_malformed_overrides_stop_the_supervisor(tmp_path: Path) -> None:
-    from exporter.errors import StateError
+    from crawlguard.errors import StateError
 
     h = Harness(tmp_path, "ok")
     h.state.ladder_file("a").parent.mkdir(parents=True)

@@ -1,0 +1,12 @@
+"""crawlguard's shared kernel: what both sides (``exporter`` and ``sidecar``) stand on.
+
+``errors`` (the one exception tree), ``settings`` (every knob, parsed in one
+place), ``names`` (the one shard/stage name type), ``devices`` (device strings
+and GPU labels), ``statedir`` (the state directory's layout and atomic I/O),
+``workers`` (worker identity: pid + creation time) and ``formats`` (the one
+reader and writer of each state file).
+
+The kernel imports nothing else of crawlguard, and this ``__init__`` imports
+nothing at all, so ``from crawlguard.errors import ...`` costs one small module.
+The build-side API is ``from exporter import CrawlTracker``.
+"""
