@@ -11,14 +11,16 @@ traceback::
     ├── ConfigError              a knob (HELIX_BFM_*) or flag has a bad value
     ├── UnsafeNameError          a shard/stage/device name that may not touch a path
     ├── StateError               the state directory cannot be read or written
-    │   └── CorruptStateError    a state file exists but does not parse
+    │   ├── CorruptStateError    a state file exists but does not parse
+    │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
     │   └── IdentityMismatch     the pid now belongs to another process
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
     │                            a rung already in progress)
-    └── SidecarUnavailable       a client could not reach the sidecar API
-        └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
+    ├── SidecarUnavailable       a client could not reach the sidecar API
+    │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
+    └── ReportError              the evidence report cannot be made (no state, no matplotlib)
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -61,6 +63,16 @@ class CorruptStateError(StateError):
     """A state file exists but is not what crawlguard wrote (half-written, edited)."""
 
 
+class ResumeEnvError(StateError):
+    """A shard's resume overrides (the ``env`` of its ladder.json) cannot be read.
+
+    Never answered with an empty environment: relaunching a demoted shard on the
+    GPU would bring the crawl back. Raised by ``sidecar.resume`` for builds' own
+    supervisor loops, which may catch it alone (an unsafe shard name is an
+    ``UnsafeNameError``, a ``ValueError``).
+    """
+
+
 class VramError(CrawlguardError):
     """A VRAM source could not produce a reading."""
 
@@ -91,3 +103,7 @@ class SidecarRefused(SidecarUnavailable):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ReportError(CrawlguardError):
+    """The report cannot be made (no state dir, no shards, matplotlib missing)."""

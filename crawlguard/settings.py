@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .names import is_env_name
 
 PREFIX = "HELIX_BFM_"
 ACTIONS = ("ladder", "cpu", "off")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 T = TypeVar("T")
 
@@ -83,7 +83,7 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
 
 
 def _env_name(knob: str, raw: str) -> str:
-    if not _ENV_NAME.match(raw):
+    if not is_env_name(raw):
         raise ConfigError(knob, raw,
                           "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
     return raw
@@ -175,7 +175,7 @@ class Remediation:
         d = cls()
         return cls(
             action=_get(env, PREFIX + "CRAWL_ACTION", d.action, _choice(*ACTIONS)),
-            device_var=_get(env, PREFIX + "DEVICE_VAR", d.device_var, _env_name),
+            device_var=device_var_from_env(env),
             grace_seconds=_get(env, PREFIX + "GRACE_SECONDS", d.grace_seconds, _float(0.0)),
             gpu_release_timeout=_get(env, PREFIX + "GPU_RELEASE_TIMEOUT", d.gpu_release_timeout,
                                      _float(0.0)),
@@ -237,6 +237,12 @@ def _token(env: Mapping[str, str]) -> str | None:
 def state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(_get(env, PREFIX + "STATE_DIR", ".crawlguard", _text))
+
+
+def device_var_from_env(env: Mapping[str, str] | None = None) -> str:
+    """HELIX_BFM_DEVICE_VAR alone, for a build worker that parses no sidecar knob."""
+    env = os.environ if env is None else env
+    return _get(env, PREFIX + "DEVICE_VAR", Remediation.device_var, _env_name)
 
 
 def vram_source_from_env(env: Mapping[str, str] | None = None) -> str:

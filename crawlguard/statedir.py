@@ -11,8 +11,11 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     shards/<shard>/baseline-<stage>-<device>.json
     shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
+    vram.jsonl                      the supervisor's VRAM samples (the report's evidence)
 
-Names are validated before they become path components (``safe_name``), and
+What is inside each file is owned by its format module (``crawlguard.formats``):
+one reader and one writer each. Shard and stage names are ``names.ShardName``
+and devices are parsed by ``devices`` before they become path components, and
 every JSON file is replaced atomically (write to a temporary file, fsync,
 rename), so a crash at any moment leaves either the old or the new file, never
 half of one. Readers still treat a file that does not parse as
@@ -24,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,44 +34,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
+from .devices import file_part, gpu_label, parse_device
 from .errors import CorruptStateError, StateError, UnsafeNameError
+from .names import ShardName
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Device names like "cuda:0" carry a colon, which Windows forbids in paths.
-_DEVICE = re.compile(r"^[a-z][a-z0-9_]{0,31}(:[0-9]{1,4})?$")
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt")
-                                                     for i in range(1, 10)}
-
-
-def safe_name(value: object, kind: str = "shard") -> str:
-    """Return ``value`` if it may be a path component on POSIX and Windows alike."""
-    if not isinstance(value, str):
-        raise UnsafeNameError(kind, value, "must be a string")
-    if not _SAFE.match(value):
-        raise UnsafeNameError(
-            kind, value, "use 1-128 of A-Z a-z 0-9 . _ - , starting with a letter or digit")
-    if ".." in value or value.endswith("."):
-        raise UnsafeNameError(kind, value, "'..' and a trailing '.' are not allowed")
-    if value.split(".")[0].lower() in _WINDOWS_RESERVED:
-        raise UnsafeNameError(kind, value, "reserved device name on Windows")
-    return value
-
-
-def safe_device(value: object) -> str:
-    """Validate a torch-style device name (``cpu``, ``cuda``, ``cuda:1``)."""
-    if not isinstance(value, str) or not _DEVICE.match(value):
-        raise UnsafeNameError("device", value, "expected a device like 'cpu', 'cuda' or 'cuda:0'")
-    return value
-
-
-def gpu_label(device: str) -> str:
-    """The ``gpu`` label of a worker series: the CUDA index, '' for non-CUDA devices."""
-    kind, _, index = device.partition(":")
-    if kind != "cuda":
-        return ""
-    return index or "0"
+# The rules live in names.py and devices.py; these keep their old import path.
+safe_name = ShardName.parse
+safe_device = parse_device
+__all__ = ["StateDir", "gpu_label", "read_json", "safe_device", "safe_name",
+           "write_json_atomic"]
 
 
 class StateDir:
@@ -89,8 +62,12 @@ class StateDir:
     def audit_log(self) -> Path:
         return self.root / "audit.jsonl"
 
+    @property
+    def vram_log(self) -> Path:
+        return self.root / "vram.jsonl"
+
     def shard_dir(self, shard: str) -> Path:
-        return self.root / "shards" / safe_name(shard)
+        return self.root / "shards" / ShardName.parse(shard)
 
     def worker_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "worker.json"
@@ -102,10 +79,10 @@ class StateDir:
         return self.shard_dir(shard) / "batches.jsonl"
 
     def baseline_file(self, shard: str, stage: str, device: str) -> Path:
-        dev = safe_device(device).replace(":", "")
-        return self.shard_dir(shard) / f"baseline-{safe_name(stage, 'stage')}-{dev}.json"
+        stage_part = ShardName.parse(stage, "stage")
+        return self.shard_dir(shard) / f"baseline-{stage_part}-{file_part(device)}.json"
 
-    def shards(self) -> list[str]:
+    def shards(self) -> list[ShardName]:
         """Shards that have any state, sorted; directories with unsafe names are skipped."""
         base = self.root / "shards"
         try:
@@ -117,7 +94,7 @@ class StateDir:
         out = []
         for name in entries:
             with contextlib.suppress(UnsafeNameError):
-                out.append(safe_name(name))
+                out.append(ShardName.parse(name))
         return out
 
     def ensure(self, path: Path | None = None) -> Path:
@@ -131,6 +108,10 @@ class StateDir:
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
         """The lock every writer of shard state holds (sidecar, reset, supervisor)."""
+        # Imported here, not at the top: readers of the layout (sidecar.resume, in a
+        # build's own supervisor loop) must not need anything beyond the standard library.
+        from filelock import FileLock, Timeout
+
         self.ensure()
         try:
             # filelock polls a contended lock; its default 50 ms poll would add up to

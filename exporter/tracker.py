@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+from crawlguard.devices import gpu_label, parse_device, physical_gpu
 from crawlguard.errors import StateError, VramError
+from crawlguard.formats.batchlog import BatchWriter
+from crawlguard.names import ShardName
 from crawlguard.settings import Detection, state_dir_from_env
-from crawlguard.statedir import StateDir, gpu_label, safe_device, safe_name
+from crawlguard.statedir import StateDir
 from crawlguard.workers import register_worker
 
 from . import catalog
@@ -38,25 +41,6 @@ TORCH_READ_INTERVAL_S = 1.0
 """torch.cuda.mem_get_info synchronises with the device; once a second is plenty."""
 
 
-def physical_gpu(device: str, env: Mapping[str, str]) -> str:
-    """The ``gpu`` label: NVML's index, mapping through CUDA_VISIBLE_DEVICES.
-
-    torch's ``cuda:0`` is the first *visible* GPU; NVML (and so the VRAM
-    series) index all GPUs. When CUDA_VISIBLE_DEVICES lists plain indices the
-    label follows it; UUIDs cannot be mapped without NVML, so they are kept as
-    the torch index (documented in docs/architecture.md).
-    """
-    index = gpu_label(device)
-    visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if not index or not visible:
-        return index
-    parts = [p.strip() for p in visible.split(",")]
-    i = int(index)
-    if i < len(parts) and parts[i].isdigit():
-        return parts[i]
-    return index
-
-
 class CrawlTracker:
     """Rate tracker of one (shard, stage, device) in one worker process."""
 
@@ -65,9 +49,9 @@ class CrawlTracker:
                  detection: Detection | None = None, clock: Clock = time.time,
                  env: Mapping[str, str] | None = None, register: bool = True) -> None:
         env = os.environ if env is None else env
-        self.shard = safe_name(shard)
-        self.stage = safe_name(stage, "stage")
-        self.device = safe_device(device)
+        self.shard = ShardName.parse(shard)
+        self.stage = ShardName.parse(stage, "stage")
+        self.device = parse_device(device)
         self.gpu = physical_gpu(self.device, env)
         self.detection = detection or Detection.from_env(env)
         self.state = StateDir(state_dir if state_dir is not None else state_dir_from_env(env))
@@ -86,12 +70,9 @@ class CrawlTracker:
             self.state.metrics_dir, catalog.WORKER_LABELS,
             (self.shard, self.stage, self.device, self.gpu),
             catalog.WORKER_COUNTERS, catalog.WORKER_GAUGES)
-        self._log_fd: int | None = None
-        # Names are validated (no quotes or backslashes), so plain interpolation is JSON.
-        self._log_format = (
-            f'{{"stage":"{self.stage}","device":"{self.device}","gpu":"{self.gpu}",'
-            f'"pid":{os.getpid()},"factor":{self.detection.factor!r},'
-            '"t":%.3f,"genes":%r,"seconds":%r,"rate":%r,"ema":%s,"baseline":%s,"streak":%d}\n')
+        self._log = BatchWriter(self.state.batches_file(self.shard), stage=self.stage,
+                                device=self.device, gpu=self.gpu, pid=os.getpid(),
+                                factor=self.detection.factor)
         # The knobs and the idle in-flight pair are written once; batch() and
         # observe() rewrite only what a batch changes.
         initial = {
@@ -163,10 +144,7 @@ class CrawlTracker:
                             {"bfm_batch_started_timestamp_seconds": start})
 
     def close(self) -> None:
-        if self._log_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._log_fd)
-            self._log_fd = None
+        self._log.close()
 
     # -- internals ------------------------------------------------------------
     def _record(self, genes: float, seconds: float, start: float,
@@ -191,7 +169,8 @@ class CrawlTracker:
         if self._torch is not None:
             self._torch_memory(extra)
         self._writer.record({"bfm_genes": float(genes), "bfm_batches": 1.0}, extra)
-        self._append_log(genes, seconds, start, verdict)
+        self._log.append(start + seconds, genes, seconds, verdict.rate, verdict.ema,
+                         verdict.baseline, verdict.streak)
         return verdict
 
     def _torch_memory(self, out: dict[str, float]) -> None:
@@ -210,23 +189,3 @@ class CrawlTracker:
         if gpu is not None and gpu.reserved_bytes is not None:
             out["bfm_worker_vram_reserved_bytes"] = float(gpu.reserved_bytes)
             out["bfm_worker_vram_allocated_bytes"] = float(gpu.allocated_bytes or 0)
-
-    def _append_log(self, genes: float, seconds: float, start: float, v: Verdict) -> None:
-        if self._log_fd is None:
-            try:
-                path = self.state.batches_file(self.shard)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # O_APPEND + one os.write per line: atomic appends, no buffer to
-                # lose on SIGKILL, and the cheapest write Python offers.
-                self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            except OSError:
-                return
-        # %-formatting into a prepared template: json.dumps would dominate observe().
-        line = self._log_format % (start + seconds, genes, seconds, v.rate, _num(v.ema),
-                                   _num(v.baseline), v.streak)
-        with contextlib.suppress(OSError):
-            os.write(self._log_fd, line.encode())
-
-
-def _num(value: float | None) -> str:
-    return "null" if value is None else repr(value)

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crawlguard.errors import RungRefused, StateError, UnsafeNameError
+from crawlguard.names import PATTERN, ShardName
 
 from .engine import Engine
 from .ladder import ShardLadder
@@ -55,8 +56,16 @@ from .webhook import WebhookPayload
 
 ALERTS_BODY_LIMIT = 1 << 20
 BODY_LIMIT = 16 << 10
-ShardParam = Annotated[str, Path(min_length=1, max_length=128,
-                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+def _shard(shard: Annotated[str, Path(min_length=1, max_length=128, pattern=PATTERN)]
+           ) -> ShardName:
+    """The path's shard, parsed once here (UnsafeNameError: 422); the pattern is for
+    the OpenAPI schema, ``ShardName.parse`` is the rule."""
+    return ShardName.parse(shard)
+
+
+ShardParam = Annotated[ShardName, Depends(_shard)]
 # Module level: FastAPI resolves these (string) annotations in the module's globals.
 _BEARER = HTTPBearer(auto_error=False, description="HELIX_BFM_SIDECAR_TOKEN")
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]

@@ -1,6 +1,8 @@
 """The durable ladder of every shard: ``<state>/shards/<shard>/ladder.json``.
 
-Every write is an atomic replace (``write_json_atomic``) made while holding
+The file is read and written only through ``crawlguard.formats.ladderfile`` (its
+header: version, crawls, rung, env, history); this module maps the whole
+document to a ``ShardLadder`` and back. Every write is an atomic replace made while holding
 ``StateDir.lock()``, the lock every writer of shard state shares. The ``env``
 object is the resume environment that ``sidecar.resume.resume_env`` (and so
 every supervisor loop) reads, so it must always map variable names to strings;
@@ -42,12 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.statedir import StateDir, read_json, safe_name, write_json_atomic
+from crawlguard.formats import ladderfile
+from crawlguard.names import ShardName
+from crawlguard.statedir import StateDir, read_json, write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 
-SCHEMA = 1
+SCHEMA = ladderfile.VERSION
 _ENTRY_ORDER = tuple(f.name for f in fields(Entry))
 _ENTRY_FIELDS = frozenset(_ENTRY_ORDER)
 
@@ -118,21 +122,13 @@ def _entry(value: Any) -> Entry:
 
 
 def from_json(shard: str, data: Any) -> ShardLadder:
-    """Parse what ``to_json`` wrote; ValueError/KeyError/TypeError when it is not that."""
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if data.get("schema", SCHEMA) != SCHEMA:
-        raise ValueError(f"unknown schema {data.get('schema')!r}")
-    env = data.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                            for k, v in env.items()):
-        raise ValueError("'env' must map variable names to strings")
-    rung = data.get("rung", "none")
+    """Parse what ``to_json`` wrote: the header with ``ladderfile.parse``
+    (CorruptStateError), the rest here (ValueError/KeyError/TypeError)."""
+    doc = ladderfile.parse(data)
+    env, crawls = doc.env, doc.crawls
+    rung: Any = doc.rung  # a Rung once the check below passed
     if rung not in RUNG_LEVEL:
         raise ValueError(f"unknown rung {rung!r}")
-    crawls = data.get("crawls", 0)
-    if not isinstance(crawls, int) or isinstance(crawls, bool) or crawls < 0:
-        raise ValueError("'crawls' must be a non-negative integer")
     e = data.get("episode")
     episode = None if e is None else Episode(
         worker=None if e.get("worker") is None else str(e["worker"]),
@@ -146,7 +142,7 @@ def from_json(shard: str, data: Any) -> ShardLadder:
                                         "last_rung_effective_at"),
         seq=int(data.get("seq", 0)),
         seen=tuple(str(k) for k in data.get("seen", [])),
-        history=tuple(_entry(h) for h in data.get("history", [])),
+        history=tuple(_entry(h) for h in doc.history),
     )
 
 
@@ -204,17 +200,17 @@ class LadderStore:
         self._seen[shard] = frozenset(state.seen)
 
     def load(self, shard: str) -> ShardLadder:
-        path = self.dir.ladder_file(safe_name(shard))
+        path = self.dir.ladder_file(ShardName.parse(shard))
         sig = self._signature(path)
         cached = self._cache.get(shard)
         if cached is not None and cached[0] == sig:
             return cached[1]
-        data = read_json(path)
-        if data is None:
+        doc = ladderfile.read(path)
+        if doc is None:
             state = ShardLadder(shard=shard)
         else:
             try:
-                state = from_json(shard, data)
+                state = from_json(shard, doc.data)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CorruptStateError(f"{path} is not a ladder crawlguard wrote ({exc}); "
                                         "fix or delete it to reset the shard") from exc
@@ -223,7 +219,7 @@ class LadderStore:
 
     def save(self, state: ShardLadder) -> None:
         path = self.dir.ladder_file(state.shard)
-        write_json_atomic(path, to_json(state))
+        ladderfile.write(path, to_json(state))
         self._remember(state.shard, self._signature(path), state)
 
     def save_many(self, states: list[ShardLadder]) -> dict[str, StateError]:

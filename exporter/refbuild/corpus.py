@@ -21,10 +21,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crawlguard.errors import StateError
-from crawlguard.statedir import read_json, safe_name, write_json_atomic
+from crawlguard.errors import ConfigError, StateError
+from crawlguard.names import ShardName
+from crawlguard.statedir import read_json, write_json_atomic
 
-from .profiles import PROFILES
+from .profiles import get_profile
 
 _WORDS = ("gene", "vector", "shard", "batch", "dense", "sparse", "token", "context", "driver",
           "memory", "spill", "resume", "salvage", "worker", "query", "index", "page", "thread",
@@ -50,7 +51,7 @@ class Manifest:
 
 
 def shard_root(data_dir: Path, shard: str) -> Path:
-    return Path(data_dir) / safe_name(shard)
+    return Path(data_dir) / ShardName.parse(shard)
 
 
 def input_dir(data_dir: Path, shard: str) -> Path:
@@ -70,10 +71,11 @@ def gene_text(shard: str, file_index: int, i: int) -> str:
 
 def generate(data_dir: Path, spec: ShardSpec) -> Manifest:
     """Write the inputs and the manifest of one shard (idempotent)."""
-    if spec.profile not in PROFILES:
-        raise StateError(f"unknown profile {spec.profile!r} (one of {', '.join(PROFILES)})")
-    if spec.files < 1 or spec.genes_per_file < 1 or spec.batch_size < 1:
-        raise StateError("files, genes per file and batch size must be >= 1")
+    get_profile(spec.profile)  # ConfigError naming the profiles
+    for what, value in (("--files", spec.files), ("--genes", spec.genes_per_file),
+                        ("--batch-size", spec.batch_size)):
+        if value < 1:
+            raise ConfigError(what, value, "must be >= 1")
     folder = input_dir(data_dir, spec.shard)
     folder.mkdir(parents=True, exist_ok=True)
     names = []

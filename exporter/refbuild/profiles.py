@@ -25,6 +25,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crawlguard.errors import ConfigError
+
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -109,10 +111,11 @@ class Timing:
 
 
 def get_profile(name: str) -> Profile:
+    """The profile called ``name``; ``ConfigError`` (a bad argument) for an unknown one."""
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown profile {name!r} (one of {', '.join(PROFILES)})") from None
+        raise ConfigError("profile", name, f"one of {', '.join(PROFILES)}") from None
 
 
 def fill_batches(profile: Profile, total_batches: int) -> int | None:

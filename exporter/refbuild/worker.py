@@ -23,18 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from crawlguard.errors import StateError
-from crawlguard.statedir import safe_device
+from crawlguard.devices import DEFAULT_DEVICE, launch_device, physical_gpu
+from crawlguard.errors import ConfigError
+from crawlguard.settings import device_var_from_env
 
-from ..tracker import CrawlTracker, physical_gpu
+from ..tracker import CrawlTracker
 from .corpus import input_dir, load_manifest, read_genes, shard_root
 from .profiles import Timing, get_profile
 from .simdevice import EventLog, Interrupted, SimDevice
 from .simgpu import Claim, SimGpu
 from .store import is_complete, output_path, remove_stale_temporaries, write_output
 from .vectors import embed_batch
-
-DEFAULT_DEVICE = "cuda:0"
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,10 @@ class WorkerOptions:
 
 def device_from_env(env: Mapping[str, str]) -> str:
     """The device the build was told to use; ``cuda`` means ``cuda:0``."""
-    var = (env.get("HELIX_BFM_DEVICE_VAR") or "").strip() or "BGEM3_DEVICE"
-    device = (env.get(var) or "").strip() or DEFAULT_DEVICE
-    if device == "cuda":
-        device = "cuda:0"
-    safe_device(device)
+    var = device_var_from_env(env)
+    device = launch_device(env, var)
     if device != "cpu" and not device.startswith("cuda"):
-        raise StateError(f"{var}={device!r}: the reference rebuild runs on cpu or cuda[:N]")
+        raise ConfigError(var, device, "the reference rebuild runs on cpu or cuda[:N]")
     return device
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crawlguard.errors import ConfigError
+
 from ..lifecycle import shutdown_on_signals
 from ..rig.demo import remove, render, run_demo, temp_root
 from ..rig.promstack import ALERT_PATHS
@@ -36,9 +38,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.time_scale > 0:
-        print("crawlguard demo: error: --time-scale must be > 0", file=sys.stderr)
-        return 2
+    if not args.time_scale > 0:  # like `up --interval`: the command line says it, exit 2
+        raise ConfigError("--time-scale", args.time_scale, "must be > 0")
     root = args.state_dir.resolve() if args.state_dir else temp_root()
     try:
         with shutdown_on_signals() as stop:

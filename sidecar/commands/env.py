@@ -17,11 +17,10 @@ import json
 import shlex
 from typing import Any
 
-from crawlguard.errors import CorruptStateError
+from crawlguard.names import ShardName
 from crawlguard.settings import state_dir_from_env
-from crawlguard.statedir import safe_name
 
-from ..resume import ResumeEnvError, resume_env
+from ..resume import resume_env
 
 FORMATS = ("env", "sh", "powershell", "json")
 
@@ -53,11 +52,8 @@ def render(env: dict[str, str], fmt: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    shard = safe_name(args.shard)
-    try:
-        env = resume_env(state_dir_from_env(), shard)
-    except ResumeEnvError as exc:
-        raise CorruptStateError(str(exc)) from exc
+    # A ResumeEnvError is a CrawlguardError: the command line prints it, exit 2.
+    env = resume_env(state_dir_from_env(), ShardName.parse(args.shard))
     text = render(env, args.format)
     if text:
         print(text)

@@ -14,10 +14,10 @@ import threading
 import time
 from typing import TextIO
 
+from crawlguard.formats.batchlog import BatchTail
 from crawlguard.statedir import StateDir
 
 from ..supervisor.loop import ShardRun, SupervisorEvent
-from ..supervisor.progress import BatchLog
 from .shardview import read_ladder
 
 
@@ -32,7 +32,7 @@ class LiveView:
         self.stream = stream
         self.period = period
         self.prefix = prefix
-        self.logs = {s: BatchLog(state.batches_file(s)) for s in runs}
+        self.logs = {s: BatchTail(state.batches_file(s)) for s in runs}
         self._seen_rungs = {s: len(read_ladder(state, s).rungs) for s in runs}
         self._lock = threading.Lock()
         self._drawn = 0
@@ -43,13 +43,11 @@ class LiveView:
         run, log = self.runs[shard], self.logs[shard]
         log.poll()
         ladder = read_ladder(self.state, shard)
-        last = log.last or {}
-        rate = last.get("rate")
-        ema, base = last.get("ema"), last.get("baseline")
-        device = str(last.get("device") or run.device or "-")
-        speed = "" if rate is None else f" {float(rate):7.1f} genes/s"
-        if isinstance(ema, (int, float)) and isinstance(base, (int, float)) and base:
-            speed += f" ({100 * ema / base:4.0f}% of baseline)"
+        last = log.last
+        device = (last.device if last else "") or run.device or "-"
+        speed = "" if last is None else f" {last.rate:7.1f} genes/s"
+        if last is not None and last.ema is not None and last.baseline:
+            speed += f" ({100 * last.ema / last.baseline:4.0f}% of baseline)"
         rungs = ",".join(ladder.rung_names) or "-"
         # Genes embedded, redone ones included; the demo's summary counts distinct ones.
         return (f"{shard:<20.20} {run.state:<8} {device:<7} {int(log.genes):>7} embedded"

@@ -7,13 +7,13 @@ cannot be read shows as unknown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from crawlguard.errors import StateError
-from crawlguard.statedir import StateDir, read_json
-
-from ..report.evidence import iter_jsonl, parse_batch
+from crawlguard.formats import batchlog, ladderfile
+from crawlguard.statedir import StateDir
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class LadderView:
     crawls: int = 0
     rung: str = "none"
     env: dict[str, str] = field(default_factory=dict)
-    rungs: tuple[dict[str, Any], ...] = ()
+    rungs: tuple[Mapping[str, Any], ...] = ()
     """History entries of kind ``rung``, oldest first."""
 
     @property
@@ -31,20 +31,13 @@ class LadderView:
 
 def read_ladder(state: StateDir, shard: str) -> LadderView:
     try:
-        data = read_json(state.ladder_file(shard))
+        doc = ladderfile.read(state.ladder_file(shard))
     except StateError:
         return LadderView(rung="?")
-    if not isinstance(data, dict):
+    if doc is None:
         return LadderView()
-    history = data.get("history")
-    rungs = tuple(e for e in history if isinstance(e, dict) and e.get("kind") == "rung") \
-        if isinstance(history, list) else ()
-    env = data.get("env")
-    crawls = data.get("crawls")
-    return LadderView(crawls=crawls if isinstance(crawls, int) else 0,
-                      rung=str(data.get("rung", "none")),
-                      env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict)
-                      else {}, rungs=rungs)
+    return LadderView(crawls=doc.crawls, rung=doc.rung, env=dict(doc.env),
+                      rungs=tuple(e for e in doc.history if e.get("kind") == "rung"))
 
 
 @dataclass(frozen=True)
@@ -65,10 +58,9 @@ class BatchSummary:
 
 
 def summarise_batches(state: StateDir, shard: str) -> BatchSummary:
-    # The report's reader: the same lines are accepted and skipped everywhere.
+    # The format's one reader: the same lines are accepted and skipped everywhere.
     try:
-        rows = [b for b in (None if obj is None else parse_batch(obj)
-                            for obj in iter_jsonl(state.batches_file(shard))) if b is not None]
+        rows, _ = batchlog.read(state.batches_file(shard))
     except StateError:
         rows = []
     if not rows:

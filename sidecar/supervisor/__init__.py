@@ -2,6 +2,7 @@
 
 ``loop`` (the loop itself), ``childproc`` (process groups, graceful stop),
 ``launchenv`` (the resume environment a worker starts with), ``gpuwait`` (the
-bounded wait for a dead worker's VRAM), ``progress`` (genes per shard from
-``batches.jsonl``), ``vramlog`` (VRAM samples for the report).
+bounded wait for a dead worker's VRAM), ``vramlog`` (VRAM samples for the
+report). Progress (genes per shard) is read from ``batches.jsonl`` with
+``crawlguard.formats.batchlog.BatchTail``.
 """

@@ -16,37 +16,22 @@ and NVML cannot attribute memory to processes under WDDM (per-process
 A worker that held nothing measurable (it crashed at import, or ran on CPU)
 makes no wait at all, because the level is already back. A source that cannot
 be read makes no wait either: crawlguard cannot wait for what it cannot see,
-and says so. On CPU (the device variable says ``cpu``) there is nothing to wait for.
+and says so. On CPU (the device variable says ``cpu``) there is nothing to wait for; which
+GPU a launch uses is ``crawlguard.devices.gpu_of_launch``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from crawlguard.errors import VramError
-from exporter.tracker import physical_gpu
 from exporter.vram import VramSource
 
 MIN_SLACK_BYTES = 256 << 20
 SLACK_SHARE = 0.10
-
-
-def gpu_of_launch(env: Mapping[str, str], device_var: str) -> int | None:
-    """NVML index of the GPU a worker launched with ``env`` uses; None for CPU.
-
-    An unset device variable means the build's default, assumed ``cuda:0``:
-    if the build actually runs on CPU the level never rises and nothing waits.
-    """
-    device = (env.get(device_var) or "").strip() or "cuda:0"
-    if device == "cuda":
-        device = "cuda:0"
-    if not device.startswith("cuda:") or not device[5:].isdigit():
-        return None
-    label = physical_gpu(device, env)
-    return int(label) if label.isdigit() else 0
 
 
 @dataclass

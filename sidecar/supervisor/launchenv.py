@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from crawlguard.errors import StateError, VramError
+from crawlguard.devices import gpu_of_launch
+from crawlguard.errors import ResumeEnvError, VramError
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
-from ..resume import ResumeEnvError, resume_env
-from .gpuwait import gpu_of_launch
+from ..resume import resume_env
 
 _RETRIES = 5
 
@@ -35,9 +35,9 @@ def read_overrides(state: StateDir, shard: str) -> dict[str, str]:
     for attempt in range(_RETRIES):
         try:
             return resume_env(state.root, shard)
-        except ResumeEnvError as exc:
+        except ResumeEnvError:
             if attempt == _RETRIES - 1:
-                raise StateError(str(exc)) from exc
+                raise  # a StateError already: the supervisor's exit 2
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
 

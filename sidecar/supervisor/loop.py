@@ -33,14 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from crawlguard.devices import gpu_of_launch
+from crawlguard.formats.batchlog import BatchTail
+from crawlguard.names import ShardName
 from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir, safe_name
+from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
 from . import childproc
-from .gpuwait import GpuRelease, gpu_of_launch
+from .gpuwait import GpuRelease
 from .launchenv import launch_env, small_rig_policy
-from .progress import BatchLog
 from .vramlog import VramLog
 
 EXIT_OK = 0
@@ -64,8 +66,8 @@ class SupervisorConfig:
     """Seconds between VRAM samples in <state>/vram.jsonl (for the report); 0: none."""
 
     def __post_init__(self) -> None:
-        for shard in self.shards:
-            safe_name(shard)
+        # Parsed once here, at the command line's boundary; the type travels inward.
+        object.__setattr__(self, "shards", tuple(ShardName.parse(s) for s in self.shards))
         if not self.command:
             raise ValueError("no command to run")
 
@@ -127,7 +129,7 @@ class Supervisor:
     def _run_shard(self, shard: str, stop: threading.Event) -> int:
         run = self.runs[shard]
         run.started = time.time()
-        log = BatchLog(self.state.batches_file(shard))
+        log = BatchTail(self.state.batches_file(shard))
         log.poll()
         rem = self.config.remediation
         while True:
