@@ -76,9 +76,10 @@ def write_recorded_run(root: Path) -> dict[str, float]:
         ],
     }
     (shards / "slack__eng-oncall" / "ladder.json").write_text(json.dumps(ladder))
+    # As sidecar/audit.py writes it ("at", "event"), plus a damaged line.
     (root / "audit.jsonl").write_text(json.dumps(
-        {"t": restart_at, "shard": "slack__eng-oncall", "rung": "restart",
-         "outcome": "signalled"}) + "\n{broken\n")
+        {"at": restart_at, "event": "rung_done", "shard": "slack__eng-oncall", "id": "r1",
+         "rung": "restart", "outcome": "signalled"}) + "\n{broken\n")
 
     vram = []
     for i in range(int((t - T0) / 30)):

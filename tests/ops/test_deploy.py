@@ -142,7 +142,10 @@ def test_alertmanager_routes_each_pod_to_its_own_sidecar(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("change, message", [
     ({"rigs": [{"shards": ["a", "b"]}, {"shards": ["b"]}]}, "is in rig 0 and rig 1"),
-    ({"rigs": [{"shards": ["../etc"]}]}, "not a safe shard name"),
+    ({"rigs": [{"shards": ["../etc"]}]}, "shard '../etc' is not a safe name"),
+    # The rules are crawlguard.names.ShardName's, not a copy: a copy missed these two.
+    ({"rigs": [{"shards": ["con"]}]}, "shard 'con' is not a safe name"),
+    ({"rigs": [{"shards": ["a."]}]}, "shard 'a.' is not a safe name"),
     ({"build_command": "python -m build"}, "{shard}"),
     ({"rigs": []}, "at least one rig"),
 ])
@@ -154,6 +157,23 @@ def test_generator_refuses_a_bad_fleet(tmp_path: Path, change: dict[str, Any],
     proc = generate("--fleet", str(tmp_path / "fleet.yml"), "--out", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "generated").exists()
+
+
+def test_generator_runs_where_crawlguard_is_not_installed(tmp_path: Path) -> None:
+    """Only PyYAML on the path (no site-packages, no crawlguard): the checkout's own
+    crawlguard/names.py still checks the shards."""
+    only_yaml = tmp_path / "path"
+    only_yaml.mkdir()
+    (only_yaml / "yaml").symlink_to(Path(yaml.__file__).parent)
+    data = yaml.safe_load((K8S / "fleet.yml").read_text())
+    data["rigs"] = [{"shards": ["nul"]}]
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(data))
+    proc = subprocess.run(
+        [sys.executable, "-S", str(GENERATE), "--fleet", str(tmp_path / "fleet.yml"),
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(only_yaml)})
+    assert proc.returncode == 2 and "reserved device name on Windows" in proc.stderr, \
+        proc.stderr
 
 
 # Only the fields crawlguard relies on; kubeconform is not available offline.

@@ -32,10 +32,14 @@ def main() -> int:
     state = Path(os.environ["HELIX_BFM_STATE_DIR"])
 
     def progress() -> None:
-        path = state / "shards" / shard / "batches.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"genes": 8, "device": "cuda:0"}) + "\n")
+        # The tracker's own writer, so the supervisor reads what a real worker writes.
+        from crawlguard.formats.batchlog import BatchWriter
+
+        writer = BatchWriter(state / "shards" / shard / "batches.jsonl", stage="backfill",
+                             device="cuda:0", gpu="0", pid=os.getpid(), factor=5.0)
+        writer.append(t=time.time(), genes=8, seconds=1.0, rate=8.0, ema=None, baseline=None,
+                      streak=0)
+        writer.close()
 
     if mode == "ok":
         return 0

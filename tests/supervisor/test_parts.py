@@ -1,4 +1,4 @@
-"""The supervisor's parts: GPU-release wait, launch environment, progress log,
+"""The supervisor's parts: GPU-release wait, launch environment,
 generated Prometheus/Alertmanager configs, and the `crawlguard run` command."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import yaml
 from crawlguard.errors import VramError
 from exporter.vram import GpuMemory
 from sidecar.rig import promstack as promstack
-from sidecar.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease, gpu_of_launch
-from sidecar.supervisor.progress import BatchLog
+from sidecar.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease
 from tests.helpers import REPO, crawlguard_cmd, require_binary
 
 GIB = 1 << 30
@@ -32,14 +31,6 @@ class Readings:
         if value is None:
             raise VramError("gone")
         return [GpuMemory(0, value, 12 * GIB)]
-
-
-def test_gpu_of_launch() -> None:
-    assert gpu_of_launch({}, "BGEM3_DEVICE") == 0
-    assert gpu_of_launch({"BGEM3_DEVICE": "cpu"}, "BGEM3_DEVICE") is None
-    assert gpu_of_launch({"BGEM3_DEVICE": "cuda:1"}, "BGEM3_DEVICE") == 1
-    assert gpu_of_launch({"D": "cuda:1", "CUDA_VISIBLE_DEVICES": "2,5"}, "D") == 5
-    assert gpu_of_launch({"BGEM3_DEVICE": "mps"}, "BGEM3_DEVICE") is None
 
 
 def test_release_level_follows_what_the_worker_held() -> None:
@@ -69,19 +60,6 @@ def test_wait_returns_once_the_level_is_back() -> None:
     blind.at_launch()
     r = blind.wait(timeout=30, stop=threading.Event())
     assert not r.released and "not measured" in r.detail and r.waited == 0
-
-
-def test_batch_log_counts_whole_lines_once(tmp_path: Path) -> None:
-    path = tmp_path / "batches.jsonl"
-    log = BatchLog(path)
-    assert log.poll() == 0
-    path.write_text('{"genes": 8}\n{"genes": 4}\n{"gen')
-    assert log.poll() == 12 and log.batches == 2
-    with open(path, "a") as fh:
-        fh.write('es": 2}\n')
-    assert log.poll() == 2 and log.genes == 14 and log.last == {"genes": 2}
-    path.write_text('{"genes": 1}\n')   # replaced by hand: counted afresh
-    assert log.poll() == 1 and log.genes == 1
 
 
 def _configs(tmp_path: Path) -> tuple[Path, Path]:
@@ -153,14 +131,16 @@ def test_run_command_exit_codes(tmp_path: Path) -> None:
 def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     import io
 
+    from crawlguard.formats.batchlog import BatchWriter
     from crawlguard.statedir import StateDir
     from sidecar.rig.liveview import LiveView
     from sidecar.supervisor.loop import ShardRun, SupervisorEvent
 
     state = StateDir(tmp_path)
-    state.batches_file("a").parent.mkdir(parents=True)
-    state.batches_file("a").write_text(
-        '{"genes": 8, "rate": 20.0, "ema": 22.0, "baseline": 150.0, "device": "cuda:0"}\n')
+    writer = BatchWriter(state.batches_file("a"), stage="backfill", device="cuda:0", gpu="0",
+                         pid=1, factor=5.0)
+    writer.append(t=1.0, genes=8, seconds=0.4, rate=20.0, ema=22.0, baseline=150.0, streak=3)
+    writer.close()
     runs = {"a": ShardRun("a", state="running", launches=1), "b": ShardRun("b")}
     out = io.StringIO()
     view = LiveView(state, runs, out, mode="lines", period=3600)
@@ -204,8 +184,7 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
-    import json
-
+    from crawlguard.formats import vramlog
     from crawlguard.statedir import StateDir
     from sidecar.supervisor.vramlog import VramLog
 
@@ -216,9 +195,10 @@ def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
     log.tick()                      # within the interval: no sample
     now[0] = 101.0
     log.tick()
-    rows = [json.loads(line) for line in (tmp_path / "vram.jsonl").read_text().splitlines()]
-    assert rows == [{"t": 100.0, "gpu": "0", "used_bytes": GIB, "total_bytes": 12 * GIB},
-                    {"t": 101.0, "gpu": "0", "used_bytes": GIB, "total_bytes": 12 * GIB}]
+    # Read back with the report's reader, from where the report looks.
+    assert vramlog.read(StateDir(tmp_path).vram_log) == (
+        [vramlog.VramSample(100.0, "0", GIB, 12 * GIB),
+         vramlog.VramSample(101.0, "0", GIB, 12 * GIB)], 0)
     VramLog(StateDir(tmp_path), Readings(None), interval=1.0).tick()   # a failing source: no line
     assert len((tmp_path / "vram.jsonl").read_text().splitlines()) == 2
 
