@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from crawlguard.errors import SidecarRefused, SidecarUnavailable
+from crawlguard.names import ShardName
 from crawlguard.settings import Endpoints
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -63,16 +64,16 @@ class SidecarClient:
         return result
 
     def shard(self, shard: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/shards/{shard}")
+        result: dict[str, Any] = self._call("GET", f"/v1/shards/{ShardName.parse(shard)}")
         return result
 
     def rung(self, shard: str, rung: str, reason: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/shards/{shard}/rung",
+        result: dict[str, Any] = self._call("POST", f"/v1/shards/{ShardName.parse(shard)}/rung",
                                             {"rung": rung, "reason": reason})
         return result
 
     def reset(self, shard: str, reason: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/shards/{shard}/reset",
+        result: dict[str, Any] = self._call("POST", f"/v1/shards/{ShardName.parse(shard)}/reset",
                                             {"reason": reason})
         return result
 

@@ -36,6 +36,7 @@ from crawlguard.formats.batchlog import Batch
 from crawlguard.formats.jsonlines import finite_number, iter_objects
 from crawlguard.formats.ladderfile import LadderDoc
 from crawlguard.formats.vramlog import VramSample
+from crawlguard.names import ShardName
 from crawlguard.statedir import StateDir
 
 __all__ = ["MARKERS", "Batch", "ReportError", "RunEvidence", "RungEvent", "ShardEvidence",
@@ -169,7 +170,7 @@ def load_run(state_dir: str | Path, shards: list[str] | None = None) -> RunEvide
     if not state.root.is_dir():
         raise ReportError(f"state dir {state.root} does not exist "
                           "(set HELIX_BFM_STATE_DIR or pass --state-dir)")
-    names = shards if shards else state.shards()
+    names = [ShardName.parse(s) for s in shards] if shards else state.shards()
     skipped: dict[str, int] = {}
     audit_lines = _load_audit(state, skipped)
     evidence = [_load_shard(state, name, audit_lines, skipped) for name in names]
