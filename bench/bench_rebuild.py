@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from crawlguard.formats import batchlog
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 from exporter.refbuild.corpus import DEMO_SHARDS, ShardSpec, generate, shard_root
@@ -86,13 +87,13 @@ def detection(data: Path, state: StateDir, shard: str) -> list[dict[str, Any]]:
     """Per spill: batches finished after it and seconds until the worker stopped."""
     events = [json.loads(line) for line in
               (shard_root(data, shard) / "sim.jsonl").read_text().splitlines()]
-    batches = [json.loads(line) for line in state.batches_file(shard).read_text().splitlines()]
+    batches, _ = batchlog.read(state.batches_file(shard))
     out = []
     for spill in (e for e in events if e["event"] == "spill"):
         pid, t0 = spill["pid"], spill["t"]
         stop = next((e for e in events if e["pid"] == pid and e["event"] in ("stop", "done")),
                     None)
-        after = [b for b in batches if b["pid"] == pid and b["t"] > t0]
+        after = [b for b in batches if b.pid == pid and b.t > t0]
         out.append({"batches": len(after), "seconds": (stop["t"] - t0) if stop else None,
                     "ended": stop["event"] if stop else "killed"})
     return out
