@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from crawlguard.errors import CrawlguardError
+from crawlguard.errors import ConfigError, CrawlguardError
 
 from .corpus import DEMO_SHARDS, ShardSpec, generate
 from .profiles import PROFILES, Timing
@@ -68,7 +68,7 @@ def _generate(args: argparse.Namespace) -> int:
     elif args.shard:
         specs = [ShardSpec(args.shard, args.files, args.genes, args.profile, args.batch_size)]
     else:
-        raise SystemExit("generate: give --demo or --shard")
+        raise ConfigError("--shard", None, "give --demo or --shard")
     for spec in specs:
         m = generate(args.data, spec)
         print(f"{m.shard}: {len(m.files)} files, {m.genes} genes, profile {m.profile}")
@@ -77,9 +77,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _work(args: argparse.Namespace) -> int:
     if not args.shard:
-        raise SystemExit("work: give --shard (or set HELIX_BFM_SHARD)")
-    if args.time_scale <= 0 or args.cpu_factor <= 0:
-        raise SystemExit("work: --time-scale and --cpu-factor must be > 0")
+        raise ConfigError("--shard", None, "give --shard or set HELIX_BFM_SHARD")
+    for flag, value in (("--time-scale", args.time_scale), ("--cpu-factor", args.cpu_factor)):
+        if not value > 0:
+            raise ConfigError(flag, value, "must be > 0")
     stop = StopSignal()
     stop.install()
     opts = WorkerOptions(

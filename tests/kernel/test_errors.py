@@ -76,3 +76,5 @@ def test_the_reference_builds_bad_arguments_are_config_errors(tmp_path: Path) ->
         device_from_env({"HELIX_BFM_DEVICE_VAR": "no such name"})
     assert device_from_env({"HELIX_BFM_DEVICE_VAR": "DEV", "DEV": "cuda"}) == "cuda:0"
     assert main(["generate", "--data", str(tmp_path), "--shard", "s", "--files", "0"]) == 2
+    assert main(["generate", "--data", str(tmp_path)]) == 2
+    assert main(["work", "--data", str(tmp_path), "--shard", "s", "--time-scale", "0"]) == 2
