@@ -19,7 +19,6 @@ would bring the crawl back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from ..errors import CorruptStateError
 from ..names import is_env_name
 from ..statedir import read_json, write_json_atomic
-from .jsonlines import version_of
+from .jsonlines import finite_number, version_of
 
 VERSION = 1
 VERSION_KEY = "schema"
@@ -86,8 +85,7 @@ def write(path: Path, doc: Mapping[str, Any]) -> None:
 def _is_entry(value: Any) -> bool:
     if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
         return False
-    at = value.get("at")
-    return (not isinstance(at, bool) and isinstance(at, (int, float)) and math.isfinite(at))
+    return finite_number(value.get("at")) is not None
 
 
 def _corrupt(where: str, why: str) -> CorruptStateError:
