@@ -14,7 +14,6 @@ traceback::
     │   └── CorruptStateError    a state file exists but does not parse
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
-    │   └── IdentityMismatch     the pid now belongs to another process
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
     │                            a rung already in progress)
     └── SidecarUnavailable       a client could not reach the sidecar API
@@ -67,10 +66,6 @@ class VramError(CrawlguardError):
 
 class ProcessError(CrawlguardError):
     """A worker process cannot be inspected or signalled."""
-
-
-class IdentityMismatch(ProcessError):
-    """The registered pid is alive but its creation time differs: a reused pid."""
 
 
 class RungRefused(CrawlguardError):

@@ -52,7 +52,6 @@ class RateState:
     ema: float | None = None
     streak: int = 0
     batches: int = 0
-    last_rate: float = 0.0
 
     @property
     def threshold(self) -> float | None:
@@ -73,7 +72,6 @@ class RateState:
         self.batches += 1
         # A zero-length batch (coarse timer) would make an infinite rate.
         rate = genes / max(seconds, 1e-6)
-        self.last_rate = rate
         established = False
         if self.batches > self.detection.warmup_batches and genes > 0:
             alpha = self.detection.ema_alpha

@@ -63,7 +63,7 @@ class CrawlTracker:
     def __init__(self, shard: str, stage: str = "backfill", device: str = "cuda:0", *,
                  state_dir: str | os.PathLike[str] | None = None,
                  detection: Detection | None = None, clock: Clock = time.time,
-                 env: Mapping[str, str] | None = None, register: bool = True) -> None:
+                 env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.shard = safe_name(shard)
         self.stage = safe_name(stage, "stage")
@@ -75,8 +75,7 @@ class CrawlTracker:
         self._rate = RateState(self.detection,
                                baseline=load_baseline(self.state, self.shard, self.stage,
                                                       self.device))
-        if register:
-            register_worker(self.state, self.shard)
+        register_worker(self.state, self.shard)
         # torch's own view of the worker's GPU, only if the build imported torch: the
         # tracker never imports it (seconds of start-up and a CUDA context).
         self._torch: VramSource | None = (

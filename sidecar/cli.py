@@ -8,10 +8,10 @@ purpose end as one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
+from crawlguard import logs
 from crawlguard.errors import CrawlguardError
 
 from .commands import COMMANDS
@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    if not args.verbose:
-        # One INFO line per HTTP request would drown the client commands' output.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.console(args.verbose)
     try:
         return int(args.func(args))
     except CrawlguardError as exc:

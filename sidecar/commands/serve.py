@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
@@ -20,7 +21,7 @@ CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
 """Test hook, not a knob: when "1" the sidecar exits (os._exit, like SIGKILL) right
 after it has persisted a rung and before it signals anyone, to prove crash safety."""
 
-log = logging.getLogger("crawlguard.sidecar")
+log = get_logger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
