@@ -91,7 +91,7 @@ class RateState:
         """Seconds after which an unfinished batch of ``genes`` counts as stalled.
 
         The time a whole window of crawling batches of that size would take:
-        WINDOW x FACTOR x genes / baseline (DESIGN.md, stall rule).
+        WINDOW x FACTOR x genes / baseline (docs/architecture.md, "Detection: the tracker").
         """
         if self.baseline is None or genes <= 0:
             return None

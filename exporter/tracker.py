@@ -1,4 +1,4 @@
-"""``CrawlTracker``: the build-side API (DESIGN.md, "Build-side API").
+"""``CrawlTracker``: the build-side API (docs/integration.md, step 1).
 
     tracker = CrawlTracker(shard="confluence", stage="backfill", device="cuda:0")
     with tracker.batch(genes=len(batch)):

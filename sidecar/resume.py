@@ -9,7 +9,7 @@ by atomic replace. A build that has its own supervisor loop (instead of
     env = {**os.environ, **resume_env(".crawlguard", "slack__eng-oncall")}
     subprocess.run(cmd, env=env)
 
-This module imports only the standard library (``sidecar/__init__`` is kept
+This module imports only the standard library (``sidecar/__init__.py`` is kept
 empty of imports for the same reason), so it costs nothing to a build and
 works while the sidecar is down. Bad state is an error, never a silent empty
 environment: relaunching a demoted shard on the GPU would bring the crawl back.

@@ -35,7 +35,7 @@ from crawlguard.statedir import StateDir, read_json
 T = TypeVar("T")
 
 VRAM_LOG = "vram.jsonl"
-"""Optional VRAM samples under the state dir (the exporter may record them)."""
+"""Optional VRAM samples under the state dir (the supervisor writes them: supervisor/vramlog.py)."""
 
 # ladder.json history entries and audit.jsonl lines are the sidecar's
 # (sidecar/state.py: {"kind": "rung", "rung": "cpu", "at": ..., "outcome": ...});

@@ -1,6 +1,6 @@
 """VRAM samples for the evidence: ``<state>/vram.jsonl``, one line per GPU per sample.
 
-``crawlguard report`` (sidecar/report.py) charts them beside each shard's
+``crawlguard report`` (sidecar/report/) charts them beside each shard's
 rates: the evidence that a crawl happened with dedicated VRAM pinned, and that
 the CPU rung let it go. The supervisor writes them while it waits on workers,
 at most once per ``interval`` seconds; a failing source or disk only loses
@@ -19,7 +19,7 @@ from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
 FILE_NAME = "vram.jsonl"
-"""The name sidecar/report.py reads: {"t", "gpu", "used_bytes", "total_bytes"}."""
+"""The name sidecar/report/evidence.py reads: {"t", "gpu", "used_bytes", "total_bytes"}."""
 
 
 class VramLog:
