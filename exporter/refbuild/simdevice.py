@@ -60,6 +60,10 @@ class SimDevice:
         """Process batch count at which the context spilled (None: not spilled)."""
         self.vram = 0
 
+    @property
+    def spilled(self) -> bool:
+        return self.spilled_after is not None
+
     def load(self, stop: threading.Event) -> None:
         """Model load: the fresh context's memory, then the (scaled) load time."""
         self._claim(self.model.model_bytes if self.is_gpu else self.model.cpu_context_bytes)
