@@ -21,7 +21,20 @@ from pathlib import Path
 ROOT = "crawlguard"
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
-_console: list[logging.Handler] = []
+
+class _Stderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when the
+    handler was made (a test, or a program embedding the command, may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+_console: list[_Stderr] = []
 
 
 def get_logger(module: str) -> logging.Logger:
@@ -34,11 +47,12 @@ def console(verbose: bool = False) -> None:
     """Log crawlguard's INFO (DEBUG when ``verbose``) lines to stderr, once per process."""
     ours = logging.getLogger(ROOT)
     ours.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not _console:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
-        ours.addHandler(handler)
-        _console.append(handler)
+    if _console:
+        return
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(FORMAT))
+    ours.addHandler(handler)
+    _console.append(handler)
 
 
 @contextlib.contextmanager
