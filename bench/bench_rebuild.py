@@ -7,7 +7,7 @@ same simulator model (exporter.refbuild.simdevice.SimDevice.step, no waiting)
 under two alternatives nobody wants to wait for:
 
 - no remediation: one worker runs the shard to its end, crawl and all;
-- a per-shard wall-clock timeout (what DESIGN.md argues against): the worker
+- a per-shard wall-clock timeout (the alternative crawlguard replaces): the worker
   is killed when the shard has run TIMEOUT_FACTOR x its healthy time, resumed
   from its finished files in a fresh context, again and again; a timer has no
   ladder, so it never demotes to CPU. Projected twice: sized for this very

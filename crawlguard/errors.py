@@ -15,7 +15,6 @@ traceback::
     │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
-    │   └── IdentityMismatch     the pid now belongs to another process
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
     │                            a rung already in progress)
     ├── SidecarUnavailable       a client could not reach the sidecar API
@@ -79,10 +78,6 @@ class VramError(CrawlguardError):
 
 class ProcessError(CrawlguardError):
     """A worker process cannot be inspected or signalled."""
-
-
-class IdentityMismatch(ProcessError):
-    """The registered pid is alive but its creation time differs: a reused pid."""
 
 
 class RungRefused(CrawlguardError):

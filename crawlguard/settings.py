@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -270,3 +270,23 @@ class Settings:
             remediation=Remediation.from_env(env),
             endpoints=Endpoints.from_env(env),
         )
+
+
+def knob_names() -> frozenset[str]:
+    """Every HELIX_BFM_* name ``Settings.from_env`` reads. Found by letting it read an
+    empty environment that records the names asked for, so it cannot drift."""
+    asked: set[str] = set()
+
+    class Recorder(Mapping[str, str]):
+        def __getitem__(self, key: str) -> str:
+            asked.add(key)
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(())
+
+        def __len__(self) -> int:
+            return 0
+
+    Settings.from_env(Recorder())
+    return frozenset(asked)

@@ -7,15 +7,15 @@ start would cost the rebuild.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any
 
 from crawlguard.errors import StateError
+from crawlguard.logs import get_logger
 from crawlguard.statedir import StateDir, read_json, write_json_atomic
 
-log = logging.getLogger("crawlguard.baseline")
+log = get_logger(__name__)
 
 
 def load_baseline(state: StateDir, shard: str, stage: str, device: str) -> float | None:

@@ -1,4 +1,4 @@
-"""The metric contract (DESIGN.md, "Metrics"): every name the exporter serves.
+"""The metric contract (docs/architecture.md, "Metrics pipeline"): every name the exporter serves.
 
 One table, used by the tracker that writes the series, the collector that
 serves them, and the tests that check dashboards and rules name only metrics

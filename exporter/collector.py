@@ -14,7 +14,6 @@ logged once until the source recovers, and ``bfm_vram_source_up`` says 0.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,13 +23,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from crawlguard.errors import ProcessError, VramError
+from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
 from . import catalog
 from .mpfiles import GAUGE_MODE
 from .vram import VramSource
 
-log = logging.getLogger("crawlguard.exporter")
+log = get_logger(__name__)
 
 AliveCheck = Callable[[WorkerIdentity], bool]
 

@@ -35,7 +35,6 @@ _lock = threading.Lock()
 _open: dict[tuple[str, str], MmapedDict] = {}
 _owner_pid: list[int] = [os.getpid()]
 _identity: list[WorkerIdentity] = []
-_getpid = os.getpid
 
 
 def _identity_key() -> str:
@@ -47,7 +46,7 @@ def _identity_key() -> str:
 def _file(directory: Path, typ: str) -> MmapedDict:
     """The process's open file for ``typ`` in ``directory``; reopened after a fork."""
     found = _open.get((str(directory), typ))
-    if found is not None and _owner_pid[0] == _getpid():
+    if found is not None and _owner_pid[0] == os.getpid():
         return found
     if _owner_pid[0] != os.getpid():
         # A forked child must not write into its parent's files.
@@ -97,19 +96,12 @@ class SeriesWriter:
             for name, value in values.items():
                 gauge_file.write_value(self._gauge_keys[name], value, stamp)
 
-    def set_many(self, values: dict[str, float], now: float | None = None) -> None:
+    def set_many(self, values: dict[str, float]) -> None:
         # mostrecent gauges are merged across processes by this timestamp, so it
         # must be wall-clock time even when the tracker's own clock is injected.
-        stamp = time.time() if now is None else now
+        stamp = time.time()
         with _lock:
             gauge_file = _file(self._dir, "gauge")
             for name, value in values.items():
                 gauge_file.write_value(self._gauge_keys[name], value, stamp)
 
-
-def close_all() -> None:
-    """Close this process's files (tests; a worker simply exits)."""
-    with _lock:
-        for f in _open.values():
-            f.close()
-        _open.clear()

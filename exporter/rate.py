@@ -52,7 +52,6 @@ class RateState:
     ema: float | None = None
     streak: int = 0
     batches: int = 0
-    last_rate: float = 0.0
 
     @property
     def threshold(self) -> float | None:
@@ -73,7 +72,6 @@ class RateState:
         self.batches += 1
         # A zero-length batch (coarse timer) would make an infinite rate.
         rate = genes / max(seconds, 1e-6)
-        self.last_rate = rate
         established = False
         if self.batches > self.detection.warmup_batches and genes > 0:
             alpha = self.detection.ema_alpha
@@ -93,7 +91,7 @@ class RateState:
         """Seconds after which an unfinished batch of ``genes`` counts as stalled.
 
         The time a whole window of crawling batches of that size would take:
-        WINDOW x FACTOR x genes / baseline (DESIGN.md, stall rule).
+        WINDOW x FACTOR x genes / baseline (docs/architecture.md, "Detection: the tracker").
         """
         if self.baseline is None or genes <= 0:
             return None

@@ -9,7 +9,6 @@ not in any worker's memory.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import start_http_server
 
 from crawlguard.errors import ConfigError
+from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
 from .collector import LiveWorkersCollector, VramCollector, WorkerCollector
 from .vram import VramSource, source_from_spec
 
-log = logging.getLogger("crawlguard.exporter")
+log = get_logger(__name__)
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""``CrawlTracker``: the build-side API (DESIGN.md, "Build-side API").
+"""``CrawlTracker``: the build-side API (docs/integration.md, step 1).
 
     tracker = CrawlTracker(shard="confluence", stage="backfill", device="cuda:0")
     with tracker.batch(genes=len(batch)):
@@ -47,7 +47,7 @@ class CrawlTracker:
     def __init__(self, shard: str, stage: str = "backfill", device: str = "cuda:0", *,
                  state_dir: str | os.PathLike[str] | None = None,
                  detection: Detection | None = None, clock: Clock = time.time,
-                 env: Mapping[str, str] | None = None, register: bool = True) -> None:
+                 env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.shard = ShardName.parse(shard)
         self.stage = ShardName.parse(stage, "stage")
@@ -59,8 +59,7 @@ class CrawlTracker:
         self._rate = RateState(self.detection,
                                baseline=load_baseline(self.state, self.shard, self.stage,
                                                       self.device))
-        if register:
-            register_worker(self.state, self.shard)
+        register_worker(self.state, self.shard)
         # torch's own view of the worker's GPU, only if the build imported torch: the
         # tracker never imports it (seconds of start-up and a CUDA context).
         self._torch: VramSource | None = (

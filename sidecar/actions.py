@@ -30,7 +30,6 @@ the hard kill), ``already_gone``, ``identity_mismatch``, ``no_worker``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import signal
@@ -42,9 +41,10 @@ from dataclasses import dataclass
 import psutil
 
 from crawlguard.errors import ProcessError
+from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 OUTCOMES = ("signalled", "killed", "already_gone", "identity_mismatch", "no_worker", "refused",
             "error")
@@ -57,6 +57,11 @@ class ActionResult:
     outcome: str
     effective_at: float
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        # The outcome becomes a metric label: an undocumented one is a bug here.
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown rung outcome {self.outcome!r}")
 
 
 def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_at: float,

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class AuditLog:

@@ -1,4 +1,4 @@
-"""The ``crawlguard`` command: one subcommand per module in ``sidecar/commands``.
+"""The ``crawlguard`` command: subcommands in ``sidecar/commands``, imported only when chosen.
 
 Every subcommand reads the HELIX_BFM_* knobs from the environment (through
 ``crawlguard.settings``); flags override them. Errors crawlguard raises on
@@ -8,13 +8,13 @@ purpose end as one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
+from crawlguard import logs
 from crawlguard.errors import CrawlguardError
 
-from .commands import COMMANDS
+from .commands import COMMANDS, load
 
 EPILOG = """\
 knobs (environment): HELIX_BFM_CRAWL_FACTOR (5), HELIX_BFM_CRAWL_WINDOW (8),
@@ -24,7 +24,9 @@ HELIX_BFM_STATE_DIR (.crawlguard), HELIX_BFM_SIDECAR_TOKEN, HELIX_BFM_VRAM_SOURC
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with every subcommand listed but only ``command``'s module imported:
+    the others are placeholders that carry their help line."""
     parser = argparse.ArgumentParser(
         prog="crawlguard",
         description="Watch a long GPU embedding rebuild, recognise the VRAM-spill crawl and "
@@ -32,20 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in COMMANDS:
-        register(sub)
+    chosen = COMMANDS[command].module if command in COMMANDS else None
+    for name, entry in COMMANDS.items():
+        if name in sub.choices:
+            continue  # added with the rest of its module
+        if entry.module == chosen:
+            load(name)(sub)
+        else:
+            sub.add_parser(name, help=entry.help, add_help=False)
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the
+    top-level options take no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    if not args.verbose:
-        # One INFO line per HTTP request would drown the client commands' output.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.console(args.verbose)
     try:
         return int(args.func(args))
     except CrawlguardError as exc:

@@ -16,7 +16,7 @@ Series (all ``crawlguard_sidecar_*``):
 - ``crawlguard_sidecar_crawls_total{shard}`` counter: new crawl episodes.
 - ``crawlguard_sidecar_rungs_total{shard,rung,outcome}`` counter: rungs by
   outcome (``signalled``, ``killed``, ``already_gone``, ``identity_mismatch``,
-  ``no_worker``, ``refused``).
+  ``no_worker``, ``refused``, ``error``: the action itself failed).
 - ``crawlguard_sidecar_invalid_requests_total{reason}`` counter: requests
   refused whole, ``reason`` = ``unauthorized`` | ``too_large`` | ``malformed``.
 - ``crawlguard_sidecar_rung{shard}`` gauge: highest rung taken, 0 none,

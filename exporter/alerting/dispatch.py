@@ -141,6 +141,3 @@ class Dispatcher:
             self.retry_max_s, self.retry_initial_s * 2.0 ** min(g.failures - 1, 30))
         g.retry_at = now + delay
         return delay
-
-    def groups(self) -> list[LabelSet]:
-        return sorted(self._groups)

@@ -89,9 +89,6 @@ class Evaluator:
     def alerts(self) -> list[Alert]:
         return [a for by_fp in self._active.values() for a in by_fp.values()]
 
-    def firing(self) -> list[Alert]:
-        return [a for a in self.alerts() if a.state == FIRING]
-
     def _eval_rule(self, rule: Rule, snapshot: Snapshot, now: float) -> None:
         active = self._active[rule.name]
         matched: dict[str, Alert] = {}

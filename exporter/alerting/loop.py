@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from crawlguard.errors import ConfigError
+from crawlguard.logs import get_logger
 
 from .dispatch import REPEAT_INTERVAL_S, Dispatcher, Notification
 from .evaluator import FIRING, INACTIVE, Alert, Evaluator
@@ -31,7 +32,7 @@ from .payload import build_payload
 from .rules import ACTIONABLE
 from .samples import Sample, Snapshot, parse_exposition
 
-log = logging.getLogger("crawlguard.alerting")
+log = get_logger(__name__)
 
 Clock = Callable[[], float]
 EXPORTER_JOB = "crawlguard-exporter"  # the job name of deploy/prometheus/prometheus.yml

@@ -119,7 +119,3 @@ def render(template: str, labels: Mapping[str, str], value: float) -> str:
         raise TemplateError("whitespace-trimming actions are not supported")
     return _ACTION.sub(lambda m: _action(m.group(1), labels, value), template)
 
-
-def check(template: str) -> None:
-    """Raise ``TemplateError`` if ``template`` uses anything ``render`` cannot mirror."""
-    render(template, {}, 1.0)

@@ -13,11 +13,12 @@ import time
 from typing import Any
 
 from ..client import SidecarClient
+from . import HELP
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "rung", help="force a rung on a shard through the sidecar",
+        "rung", help=HELP["rung"],
         description="Force a rung by hand: restart (kill the worker so its supervisor "
                     "resumes it), cpu (set the device variable to cpu, then restart), next "
                     "(climb one rung), or reset (forget the ladder: back to GPU).")
@@ -25,13 +26,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
-    p = sub.add_parser("status", help="show the ladder of every shard (or one)")
+    p = sub.add_parser("status", help=HELP["status"])
     p.add_argument("shard", nargs="?")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=status)
     for name, paused in (("pause", True), ("resume", False)):
-        p = sub.add_parser(name, help=f"{name} the sidecar's rungs (alerts are still recorded)"
-                           if paused else "take rungs again after 'pause'")
+        p = sub.add_parser(name, help=HELP[name])
         p.add_argument("--reason", default="")
         p.set_defaults(func=pause, paused=paused)
 

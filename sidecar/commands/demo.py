@@ -14,11 +14,12 @@ from crawlguard.errors import ConfigError
 from ..lifecycle import shutdown_on_signals
 from ..rig.demo import remove, render, run_demo, temp_root
 from ..rig.promstack import ALERT_PATHS
+from . import HELP
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "demo", help="run 'up' on the reference rebuild (two incidents, one healthy shard)",
+        "demo", help=HELP["demo"],
         description="Rebuild three shards of the reference rebuild on a simulated 12 GB GPU "
                     "with every part of crawlguard: 'confluence' decays like incident 1, "
                     "'slack__eng-oncall' collapses like incident 2 and again after its "

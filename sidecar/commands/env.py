@@ -21,13 +21,14 @@ from crawlguard.names import ShardName
 from crawlguard.settings import state_dir_from_env
 
 from ..resume import resume_env
+from . import HELP
 
 FORMATS = ("env", "sh", "powershell", "json")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "env", help="print a shard's resume overrides",
+        "env", help=HELP["env"],
         description="Print the resume overrides of SHARD (e.g. BGEM3_DEVICE=cpu after the CPU "
                     "rung) from HELIX_BFM_STATE_DIR; works while the sidecar is down. Prints "
                     "nothing when the shard has none.")

@@ -9,11 +9,12 @@ from crawlguard.settings import Settings
 from exporter.server import Exporter, ExporterConfig
 
 from ..lifecycle import shutdown_on_signals
+from . import HELP
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "exporter", help="serve the workers' metrics and VRAM per GPU on /metrics",
+        "exporter", help=HELP["exporter"],
         description="Serve /metrics for Prometheus: the worker series of every shard "
                     "(from HELIX_BFM_STATE_DIR/metrics, surviving worker restarts; a dead "
                     "worker's gauges are dropped) plus bfm_vram_* per GPU from "

@@ -13,13 +13,14 @@ from crawlguard.settings import Detection, state_dir_from_env
 
 from ..report.evidence import ReportError, load_run
 from ..report.summary import summary_markdown
+from . import HELP
 
 SUMMARY = "report.md"
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "report", help="chart and summarise a rebuild from its state dir",
+        "report", help=HELP["report"],
         description="Write the evidence of a rebuild (finished or running) from its state "
                     "dir: a PNG chart per shard (genes/s per batch, EMA, baseline, crawl "
                     "threshold, rungs, VRAM when recorded) and a Markdown summary. Needs "

@@ -13,6 +13,7 @@ from exporter.vram import source_from_spec
 
 from ..lifecycle import shutdown_on_signals
 from ..supervisor.loop import Supervisor, SupervisorConfig, SupervisorEvent
+from . import HELP
 
 EPILOG = """\
 exit status: 0 every shard complete; 2 bad knob, flag or state; 3 a shard was
@@ -24,7 +25,7 @@ SIGINT/SIGTERM (the worker got the graceful signal first).
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "run", help="the supervisor: run CMD once per shard, relaunching after rungs and crashes",
+        "run", help=HELP["run"],
         description="Run CMD once per shard, in order, with HELIX_BFM_SHARD set and {shard} in "
                     "CMD replaced (no shell), each worker in its own process group with the "
                     "shard's resume overrides in its environment. Exit 0 ends a shard; any "

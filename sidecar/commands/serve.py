@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
@@ -15,17 +16,18 @@ from ..engine import Engine
 from ..ladder import Pending
 from ..lifecycle import shutdown_on_signals
 from ..server import SidecarServer
+from . import HELP
 
 CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
 """Test hook, not a knob: when "1" the sidecar exits (os._exit, like SIGKILL) right
 after it has persisted a rung and before it signals anyone, to prove crash safety."""
 
-log = logging.getLogger("crawlguard.sidecar")
+log = get_logger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "sidecar", help="the remediation webhook and API (FastAPI)",
+        "sidecar", help=HELP["sidecar"],
         description="Serve the Alertmanager webhook (POST /v1/alerts) and the ladder API. "
                     "Every /v1 endpoint demands 'Authorization: Bearer "
                     "$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "

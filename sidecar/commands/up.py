@@ -14,12 +14,13 @@ from crawlguard.settings import Settings
 from ..lifecycle import shutdown_on_signals
 from ..rig.promstack import ALERT_PATHS, AmTiming
 from ..rig.up import Rig, RigConfig, with_state_dir
+from . import HELP
 from .run import EPILOG, add_run_arguments, command_of
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "up", help="everything for one rig: exporter, sidecar, alert evaluation, supervisor",
+        "up", help=HELP["up"],
         description="Start the exporter, the sidecar (with a random bearer token unless "
                     "HELIX_BFM_SIDECAR_TOKEN is set), the alert evaluation and the supervisor, "
                     "run CMD once per shard like 'crawlguard run', show live progress, and "

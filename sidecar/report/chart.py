@@ -2,9 +2,10 @@
 
 matplotlib is the optional ``report`` extra, so it is imported here, lazily,
 and only through ``require_matplotlib`` which turns its absence into one clear
-message. The Agg backend and ``Figure`` objects (never ``pyplot``) keep the
-rendering headless and free of global state: the sidecar may call it from a
-thread, and nothing needs a display.
+message. A ``Figure`` drawn on its own Agg canvas (never ``pyplot``, never
+``matplotlib.use``) keeps the rendering headless and leaves the process's
+backend alone: a program that imports crawlguard may have its own, the sidecar
+may call it from a thread, and nothing needs a display.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ def require_matplotlib() -> ModuleType:
         raise ReportError(
             "charts need matplotlib, which is not installed: pip install 'crawlguard[report]' "
             "(or pass --no-charts for the Markdown summary alone)") from exc
-    matplotlib.use("Agg")
     return matplotlib
 
 
@@ -114,12 +114,14 @@ def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
                        full_ratio: float = 0.95, dpi: int = 100) -> Path:
     """Write ``path`` (PNG) for one shard; returns it."""
     require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     samples = vram_for(ev, vram)
     rows = 2 if samples else 1
     fig = Figure(figsize=(13, 7.5 if samples else 5.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [3, 1.4][:rows]})[:, 0].tolist()
     bases = ", ".join(f"{fmt_rate(v)} on {d}" for (_, d), v in ev.baselines().items())

@@ -45,7 +45,7 @@ class ShardResult:
     lossless: bool
 
     def contract(self) -> dict[str, Any]:
-        """The ``--json`` shape (DESIGN.md, Commands)."""
+        """The ``--json`` shape (docs/architecture.md, "crawlguard demo")."""
         return {"genes": self.genes, "crawls": self.crawls, "rungs": self.rungs,
                 "final_device": self.final_device, "lossless": self.lossless}
 

@@ -11,7 +11,6 @@ directory; readiness is an HTTP GET that answers 200.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import subprocess
 import time
@@ -23,8 +22,6 @@ import httpx
 from crawlguard.errors import ProcessError
 
 from ..supervisor import childproc
-
-log = logging.getLogger("crawlguard.up")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,7 +54,6 @@ class ServerProc:
         self.log_path = log_path
         self.start_timeout = start_timeout
         self.popen: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
         self.closed = False
 
     @property
@@ -89,7 +85,6 @@ class ServerProc:
         if self.popen is None or self.closed or self.alive():
             return None
         how = childproc.describe_exit(self.popen.returncode)
-        self.restarts += 1
         try:
             self.start()
         except ProcessError as exc:

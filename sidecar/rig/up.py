@@ -20,20 +20,20 @@ Prometheus/Alertmanager data and the logs of every child.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
+from crawlguard import logs
 from crawlguard.errors import StateError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir, write_json_atomic
@@ -47,8 +47,6 @@ from . import promstack
 from .liveview import LiveView
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
-
-log = logging.getLogger("crawlguard.up")
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,8 @@ class Rig:
             lock.release()
 
     def _run(self, stop: threading.Event) -> int:
-        with self._quiet_logging():
+        self.state.ensure(self.run_dir / "logs")
+        with logs.to_file(self.run_dir / "logs" / "up.log"):
             try:
                 self._prepare()
                 self._start_exporter()
@@ -265,26 +264,6 @@ class Rig:
         close = getattr(self._source, "close", None)
         if callable(close):
             close()
-
-    @contextlib.contextmanager
-    def _quiet_logging(self) -> Iterator[None]:
-        """Library INFO logs go to run/logs/up.log; the terminal gets warnings only,
-        so they do not tear the live view apart."""
-        root = logging.getLogger()
-        self.state.ensure(self.run_dir / "logs")
-        handler = logging.FileHandler(self.run_dir / "logs" / "up.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        levels = [(h, h.level) for h in root.handlers]
-        for h, _ in levels:
-            h.setLevel(max(h.level, logging.WARNING))
-        root.addHandler(handler)
-        try:
-            yield
-        finally:
-            root.removeHandler(handler)
-            handler.close()
-            for h, level in levels:
-                h.setLevel(level)
 
 
 def _hostport(url: str) -> str:

@@ -3,7 +3,7 @@
 Runs CMD once per shard, in order. Each launch:
 
 1. builds the environment: the supervisor's own, ``HELIX_BFM_SHARD``, an
-   absolute ``HELIX_BFM_STATE_DIR``, the small-rig CPU policy (see ``policy``),
+   absolute ``HELIX_BFM_STATE_DIR``, the small-rig CPU policy (``launchenv``),
    and last the shard's resume overrides, re-read from the state dir before
    every launch (the sidecar rewrites them at a rung, e.g. BGEM3_DEVICE=cpu);
 2. replaces ``{shard}`` in every argument (no shell is involved) and starts

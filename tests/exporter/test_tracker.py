@@ -166,7 +166,7 @@ def test_corrupt_baseline_is_ignored_with_a_warning(state_dir: Path, content: st
     path = state_dir / "shards/confluence/baseline-backfill-cuda0.json"
     path.parent.mkdir(parents=True)
     path.write_text(content)
-    with caplog.at_level(logging.WARNING, "crawlguard.baseline"):
+    with caplog.at_level(logging.WARNING, "crawlguard.exporter.baseline"):
         t = make(state_dir, FakeClock())
     assert t.baseline is None
     assert "ignoring baseline" in caplog.text

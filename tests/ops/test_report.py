@@ -183,3 +183,23 @@ def test_a_stalled_batch_cut_short_by_a_rung_counts_as_time_lost() -> None:
     # 200 s since the last finished batch, of which one batch (4 s) was due anyway.
     assert ev.unfinished_lost_seconds == 196.0
     assert ev.lost_seconds == 196.0 and ev.slow_batches == 0
+
+
+def test_charts_leave_the_process_backend_alone(recorded: tuple[Path, dict[str, float]],
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that imports crawlguard keeps its own matplotlib backend."""
+    import matplotlib
+
+    from sidecar.report.chart import render_shard_chart
+
+    def use(backend: str, force: bool = True) -> None:
+        raise AssertionError(f"the report switched the process's backend to {backend}")
+
+    monkeypatch.setattr(matplotlib, "use", use)
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    state, _ = recorded
+    run = load_run(state, ["wiki"])
+    path = render_shard_chart(run.shards[0], run.vram, tmp_path / "wiki.png")
+    assert png_size(path)[0] > 0
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules

@@ -5,7 +5,7 @@
 Verdicts (which alerts fire, with which labels) come from the hand-written
 table in scenarios.py; the evaluator must reproduce them or generation fails.
 Annotations are the evaluator's rendering, so promtool checks those too.
-tests/rules/test_promtool_suites.py fails when the shipped file is stale.
+tests/rules/test_shipped_configs.py fails when the shipped file is stale.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ import pytest
 from crawlguard.errors import ConfigError, CrawlguardError
 from exporter.alerting import EmbeddedAlerting
 
+ALERTING_LOG = "crawlguard.exporter.alerting"
+
 
 def worker_text(shard: str, *, ema: float, streak: float = 8, device: str = "cuda:0",
                 gpu: str = "0", inflight: float = 0, started: float = 0) -> str:
@@ -160,7 +162,7 @@ def test_unreachable_sidecar_and_bad_token_are_retried(caplog: pytest.LogCapture
         assert alerting.run_once().failed
         rig.sidecar_down, rig.sidecar_status = False, 401
         clock.t += 1
-        with caplog.at_level(logging.WARNING, "crawlguard.alerting"):
+        with caplog.at_level(logging.WARNING, ALERTING_LOG):
             alerting.run_once()
         assert "HELIX_BFM_SIDECAR_TOKEN" in caplog.text
         rig.sidecar_status = 200
@@ -195,7 +197,7 @@ def test_resolution_is_sent_once_and_a_new_episode_at_once() -> None:
 def test_exporter_down_resolves_and_only_logs_metrics_absent(
         caplog: pytest.LogCaptureFixture) -> None:
     rig, clock = Rig(worker_text("confluence", ema=2.3) + vram_text()), Clock()
-    with make(rig, clock) as alerting, caplog.at_level(logging.INFO, "crawlguard.alerting"):
+    with make(rig, clock) as alerting, caplog.at_level(logging.INFO, ALERTING_LOG):
         alerting.run_once()
         rig.exporter_up = False
         clock.t += 5
@@ -212,7 +214,7 @@ def test_exporter_down_resolves_and_only_logs_metrics_absent(
 
 def test_cpu_crawl_is_logged_not_delivered(caplog: pytest.LogCaptureFixture) -> None:
     rig, clock = Rig(worker_text("jira", ema=0.1, device="cpu", gpu="") + vram_text()), Clock()
-    with make(rig, clock) as alerting, caplog.at_level(logging.WARNING, "crawlguard.alerting"):
+    with make(rig, clock) as alerting, caplog.at_level(logging.WARNING, ALERTING_LOG):
         assert [a.name for a in alerting.run_once().firing] == ["BFMShardCrawlOnCPU"]
     assert not rig.posts
     assert "BFMShardCrawlOnCPU firing: Shard jira (backfill) still crawls on CPU" in caplog.text

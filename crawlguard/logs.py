@@ -1,0 +1,79 @@
+"""crawlguard's one logging namespace, and the console handler of the command.
+
+Every module logs through ``get_logger(__name__)``, which names its logger
+``crawlguard.<module path>`` (``crawlguard.sidecar.engine``,
+``crawlguard.exporter.collector``; the kernel's own modules already start with
+``crawlguard.``). So a program embedding crawlguard configures the single
+logger ``crawlguard`` and gets everything, and nothing of crawlguard's is
+configured on the root logger: the command line (``console``) and ``up``
+(``to_file``) attach their handlers to ``crawlguard`` only, and leave other
+libraries' loggers and the root's handlers as they found them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = "crawlguard"
+FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class _Stderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when the
+    handler was made (a test, or a program embedding the command, may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+_console: list[_Stderr] = []
+
+
+def get_logger(module: str) -> logging.Logger:
+    """The logger of ``module`` (pass ``__name__``), inside the ``crawlguard`` namespace."""
+    name = module if module == ROOT or module.startswith(ROOT + ".") else f"{ROOT}.{module}"
+    return logging.getLogger(name)
+
+
+def console(verbose: bool = False) -> None:
+    """Log crawlguard's INFO (DEBUG when ``verbose``) lines to stderr, once per process."""
+    ours = logging.getLogger(ROOT)
+    ours.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if _console:
+        return
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(FORMAT))
+    ours.addHandler(handler)
+    _console.append(handler)
+
+
+@contextlib.contextmanager
+def to_file(path: Path) -> Iterator[None]:
+    """Meanwhile, crawlguard's INFO lines go to ``path`` and the console shows warnings
+    only (``up`` redraws a live view on the terminal that log lines would tear)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    ours = logging.getLogger(ROOT)
+    own_level = ours.level
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
+    levels = [(h, h.level) for h in _console]
+    for h, level in levels:
+        h.setLevel(max(level, logging.WARNING))
+    ours.addHandler(handler)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        handler.close()
+        ours.setLevel(own_level)
+        for h, level in levels:
+            h.setLevel(level)
