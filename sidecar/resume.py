@@ -11,7 +11,7 @@ by atomic replace. A build that has its own supervisor loop (instead of
 
 This module imports only the standard library and the kernel's stdlib-only
 modules (``crawlguard.names``, ``statedir``, ``formats.ladderfile``; and
-``sidecar/__init__`` is kept empty of imports), so it costs nothing to a build
+``sidecar/__init__.py`` is kept empty of imports), so it costs nothing to a build
 and works while the sidecar is down. It reads the file with the very reader
 the sidecar's own ``LadderStore`` uses. Bad state is an error, never a silent
 empty environment: relaunching a demoted shard on the GPU would bring the crawl
