@@ -135,6 +135,14 @@ class ShardEvidence:
         return {str(k): str(v) for k, v in value.items()}
 
     @property
+    def verifications(self) -> list[dict[str, Any]]:
+        """History entries of kind ``verified`` (sidecar/verify.py), oldest first."""
+        history = (self.ladder or {}).get("history")
+        if not isinstance(history, list):
+            return []
+        return [e for e in history if isinstance(e, dict) and e.get("kind") == "verified"]
+
+    @property
     def final_device(self) -> str:
         return self.batches[-1].device if self.batches else "-"
 
