@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import clients, demo, env, exporter, report, run, serve, up
+from . import clients, demo, doctor, env, exporter, report, run, serve, up
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -19,4 +19,5 @@ COMMANDS: list[Register] = [
     env.register,
     demo.register,
     report.register,
+    doctor.register,
 ]

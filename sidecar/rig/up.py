@@ -111,6 +111,7 @@ class Rig:
         with self._quiet_logging():
             try:
                 self._prepare()
+                self._preflight()
                 self._start_exporter()
                 self._start_sidecar()
                 self._start_alerting()
@@ -135,6 +136,20 @@ class Rig:
                             HELIX_BFM_SHARED_SOURCE=gpu.shared_source_spec,
                             HELIX_BFM_SIMGPU_DIR=str(gpu.root))
             self._thread(lambda ev: Driver(gpu).start_thread(ev))
+
+    def _preflight(self) -> None:
+        """`crawlguard doctor`'s checks, less the servers `up` starts itself: warnings only."""
+        from ..commands.doctor import render
+        from ..preflight import checks
+
+        settings = replace(self.config.settings, vram_source=self.vram_source,
+                           shared_source=self.shared_source, state_dir=self.state.root)
+        skip = set(checks.SELF_STARTED)
+        if self.config.simulate_gpu:
+            skip |= {"driver", "sysmem-fallback"}  # about a real GPU this run does not use
+        found = [c for c in checks.run_checks(checks.Rig(settings, env=self.env), skip=skip)
+                 if c.status != "ok"]
+        render(found, self.stream, prefix="up: doctor: ")
 
     def _thread(self, start: Any) -> None:
         ev = threading.Event()
