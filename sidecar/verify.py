@@ -57,8 +57,10 @@ the driver's own bookkeeping never comes near 64 MiB."""
 RATE_BACK_RATIO = 0.8
 """Median rate / baseline at or above which the rate is back: batch jitter
 stays well within 20 %, while a spilled context runs at a fifth or less."""
-STEP_SECONDS = 5.0
-"""How often the sidecar looks for restarts to verify (one scrape interval)."""
+STEP_SECONDS = 1.0
+"""How often the sidecar looks for restarts to verify. Cheap: a stat per ladder
+(the store's cache), and batches.jsonl is read only for a shard whose last
+restart awaits its verdict."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,11 @@ def last_verification(state: ShardLadder) -> Entry | None:
     return next((e for e in reversed(state.history) if e.kind == "verified"), None)
 
 
+VERIFICATION_METRICS = ("crawlguard_sidecar_restart_verified",
+                        "crawlguard_sidecar_restart_verified_shared_bytes",
+                        "crawlguard_sidecar_restart_verified_rate_ratio")
+
+
 class VerificationCollector(Collector):
     """The last verification of each shard, for the dashboard, read from the ladders
     at each scrape so it survives a restart of the sidecar."""
@@ -232,13 +239,13 @@ class VerificationCollector(Collector):
         self.store = LadderStore(state)
 
     def collect(self) -> Iterable[Metric]:
-        ok = GaugeMetricFamily("crawlguard_sidecar_restart_verified",
+        ok = GaugeMetricFamily(VERIFICATION_METRICS[0],
                                "Last restart of the shard: 1 verified by evidence, 0 not",
                                labels=["shard"])
-        shared = GaugeMetricFamily("crawlguard_sidecar_restart_verified_shared_bytes",
+        shared = GaugeMetricFamily(VERIFICATION_METRICS[1],
                                    "Shared GPU memory of the restarted worker when verified",
                                    labels=["shard"])
-        ratio = GaugeMetricFamily("crawlguard_sidecar_restart_verified_rate_ratio",
+        ratio = GaugeMetricFamily(VERIFICATION_METRICS[2],
                                   "Median rate / baseline of the restarted worker when verified",
                                   labels=["shard"])
         for shard in self.store.shards():
