@@ -292,3 +292,27 @@ def test_exporter_on_linux_serves_no_shared_series_by_default(tmp_path: Path) ->
     names: Any = {m.name for m in exp.registry.collect()}
     assert exp.shared is None or exp.shared.name == "pdh"
     assert ("bfm_shared_memory_source_up" in names) == (exp.shared is not None)
+
+
+@pytest.mark.parametrize(("knob", "value"), [
+    ("HELIX_BFM_SHARED_SOURCE", "nvml"), ("HELIX_BFM_SHARED_SOURCE", "file:"),
+    ("HELIX_BFM_PROMETHEUS_URL", "localhost:9090"), ("HELIX_BFM_ALERTMANAGER_URL", "x"),
+])
+def test_bad_shared_source_or_preflight_url_names_the_knob(knob: str, value: str) -> None:
+    from crawlguard.errors import ConfigError
+    from crawlguard.settings import Preflight, Settings
+
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({knob: value})
+        Preflight.from_env({knob: value})
+    assert info.value.knob == knob
+
+
+def test_shared_source_knob_values() -> None:
+    from crawlguard.settings import Preflight, Settings
+
+    assert Settings.from_env({}).shared_source == "auto"
+    assert Settings.from_env({"HELIX_BFM_SHARED_SOURCE": "PDH"}).shared_source == "pdh"
+    assert Settings.from_env({"HELIX_BFM_SHARED_SOURCE": "file:/x"}).shared_source == "file:/x"
+    pre = Preflight.from_env({"HELIX_BFM_PROMETHEUS_URL": "http://127.0.0.1:9090/"})
+    assert pre.prometheus_url == "http://127.0.0.1:9090" and pre.alertmanager_url is None
