@@ -86,6 +86,9 @@ def test_demo_embedded(tmp_path: Path) -> None:
     done = run_demo("--alert-path", "embedded", "--state-dir", str(state))
     check_scenario(done, "embedded", state)
     assert "alert path: embedded" in done.stderr
+    # up's pre-flight: the simulated card is the incidents' 12 GB, and nothing fails.
+    assert "up: doctor: warn  vram-size  GPU 0: 12.0 GiB" in done.stderr
+    assert "up: doctor: fail" not in done.stderr
 
 
 @pytest.mark.binaries
