@@ -150,10 +150,12 @@ class SharedSource(Protocol):
 class PdhSharedSource:
     """One PDH query, rebuilt when the set of worker pids changes.
 
-    The first collection of a fresh query reads 0 for every instance (PDH keeps
-    the previous sample to format against), so a rebuilt query is collected
-    once and that sample discarded before the first value is served: a 0 that
-    only means "just opened" must never look like "nothing spilled".
+    The first collection of a fresh query can read 0 for every instance, so a
+    rebuilt query is collected once and that sample discarded before the first
+    value is served: a 0 that only means "just opened" must never look like
+    "nothing spilled". Rebuilding on a pid change (rather than relying on the
+    wildcard picking up the new process's instance) gives a relaunched worker
+    the same primed start.
     """
 
     name = "pdh"
