@@ -14,6 +14,7 @@ traceback::
     │   ├── CorruptStateError    a state file exists but does not parse
     │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
     ├── VramError                a VRAM source failed (NVML missing, bad file)
+    │   └── SharedMemoryError    the shared-GPU-memory source failed (PDH, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
     │                            a rung already in progress)
@@ -74,6 +75,10 @@ class ResumeEnvError(StateError):
 
 class VramError(CrawlguardError):
     """A VRAM source could not produce a reading."""
+
+
+class SharedMemoryError(VramError):
+    """The shared-GPU-memory source (PDH on Windows, ``file:``) gave no reading."""
 
 
 class ProcessError(CrawlguardError):

@@ -55,6 +55,10 @@ class SidecarClient:
         except ValueError as exc:
             raise SidecarUnavailable(f"{method} {path}: the answer is not JSON") from exc
 
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
     def shards(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/shards")
         return result

@@ -104,6 +104,10 @@ class Entry:
     decided_at: float | None = None
     effective_at: float | None = None
     outcome: str | None = None
+    shared_bytes: int | None = None
+    """``verified`` entries: the new worker's shared GPU memory (sidecar/verify.py)."""
+    rate_ratio: float | None = None
+    """``verified`` entries: the new worker's median rate / the shard's baseline."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def _log(state: ShardLadder, *entries: Entry) -> tuple[Entry, ...]:
     history = list(state.history) + list(entries)
     while len(history) > MAX_HISTORY:
         # Drop the oldest routine entry; rungs and resets are the ladder's story.
-        idx = next((i for i, e in enumerate(history) if e.kind not in ("rung", "reset")), 0)
+        idx = next((i for i, e in enumerate(history)
+                    if e.kind not in ("rung", "reset", "verified")), 0)
         del history[idx]
     return tuple(history)
 
@@ -269,6 +274,13 @@ def on_reset(state: ShardLadder, reason: str, ctx: Context) -> Transition:
     new = replace(state, crawls=0, rung="none", env={}, episode=None,
                   history=_log(state, entry))
     return Transition(new, "reset", note="ladder forgotten")
+
+
+def on_verified(state: ShardLadder, entry: Entry) -> ShardLadder:
+    """Record a rung's verification (sidecar/verify.py). A record, not a decision:
+    crawls, rung and episode stay as they are, so a fresh context that spills
+    again is still the next crawl and takes the next rung."""
+    return replace(state, history=_log(state, entry))
 
 
 def on_complete(state: ShardLadder, rung_id: str, outcome: str, effective_at: float) -> Transition:

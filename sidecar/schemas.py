@@ -35,7 +35,8 @@ class PendingRung(BaseModel):
 
 class HistoryEntry(BaseModel):
     """One event of a shard's ladder; which fields are set depends on ``kind``
-    (crawl, rung, refused, stale, same_episode, in_progress, resolved, reset)."""
+    (crawl, rung, refused, stale, same_episode, in_progress, resolved, reset,
+    verified)."""
 
     kind: str
     at: float
@@ -54,6 +55,10 @@ class HistoryEntry(BaseModel):
     outcome: str | None = Field(
         default=None, description="signalled, killed, already_gone, identity_mismatch, "
                                   "no_worker, error; null while in progress")
+    shared_bytes: int | None = Field(
+        default=None, description="verified entries: the new worker's shared GPU memory")
+    rate_ratio: float | None = Field(
+        default=None, description="verified entries: the new worker's rate / baseline")
 
 
 class ShardView(BaseModel):
@@ -134,7 +139,8 @@ def _entry(e: Entry) -> HistoryEntry:
     return HistoryEntry(kind=e.kind, at=e.at, id=e.id, rung=e.rung, source=e.source,
                         reason=e.reason, alertname=e.alertname, fingerprint=e.fingerprint,
                         starts_at=e.starts_at, worker=_worker(e.worker), decided_at=e.decided_at,
-                        effective_at=e.effective_at, outcome=e.outcome)
+                        effective_at=e.effective_at, outcome=e.outcome,
+                        shared_bytes=e.shared_bytes, rate_ratio=e.rate_ratio)
 
 
 def shard_view(state: ShardLadder, paused: bool, action: Literal["ladder", "cpu", "off"]

@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("demo", "run 'up' on the reference rebuild (two incidents, one healthy "
                             "shard)"),
     "report": Command("report", "chart and summarise a rebuild from its state dir"),
+    "doctor": Command("doctor", "pre-flight of the rig: driver, allocator, VRAM, evidence, "
+                                "alert path"),
 }
 
 HELP: dict[str, str] = {name: command.help for name, command in COMMANDS.items()}

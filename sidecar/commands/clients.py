@@ -75,12 +75,15 @@ def status(args: argparse.Namespace) -> int:
         return 0
     shards = [data] if args.shard else data["shards"]
     print(f"action={data['action']} paused={'yes' if data['paused'] else 'no'}")
-    rows = [("SHARD", "CRAWLS", "RUNG", "ENV", "IN PROGRESS", "LAST RUNG EFFECTIVE")]
+    rows = [("SHARD", "CRAWLS", "RUNG", "ENV", "IN PROGRESS", "LAST RUNG EFFECTIVE",
+             "LAST RESTART")]
     for s in shards:
         pending = s.get("pending")
+        verified = next((h for h in reversed(s["history"]) if h["kind"] == "verified"), None)
         rows.append((s["shard"], str(s["crawls"]), s["rung"], _env(s["env"]),
                      f"{pending['id']} {pending['rung']}" if pending else "-",
-                     _when(s.get("last_rung_effective_at"))))
+                     _when(s.get("last_rung_effective_at")),
+                     f"{verified['id']} {verified['reason']}" if verified else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -11,11 +11,13 @@ from typing import Any
 from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
+from exporter.shared import shared_source_from_spec
 
 from ..engine import Engine
 from ..ladder import Pending
 from ..lifecycle import shutdown_on_signals
 from ..server import SidecarServer
+from ..verify import VerificationCollector, Verifier
 from . import HELP
 
 CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
@@ -58,8 +60,12 @@ def main(args: argparse.Namespace) -> int:
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
                            insecure_no_token=args.insecure_no_token)
+    verifier = Verifier(engine.dir, settings.detection,
+                        shared_source_from_spec(settings.shared_source))
+    engine.metrics.registry.register(VerificationCollector(engine.dir))
     with shutdown_on_signals() as stop:
         bound = server.start()
+        verifier.start_thread(stop)
         try:
             # Tests, `crawlguard up` and people read this line to learn the bound port.
             print(f"crawlguard sidecar listening on {bound.url}", flush=True)

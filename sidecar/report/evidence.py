@@ -82,6 +82,12 @@ class ShardEvidence:
         return dict(self.ladder.env) if self.ladder is not None else {}
 
     @property
+    def verifications(self) -> list[dict[str, Any]]:
+        """History entries of kind ``verified`` (sidecar/verify.py), oldest first."""
+        history = self.ladder.history if self.ladder is not None else ()
+        return [dict(e) for e in history if e.get("kind") == "verified"]
+
+    @property
     def final_device(self) -> str:
         return self.batches[-1].device if self.batches else "-"
 

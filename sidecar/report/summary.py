@@ -71,6 +71,10 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
         peak = max(samples, key=lambda s: s.used_bytes / s.total_bytes)
         lines.append(f"- peak dedicated VRAM: {_gib(peak.used_bytes)} / "
                      f"{_gib(peak.total_bytes)} on GPU {peak.gpu} at {fmt_time(peak.t)}")
+    for v in ev.verifications:
+        at = v.get("at")
+        lines.append(f"- {v.get('id', '?')}: {v.get('reason', v.get('outcome', '?'))} "
+                     f"(at {fmt_time(at if isinstance(at, (int, float)) else None)})")
     if ev.ladder_error:
         lines.append(f"- ladder.json unreadable: {ev.ladder_error}")
     if ev.skipped_lines:

@@ -80,6 +80,7 @@ class Rig:
         self.env = dict(config.env)
         self.env["HELIX_BFM_STATE_DIR"] = str(self.state.root)
         self.vram_source = config.settings.vram_source
+        self.shared_source = config.settings.shared_source
         self.servers: list[ServerProc] = []
         self.exporter: Exporter | None = None
         self.sidecar: ServerProc | None = None
@@ -109,6 +110,7 @@ class Rig:
         with logs.to_file(self.run_dir / "logs" / "up.log"):
             try:
                 self._prepare()
+                self._preflight()
                 self._start_exporter()
                 self._start_sidecar()
                 self._start_alerting()
@@ -128,9 +130,24 @@ class Rig:
             shutil.rmtree(gpu.claims_dir, ignore_errors=True)
             gpu.configure()
             self.vram_source = gpu.source_spec
+            self.shared_source = gpu.shared_source_spec
             self.env.update(HELIX_BFM_VRAM_SOURCE=gpu.source_spec,
+                            HELIX_BFM_SHARED_SOURCE=gpu.shared_source_spec,
                             HELIX_BFM_SIMGPU_DIR=str(gpu.root))
             self._thread(lambda ev: Driver(gpu).start_thread(ev))
+
+    def _preflight(self) -> None:
+        """`crawlguard doctor`'s checks, less the servers `up` starts itself: warnings only."""
+        from ..preflight import checks
+
+        settings = replace(self.config.settings, vram_source=self.vram_source,
+                           shared_source=self.shared_source, state_dir=self.state.root)
+        skip = set(checks.SELF_STARTED)
+        if self.config.simulate_gpu:
+            skip |= {"driver", "sysmem-fallback"}  # about a real GPU this run does not use
+        found = [c for c in checks.run_checks(checks.Rig(settings, env=self.env), skip=skip)
+                 if c.status != "ok"]
+        checks.render(found, self.stream, prefix="up: doctor: ")
 
     def _thread(self, start: Any) -> None:
         ev = threading.Event()
@@ -140,7 +157,8 @@ class Rig:
         s = self.config.settings
         self.exporter = Exporter(ExporterConfig(
             state_dir=self.state.root, vram_source=self.vram_source,
-            vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0))
+            vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0,
+            shared_source=self.shared_source))
         self.exporter.start()
         self.urls["exporter"] = f"http://127.0.0.1:{self.exporter.port}"
 

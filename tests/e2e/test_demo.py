@@ -70,6 +70,11 @@ def check_scenario(done: subprocess.CompletedProcess[str], alert_path: str,
     assert caught == {"confluence": ["BFMShardCrawl"],
                       "slack__eng-oncall": ["BFMShardStalled", "BFMShardStalled"]}, caught
     assert ladder(state, "jira")["crawls"] == 0
+    # The restart was verified by evidence: the fresh context held no shared memory and
+    # ran at its baseline (incident 1 does not fill again before the shard ends).
+    [verified] = [e for e in ladder(state, "confluence")["history"] if e["kind"] == "verified"]
+    assert verified["outcome"] == "verified" and verified["shared_bytes"] == 0, verified
+    assert verified["reason"].startswith("restart verified: shared 0 B, rate "), verified
     assert ladder(state, "slack__eng-oncall")["env"] == {"BGEM3_DEVICE": "cpu"}
     # The verdict, recomputed here rather than trusted.
     for shard in ("confluence", "slack__eng-oncall", "jira"):
@@ -81,6 +86,9 @@ def test_demo_embedded(tmp_path: Path) -> None:
     done = run_demo("--alert-path", "embedded", "--state-dir", str(state))
     check_scenario(done, "embedded", state)
     assert "alert path: embedded" in done.stderr
+    # up's pre-flight: the simulated card is the incidents' 12 GB, and nothing fails.
+    assert "up: doctor: warn  vram-size  GPU 0: 12.0 GiB" in done.stderr
+    assert "up: doctor: fail" not in done.stderr
 
 
 @pytest.mark.binaries

@@ -12,6 +12,7 @@ import yaml
 
 from exporter.catalog import all_metric_names
 from sidecar.metrics import SidecarMetrics
+from sidecar.verify import VERIFICATION_METRICS
 from tests.helpers import REPO, require_binary
 
 from .promql import (
@@ -65,7 +66,7 @@ def test_every_query_is_valid_promql(dashboard: dict[str, Any], tmp_path: Path) 
 
 def test_every_metric_exists(dashboard: dict[str, Any]) -> None:
     known = (all_metric_names() | sidecar_metric_names() | recorded_names(REPO / "rules")
-             | {"ALERTS"})
+             | {"ALERTS"} | set(VERIFICATION_METRICS))
     missing = {}
     for where, expr in queries(dashboard):
         unknown = metric_names(substitute(expr)) - known
@@ -86,6 +87,8 @@ def test_dashboard_draws_what_operators_need(dashboard: dict[str, Any]) -> None:
         "time() - bfm_batch_started_timestamp_seconds", "bfm_batch_inflight_genes",
         "$genes_remaining / bfm_genes_per_second_ema",                # ETA
         "crawlguard_sidecar_rung{", "ALERTS{", "crawlguard_sidecar_rungs_total",
+        "bfm_worker_shared_memory_bytes{", "crawlguard_sidecar_restart_verified{",
+        "crawlguard_sidecar_restart_verified_rate_ratio{",
     ]
     for needle in needles:
         assert needle in exprs, f"the dashboard has no query with {needle!r}"

@@ -1,0 +1,1 @@
+"""``crawlguard doctor``: a pre-flight of the rig (``checks``), through small edges (``probes``)."""
