@@ -324,8 +324,9 @@ class Settings:
 
 
 def knob_names() -> frozenset[str]:
-    """Every HELIX_BFM_* name ``Settings.from_env`` reads. Found by letting it read an
-    empty environment that records the names asked for, so it cannot drift."""
+    """Every HELIX_BFM_* name ``Settings.from_env`` and ``Preflight.from_env`` read. Found
+    by letting them read an empty environment that records the names asked for, so it
+    cannot drift."""
     asked: set[str] = set()
 
     class Recorder(Mapping[str, str]):
@@ -340,4 +341,5 @@ def knob_names() -> frozenset[str]:
             return 0
 
     Settings.from_env(Recorder())
+    Preflight.from_env(Recorder())
     return frozenset(asked)

@@ -199,7 +199,7 @@ def test_the_command_prints_each_check_and_exits_0_unless_one_fails(
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Callable[[bool], tuple[str, str]]]:
-    """Factory: real Prometheus + Alertmanager, with the shipped rules/route or without."""
+    """Factory: real Prometheus + Alertmanager, with the shipped rules and route or without."""
     prometheus = require_binary("prometheus")
     alertmanager = require_binary("prometheus-alertmanager")
     shipped = promstack.Shipped.find()
