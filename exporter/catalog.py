@@ -30,6 +30,9 @@ WORKER_GAUGES: dict[str, str] = {
         "imported torch); above the dedicated total it means the driver spilled.",
     "bfm_worker_vram_allocated_bytes":
         "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
+    "bfm_shared_min_bytes":
+        "HELIX_BFM_SHARED_MIN_BYTES as the worker uses it: shared GPU memory at or above "
+        "which the worker has spilled.",
 }
 
 VRAM_LABELS = ("gpu",)
@@ -41,9 +44,18 @@ VRAM_GAUGES: dict[str, str] = {
         "HELIX_BFM_VRAM_FULL_RATIO: used/total at or above which VRAM counts as full.",
 }
 
+SHARED_MEMORY_GAUGES: dict[str, str] = {
+    "bfm_worker_shared_memory_bytes":
+        "Shared (system) GPU memory held by the worker process, where the platform counts "
+        "it (Windows PDH); labels as the worker's series.",
+}
+
 EXPORTER_GAUGES: dict[str, str] = {
     "bfm_vram_source_up": "1 when the VRAM source answered at this scrape, else 0.",
     "bfm_exporter_live_workers": "Worker processes whose gauges are being served.",
+    "bfm_worker_info":
+        "1 for each live worker (labels shard, stage, device, gpu and its pid); the alerts "
+        "take the pid from it, so a relaunched worker's crawl is a new alert.",
 }
 
 
@@ -51,4 +63,5 @@ def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
     names = {f"{n}_total" for n in WORKER_COUNTERS}
     names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
+    names |= set(SHARED_MEMORY_GAUGES)
     return names

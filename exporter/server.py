@@ -22,7 +22,7 @@ from crawlguard.errors import ConfigError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
-from .collector import LiveWorkersCollector, VramCollector, WorkerCollector
+from .collector import LiveWorkersCollector, VramCollector, WorkerCollector, WorkerInfoCollector
 from .vram import VramSource, source_from_spec
 
 log = logging.getLogger("crawlguard.exporter")
@@ -65,6 +65,7 @@ class Exporter:
         self.workers = WorkerCollector(self.state.metrics_dir)
         self.registry.register(self.workers)
         self.registry.register(LiveWorkersCollector(self.workers))
+        self.registry.register(WorkerInfoCollector(self.state.metrics_dir))
         self.registry.register(VramCollector(self.source, config.vram_full_ratio))
         self._server: Any = None
         self._thread: threading.Thread | None = None

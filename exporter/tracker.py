@@ -97,6 +97,7 @@ class CrawlTracker:
         initial = {
             "bfm_crawl_factor": self.detection.factor,
             "bfm_crawl_window_batches": float(self.detection.window),
+            "bfm_shared_min_bytes": float(self.detection.shared_min_bytes),
             "bfm_crawl_streak_batches": 0.0,
             "bfm_batch_inflight_genes": 0.0,
             "bfm_batch_started_timestamp_seconds": 0.0,
