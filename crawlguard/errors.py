@@ -13,6 +13,7 @@ traceback::
     ├── StateError               the state directory cannot be read or written
     │   └── CorruptStateError    a state file exists but does not parse
     ├── VramError                a VRAM source failed (NVML missing, bad file)
+    │   └── SharedMemoryError    the shared-GPU-memory source failed (PDH, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
     │   └── IdentityMismatch     the pid now belongs to another process
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
@@ -63,6 +64,10 @@ class CorruptStateError(StateError):
 
 class VramError(CrawlguardError):
     """A VRAM source could not produce a reading."""
+
+
+class SharedMemoryError(VramError):
+    """The shared-GPU-memory source (PDH on Windows, ``file:``) gave no reading."""
 
 
 class ProcessError(CrawlguardError):

@@ -107,6 +107,17 @@ def _vram_source(knob: str, raw: str) -> str:
     raise ConfigError(knob, raw, "must be 'nvml' or 'file:PATH'")
 
 
+SHARED_SOURCES = ("auto", "pdh", "off")
+
+
+def _shared_source(knob: str, raw: str) -> str:
+    if raw.lower() in SHARED_SOURCES:
+        return raw.lower()
+    if raw.startswith("file:") and len(raw) > len("file:"):
+        return raw
+    raise ConfigError(knob, raw, "must be 'auto', 'pdh', 'off' or 'file:PATH'")
+
+
 @dataclass(frozen=True)
 class Detection:
     """How the worker-side rate tracker recognises a crawl."""
@@ -253,12 +264,51 @@ def vram_source_from_env(env: Mapping[str, str] | None = None) -> str:
     return _get(env, PREFIX + "VRAM_SOURCE", "nvml", _vram_source)
 
 
+def shared_source_from_env(env: Mapping[str, str] | None = None) -> str:
+    """HELIX_BFM_SHARED_SOURCE: where the workers' shared GPU memory is read.
+
+    ``auto`` (default) is ``pdh`` on Windows, where the driver counts the memory
+    that spilled, and ``off`` elsewhere, where nothing counts it; ``file:PATH``
+    is for tests and the simulated GPU of the reference rebuild.
+    """
+    env = os.environ if env is None else env
+    return _get(env, PREFIX + "SHARED_SOURCE", "auto", _shared_source)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Where ``crawlguard doctor`` finds the parts of the alert path it checks.
+
+    Unset means "not part of this rig": the check is skipped, not failed,
+    because a rig on the embedded evaluator runs neither Prometheus nor
+    Alertmanager.
+    """
+
+    prometheus_url: str | None = None
+    """HELIX_BFM_PROMETHEUS_URL, e.g. http://127.0.0.1:9090."""
+    alertmanager_url: str | None = None
+    """HELIX_BFM_ALERTMANAGER_URL, e.g. http://127.0.0.1:9093."""
+    windows_exporter_url: str | None = None
+    """HELIX_BFM_WINDOWS_EXPORTER_URL, e.g. http://127.0.0.1:9182: a rig whose
+    windows_exporter runs the gpu collector has its shared-memory evidence there."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Preflight:
+        env = os.environ if env is None else env
+        return cls(
+            prometheus_url=_get(env, PREFIX + "PROMETHEUS_URL", None, _url),
+            alertmanager_url=_get(env, PREFIX + "ALERTMANAGER_URL", None, _url),
+            windows_exporter_url=_get(env, PREFIX + "WINDOWS_EXPORTER_URL", None, _url),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """All knobs of one rebuild. Built once at start by ``Settings.from_env``."""
 
     state_dir: Path = Path(".crawlguard")
     vram_source: str = "nvml"
+    shared_source: str = "auto"
     detection: Detection = field(default_factory=Detection)
     remediation: Remediation = field(default_factory=Remediation)
     endpoints: Endpoints = field(default_factory=Endpoints)
@@ -269,6 +319,7 @@ class Settings:
         return cls(
             state_dir=state_dir_from_env(env),
             vram_source=vram_source_from_env(env),
+            shared_source=shared_source_from_env(env),
             detection=Detection.from_env(env),
             remediation=Remediation.from_env(env),
             endpoints=Endpoints.from_env(env),

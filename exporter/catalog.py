@@ -44,14 +44,16 @@ VRAM_GAUGES: dict[str, str] = {
         "HELIX_BFM_VRAM_FULL_RATIO: used/total at or above which VRAM counts as full.",
 }
 
-SHARED_MEMORY_GAUGES: dict[str, str] = {
+SHARED_GAUGES: dict[str, str] = {
     "bfm_worker_shared_memory_bytes":
-        "Shared (system) GPU memory held by the worker process, where the platform counts "
-        "it (Windows PDH); labels as the worker's series.",
+        "Shared (system) GPU memory the worker process holds: the spill, as Windows counts "
+        "it (PDH GPU Process Memory / Shared Usage). Absent where the platform does not count it.",
 }
 
 EXPORTER_GAUGES: dict[str, str] = {
     "bfm_vram_source_up": "1 when the VRAM source answered at this scrape, else 0.",
+    "bfm_shared_memory_source_up":
+        "1 when the shared-GPU-memory source answered at this scrape, else 0.",
     "bfm_exporter_live_workers": "Worker processes whose gauges are being served.",
     "bfm_worker_info":
         "1 for each live worker (labels shard, stage, device, gpu and its pid); the alerts "
@@ -63,5 +65,5 @@ def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
     names = {f"{n}_total" for n in WORKER_COUNTERS}
     names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
-    names |= set(SHARED_MEMORY_GAUGES)
+    names |= set(SHARED_GAUGES)
     return names

@@ -23,6 +23,8 @@ from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
 from .collector import LiveWorkersCollector, VramCollector, WorkerCollector, WorkerInfoCollector
+from .shared import OFF_REASON, SharedSource, shared_source_from_spec
+from .sharedcollector import SharedMemoryCollector
 from .vram import VramSource, source_from_spec
 
 log = logging.getLogger("crawlguard.exporter")
@@ -44,6 +46,7 @@ class ExporterConfig:
     vram_full_ratio: float
     host: str = "127.0.0.1"
     port: int = 9847
+    shared_source: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings, host: str | None = None,
@@ -53,11 +56,13 @@ class ExporterConfig:
             vram_full_ratio=settings.detection.vram_full_ratio,
             host=settings.endpoints.exporter_host if host is None else host,
             port=settings.endpoints.exporter_port if port is None else port,
+            shared_source=settings.shared_source,
         )
 
 
 class Exporter:
-    def __init__(self, config: ExporterConfig, source: VramSource | None = None) -> None:
+    def __init__(self, config: ExporterConfig, source: VramSource | None = None,
+                 shared: SharedSource | None = None) -> None:
         self.config = config
         self.state = StateDir(config.state_dir)
         self.source = source or source_from_spec(config.vram_source)
@@ -67,6 +72,9 @@ class Exporter:
         self.registry.register(LiveWorkersCollector(self.workers))
         self.registry.register(WorkerInfoCollector(self.state.metrics_dir))
         self.registry.register(VramCollector(self.source, config.vram_full_ratio))
+        self.shared = shared or shared_source_from_spec(config.shared_source)
+        if self.shared is not None:
+            self.registry.register(SharedMemoryCollector(self.state.metrics_dir, self.shared))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -88,14 +96,16 @@ class Exporter:
                               f"{exc.strerror or exc}") from exc
         if not is_loopback(self.config.host):
             log.warning("exporter listens on %s, beyond loopback", self.config.host)
-        log.info("exporter serving http://%s:%d/metrics (state %s, VRAM %s)",
-                 self.config.host, self.port, self.state.root, self.source.name)
+        log.info("exporter serving http://%s:%d/metrics (state %s, VRAM %s, shared memory %s)",
+                 self.config.host, self.port, self.state.root, self.source.name,
+                 self.shared.name if self.shared is not None else OFF_REASON)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        close = getattr(self.source, "close", None)
-        if callable(close):
-            close()
+        for part in (self.source, self.shared):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()

@@ -47,6 +47,9 @@ class GpuModel:
     """Where a worker that does not spill levels off."""
     cpu_context_bytes: int = 884 * MIB
     """What a CPU-demoted worker still holds on the GPU (the incident's 884 MiB)."""
+    spilled_shared_bytes: int = 1536 * MIB
+    """Shared (system) GPU memory a spilled context holds, as Windows counts it:
+    what crossed over when the dedicated VRAM filled. A fresh context holds none."""
 
     @property
     def worker_spill_bytes(self) -> int:

@@ -106,14 +106,15 @@ class SimDevice:
         if self.spilled_after is not None:
             return
         share = min(1.0, self.batches / self.fill)
-        self._claim(m.model_bytes + round(share * (m.worker_spill_bytes - m.model_bytes)))
         if share >= 1.0:
             self.spilled_after = self.batches
+        self._claim(m.model_bytes + round(share * (m.worker_spill_bytes - m.model_bytes)),
+                    m.spilled_shared_bytes if self.spilled else None)
 
-    def _claim(self, nbytes: int) -> None:
+    def _claim(self, nbytes: int, shared_bytes: int | None = None) -> None:
         self.vram = nbytes
         if self.claim is not None:
-            self.claim.set(nbytes)
+            self.claim.set(nbytes, shared_bytes)
 
     def _event(self, event: str, **fields: Any) -> None:
         if self.events is not None:

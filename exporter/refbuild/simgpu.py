@@ -6,6 +6,7 @@ state dir's run folder)::
     <dir>/gpus.json                   {"gpus": [{"index": 0, "total_bytes": N, "desktop_bytes": N}]}
     <dir>/claims/<pid>-<ms>.json      {"gpu": 0, "bytes": N}: what one process holds
     <dir>/vram.json                   the ``file:`` VRAM source document, written by the driver
+    <dir>/shared.json                 the ``file:`` shared-memory source document (per pid)
 
 Why claims and a driver instead of workers writing vram.json themselves: a
 SIGKILLed worker cannot take its memory back, and a real driver frees a dead
@@ -56,6 +57,15 @@ class SimGpu:
         return self.root / "vram.json"
 
     @property
+    def shared_file(self) -> Path:
+        return self.root / "shared.json"
+
+    @property
+    def shared_source_spec(self) -> str:
+        """The HELIX_BFM_SHARED_SOURCE value that reads this GPU's shared memory."""
+        return f"file:{self.shared_file}"
+
+    @property
     def config_file(self) -> Path:
         return self.root / "gpus.json"
 
@@ -89,11 +99,16 @@ class Claim:
         self.identity = identity or WorkerIdentity.current()
         self.path = gpu.claims_dir / f"{self.identity.key}.json"
         self.bytes = 0
+        self.shared_bytes = 0
 
-    def set(self, nbytes: int) -> None:
+    def set(self, nbytes: int, shared_bytes: int | None = None) -> None:
+        """Hold ``nbytes`` of dedicated VRAM (and ``shared_bytes`` spilled, when given)."""
         self.bytes = max(0, int(nbytes))
+        if shared_bytes is not None:
+            self.shared_bytes = max(0, int(shared_bytes))
         self.gpu.claims_dir.mkdir(parents=True, exist_ok=True)
-        _write_fast(self.path, {"gpu": self.index, "bytes": self.bytes})
+        _write_fast(self.path, {"gpu": self.index, "bytes": self.bytes,
+                                "shared_bytes": self.shared_bytes})
 
 
 class Driver:
@@ -108,6 +123,7 @@ class Driver:
         now = time.monotonic() if now is None else now
         gpus = self.gpu.gpus()
         used = {g["index"]: g["desktop_bytes"] for g in gpus}
+        shared: dict[int, int] = {}
         try:
             claims = sorted(self.gpu.claims_dir.glob("*.json"))
         except OSError:
@@ -118,6 +134,7 @@ class Driver:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 index, nbytes = int(data["gpu"]), int(data["bytes"])
+                spilled = int(data.get("shared_bytes", 0))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced right now, or foreign: next step sees it
             if identity is not None and not self._alive(identity):
@@ -129,10 +146,15 @@ class Driver:
                     continue
             if index in used:
                 used[index] += nbytes
+            if identity is not None:
+                shared[identity.pid] = shared.get(identity.pid, 0) + spilled
         doc = {"gpus": [{"index": g["index"], "total_bytes": g["total_bytes"],
                          "used_bytes": min(used[g["index"]], g["total_bytes"])} for g in gpus]}
         if gpus:
             _write_fast(self.gpu.vram_file, doc)
+            # What Windows would count per process: a dead one's memory is gone with it.
+            _write_fast(self.gpu.shared_file, {"processes": [
+                {"pid": pid, "shared_bytes": n} for pid, n in sorted(shared.items())]})
         return doc
 
     @staticmethod

@@ -82,6 +82,7 @@ class Rig:
         self.env = dict(config.env)
         self.env["HELIX_BFM_STATE_DIR"] = str(self.state.root)
         self.vram_source = config.settings.vram_source
+        self.shared_source = config.settings.shared_source
         self.servers: list[ServerProc] = []
         self.exporter: Exporter | None = None
         self.sidecar: ServerProc | None = None
@@ -129,7 +130,9 @@ class Rig:
             shutil.rmtree(gpu.claims_dir, ignore_errors=True)
             gpu.configure()
             self.vram_source = gpu.source_spec
+            self.shared_source = gpu.shared_source_spec
             self.env.update(HELIX_BFM_VRAM_SOURCE=gpu.source_spec,
+                            HELIX_BFM_SHARED_SOURCE=gpu.shared_source_spec,
                             HELIX_BFM_SIMGPU_DIR=str(gpu.root))
             self._thread(lambda ev: Driver(gpu).start_thread(ev))
 
@@ -141,7 +144,8 @@ class Rig:
         s = self.config.settings
         self.exporter = Exporter(ExporterConfig(
             state_dir=self.state.root, vram_source=self.vram_source,
-            vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0))
+            vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0,
+            shared_source=self.shared_source))
         self.exporter.start()
         self.urls["exporter"] = f"http://127.0.0.1:{self.exporter.port}"
 
