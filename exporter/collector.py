@@ -14,15 +14,12 @@ logged once until the source recovers, and ``bfm_vram_source_up`` says 0.
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
-import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -30,6 +27,7 @@ from crawlguard.errors import ProcessError, VramError
 from crawlguard.workers import WorkerIdentity
 
 from . import catalog
+from .liveworkers import live_workers
 from .mpfiles import GAUGE_MODE
 from .vram import VramSource
 
@@ -129,41 +127,25 @@ class WorkerInfoCollector(Collector):
     """``bfm_worker_info{shard,stage,device,gpu,pid} 1`` for each live worker.
 
     Read from the live-gauge files that ``WorkerCollector`` left after pruning
-    (register it after that one): the file name carries the worker's identity,
-    its keys the label sets the worker writes, so a dead worker's info vanishes
-    with its gauges. Should two live workers write the same series (never
-    expected), only the newest is served, as the ``mostrecent`` merge of their
-    gauges does; the rules join on it with ``group_left``, which needs one
-    info series per worker series.
+    (register it after that one), so a dead worker's info vanishes with its
+    gauges. Should two live workers write the same series (never expected),
+    only the newest is served, as the ``mostrecent`` merge of their gauges
+    does: the rules join on it with ``group_left``, which needs one info
+    series per worker series.
     """
 
     def __init__(self, metrics_dir: Path) -> None:
         self.metrics_dir = Path(metrics_dir)
 
-    def _label_sets(self, path: str) -> set[tuple[str, ...]]:
-        out: set[tuple[str, ...]] = set()
-        try:
-            for key, _value, _ts, _pos in MmapedDict.read_all_values_from_file(path):
-                labels = json.loads(key)[2]
-                out.add(tuple(str(labels.get(n, "")) for n in catalog.WORKER_LABELS))
-        except (OSError, RuntimeError, ValueError, TypeError, IndexError, struct.error) as exc:
-            # Unreadable or half-written: the merge of the same file reports it.
-            log.debug("cannot read worker label sets of %s: %s", path, exc)
-        return out
-
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("bfm_worker_info", catalog.EXPORTER_GAUGES["bfm_worker_info"],
                                  labels=[*catalog.WORKER_LABELS, "pid"])
         newest: dict[tuple[str, ...], WorkerIdentity] = {}
-        prefix = f"gauge_{GAUGE_MODE}_"
-        for path in glob.glob(str(self.metrics_dir / f"{prefix}*.db")):
-            identity = WorkerIdentity.from_key(os.path.basename(path)[len(prefix):-len(".db")])
-            if identity is None:
-                continue
-            for series in self._label_sets(path):
+        for worker in live_workers(self.metrics_dir):
+            for series in worker.labels:
                 held = newest.get(series)
-                if held is None or identity.create_time > held.create_time:
-                    newest[series] = identity
+                if held is None or worker.identity.create_time > held.create_time:
+                    newest[series] = worker.identity
         for series, identity in sorted(newest.items()):
             info.add_metric([*series, str(identity.pid)], 1.0)
         yield info

@@ -63,7 +63,8 @@ class CrawlTracker:
     def __init__(self, shard: str, stage: str = "backfill", device: str = "cuda:0", *,
                  state_dir: str | os.PathLike[str] | None = None,
                  detection: Detection | None = None, clock: Clock = time.time,
-                 env: Mapping[str, str] | None = None, register: bool = True) -> None:
+                 env: Mapping[str, str] | None = None, register: bool = True,
+                 memory: VramSource | None = None) -> None:
         env = os.environ if env is None else env
         self.shard = safe_name(shard)
         self.stage = safe_name(stage, "stage")
@@ -78,9 +79,11 @@ class CrawlTracker:
         if register:
             register_worker(self.state, self.shard)
         # torch's own view of the worker's GPU, only if the build imported torch: the
-        # tracker never imports it (seconds of start-up and a CUDA context).
+        # tracker never imports it (seconds of start-up and a CUDA context). ``memory``
+        # stands in for it where there is no real GPU (the reference rebuild's simulation).
         self._torch: VramSource | None = (
-            TorchSource() if self.gpu and "torch" in sys.modules else None)
+            None if not self.gpu else memory if memory is not None
+            else TorchSource() if "torch" in sys.modules else None)
         self._torch_read_at = float("-inf")
         self._writer = SeriesWriter(
             self.state.metrics_dir, catalog.WORKER_LABELS,

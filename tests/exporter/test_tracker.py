@@ -283,3 +283,30 @@ def test_worker_info_names_each_live_worker_once(state_dir: Path) -> None:
         (("device", "cpu"), ("gpu", ""), ("pid", "30"), ("shard", "t"),
          ("stage", "backfill")): 1.0,
     }
+
+
+def test_a_memory_stand_in_publishes_reserved_bytes_for_gpu_workers(state_dir: Path) -> None:
+    """``memory`` replaces torch's view (the simulated GPU uses it): its reservation
+    becomes bfm_worker_vram_reserved_bytes; a CPU worker never asks it."""
+    from exporter.vram import GpuMemory
+
+    class Reserved:
+        name = "stand-in"
+        reads = 0
+
+        def read(self) -> list[GpuMemory]:
+            Reserved.reads += 1
+            return [GpuMemory(0, 11 * 2**30, 12 * 2**30, 13 * 2**30, 11 * 2**30)]
+
+    clock = FakeClock()
+    gpu = CrawlTracker("s", "backfill", "cuda:0", state_dir=state_dir, detection=DET,
+                       clock=clock, env={}, memory=Reserved())
+    cpu = CrawlTracker("c", "backfill", "cpu", state_dir=state_dir, detection=DET,
+                       clock=clock, env={}, memory=Reserved())
+    run(gpu, clock, rate=10.0, batches=1)
+    assert value(state_dir, "bfm_worker_vram_reserved_bytes", shard="s") == 13 * 2**30
+    assert value(state_dir, "bfm_worker_vram_allocated_bytes", shard="s") == 11 * 2**30
+    reads = Reserved.reads
+    run(cpu, clock, rate=10.0, batches=2)
+    assert Reserved.reads == reads
+    assert value(state_dir, "bfm_worker_vram_reserved_bytes", shard="c") is None
