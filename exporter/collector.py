@@ -146,6 +146,6 @@ class WorkerInfoCollector(Collector):
                 held = newest.get(series)
                 if held is None or worker.identity.create_time > held.create_time:
                     newest[series] = worker.identity
-        for series, identity in sorted(newest.items()):
-            info.add_metric([*series, str(identity.pid)], 1.0)
+        for labels, identity in sorted(newest.items()):
+            info.add_metric([*labels, str(identity.pid)], 1.0)
         yield info

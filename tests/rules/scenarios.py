@@ -304,9 +304,9 @@ SCENARIOS: list[Scenario] = [
         "confluence crawls under pid 4242; at minute 6 a relaunched worker (pid 5151) takes "
         "over the same series and crawls too: the alert carries the new pid, so it is a "
         "new alert (new fingerprint, new Alertmanager group), not a repeat",
-        [(sel, vals) for sel, vals in worker(CONF, ema=c(2.3), baseline=c(15.3), streak=c(8), info="1x5 stale")]
-        + [(selector("bfm_worker_info", RELAUNCHED.info_labels()), "_x6 1x60")]
-        + vram("0", *FULL),
+        [*worker(CONF, ema=c(2.3), baseline=c(15.3), streak=c(8), info="1x5 stale"),
+         (selector("bfm_worker_info", RELAUNCHED.info_labels()), "_x6 1x60"),
+         *vram("0", *FULL)],
         [at(0, crawl=[CONF]), at(5, crawl=[CONF]), at(6, crawl=[RELAUNCHED]),
          at(20, crawl=[RELAUNCHED])],
     ),
