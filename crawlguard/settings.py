@@ -131,6 +131,13 @@ class Detection:
     vram_full_ratio: float = 0.95
     """Dedicated VRAM used/total at or above which the GPU counts as full;
     incident 1 sat at 11.85/12 GB = 0.9875."""
+    shared_min_bytes: int = 512 * 2**20
+    """Shared (system) GPU memory of the worker process, in bytes, at or above
+    which it has spilled (Task Manager's "Shared GPU memory" of the process).
+    512 MiB: a healthy CUDA worker under WDDM holds some shared memory (its
+    context, pinned staging buffers: tens to low hundreds of MiB), while a spill
+    that slows batches five-fold moves gigabytes of the working set. The rate
+    signature must hold as well, so a healthy worker above it never alerts."""
     warmup_batches: int = 2
     """Batches ignored after a worker starts: model load and allocator warm-up
     make the first batches slow for reasons that are not a crawl."""
@@ -151,6 +158,8 @@ class Detection:
             window=_get(env, PREFIX + "CRAWL_WINDOW", d.window, _int(1, 100_000)),
             vram_full_ratio=_get(env, PREFIX + "VRAM_FULL_RATIO", d.vram_full_ratio,
                                  _float(0.0, 1.0, lo_open=True)),
+            shared_min_bytes=_get(env, PREFIX + "SHARED_MIN_BYTES", d.shared_min_bytes,
+                                  _int(1, 2**53)),
             warmup_batches=_get(env, PREFIX + "WARMUP_BATCHES", d.warmup_batches,
                                 _int(0, 100_000)),
             baseline_batches=_get(env, PREFIX + "BASELINE_BATCHES", d.baseline_batches,

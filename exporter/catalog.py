@@ -30,6 +30,9 @@ WORKER_GAUGES: dict[str, str] = {
         "imported torch); above the dedicated total it means the driver spilled.",
     "bfm_worker_vram_allocated_bytes":
         "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
+    "bfm_shared_min_bytes":
+        "HELIX_BFM_SHARED_MIN_BYTES as the worker uses it: shared GPU memory at or above "
+        "which the worker has spilled.",
 }
 
 VRAM_LABELS = ("gpu",)
@@ -52,6 +55,9 @@ EXPORTER_GAUGES: dict[str, str] = {
     "bfm_shared_memory_source_up":
         "1 when the shared-GPU-memory source answered at this scrape, else 0.",
     "bfm_exporter_live_workers": "Worker processes whose gauges are being served.",
+    "bfm_worker_info":
+        "1 for each live worker (labels shard, stage, device, gpu and its pid); the alerts "
+        "take the pid from it, so a relaunched worker's crawl is a new alert.",
 }
 
 

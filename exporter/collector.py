@@ -27,6 +27,7 @@ from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
 from . import catalog
+from .liveworkers import live_workers
 from .mpfiles import GAUGE_MODE
 from .vram import VramSource
 
@@ -120,3 +121,31 @@ class LiveWorkersCollector(Collector):
         yield GaugeMetricFamily("bfm_exporter_live_workers",
                                 catalog.EXPORTER_GAUGES["bfm_exporter_live_workers"],
                                 value=float(self._workers.live_workers))
+
+
+class WorkerInfoCollector(Collector):
+    """``bfm_worker_info{shard,stage,device,gpu,pid} 1`` for each live worker.
+
+    Read from the live-gauge files that ``WorkerCollector`` left after pruning
+    (register it after that one), so a dead worker's info vanishes with its
+    gauges. Should two live workers write the same series (never expected),
+    only the newest is served, as the ``mostrecent`` merge of their gauges
+    does: the rules join on it with ``group_left``, which needs one info
+    series per worker series.
+    """
+
+    def __init__(self, metrics_dir: Path) -> None:
+        self.metrics_dir = Path(metrics_dir)
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("bfm_worker_info", catalog.EXPORTER_GAUGES["bfm_worker_info"],
+                                 labels=[*catalog.WORKER_LABELS, "pid"])
+        newest: dict[tuple[str, ...], WorkerIdentity] = {}
+        for worker in live_workers(self.metrics_dir):
+            for series in worker.labels:
+                held = newest.get(series)
+                if held is None or worker.identity.create_time > held.create_time:
+                    newest[series] = worker.identity
+        for labels, identity in sorted(newest.items()):
+            info.add_metric([*labels, str(identity.pid)], 1.0)
+        yield info

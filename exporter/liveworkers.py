@@ -51,7 +51,7 @@ def _label_sets(path: str) -> tuple[Labels, ...]:
     found: set[Labels] = set()
     try:
         entries = list(MmapedDict.read_all_values_from_file(path))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a truncated file
         return ()  # deleted or being created right now: next scrape sees it
     for key, *_ in entries:
         try:

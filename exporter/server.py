@@ -22,7 +22,7 @@ from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
-from .collector import LiveWorkersCollector, VramCollector, WorkerCollector
+from .collector import LiveWorkersCollector, VramCollector, WorkerCollector, WorkerInfoCollector
 from .shared import OFF_REASON, SharedSource, shared_source_from_spec
 from .sharedcollector import SharedMemoryCollector
 from .vram import VramSource, source_from_spec
@@ -70,6 +70,7 @@ class Exporter:
         self.workers = WorkerCollector(self.state.metrics_dir)
         self.registry.register(self.workers)
         self.registry.register(LiveWorkersCollector(self.workers))
+        self.registry.register(WorkerInfoCollector(self.state.metrics_dir))
         self.registry.register(VramCollector(self.source, config.vram_full_ratio))
         self.shared = shared or shared_source_from_spec(config.shared_source)
         if self.shared is not None:

@@ -47,7 +47,8 @@ class CrawlTracker:
     def __init__(self, shard: str, stage: str = "backfill", device: str = "cuda:0", *,
                  state_dir: str | os.PathLike[str] | None = None,
                  detection: Detection | None = None, clock: Clock = time.time,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 memory: VramSource | None = None) -> None:
         env = os.environ if env is None else env
         self.shard = ShardName.parse(shard)
         self.stage = ShardName.parse(stage, "stage")
@@ -61,9 +62,11 @@ class CrawlTracker:
                                                       self.device))
         register_worker(self.state, self.shard)
         # torch's own view of the worker's GPU, only if the build imported torch: the
-        # tracker never imports it (seconds of start-up and a CUDA context).
+        # tracker never imports it (seconds of start-up and a CUDA context). ``memory``
+        # stands in for it where there is no real GPU (the reference rebuild's simulation).
         self._torch: VramSource | None = (
-            TorchSource() if self.gpu and "torch" in sys.modules else None)
+            None if not self.gpu else memory if memory is not None
+            else TorchSource() if "torch" in sys.modules else None)
         self._torch_read_at = float("-inf")
         self._writer = SeriesWriter(
             self.state.metrics_dir, catalog.WORKER_LABELS,
@@ -77,6 +80,7 @@ class CrawlTracker:
         initial = {
             "bfm_crawl_factor": self.detection.factor,
             "bfm_crawl_window_batches": float(self.detection.window),
+            "bfm_shared_min_bytes": float(self.detection.shared_min_bytes),
             "bfm_crawl_streak_batches": 0.0,
             "bfm_batch_inflight_genes": 0.0,
             "bfm_batch_started_timestamp_seconds": 0.0,

@@ -14,8 +14,9 @@ Episode rules for a firing alert, in this order (the first that matches wins):
 2. ``resolved``     a resolved notification: recorded, never interrupts a rung;
 3. ``in_progress``  a rung is being carried out for the shard: recorded only;
 4. ``stale``        it began before the shard's last rung took effect, or before
-                    the registered worker was created: it describes a worker
-                    that is already gone;
+                    the registered worker was created, or its ``pid`` label
+                    names another process than the registered worker: it
+                    describes a worker that is already gone;
 5. ``same_episode`` the shard's open episode is this worker's (``BFMShardCrawl``
                     and ``BFMShardStalled`` of one worker are one episode);
 6. a new episode: ``crawls`` + 1 and, by HELIX_BFM_CRAWL_ACTION and the rung
@@ -57,6 +58,8 @@ class AlertFacts:
     status: AlertStatus
     fingerprint: str
     starts_at: float
+    pid: int | None = None
+    """The worker the alert describes (its ``pid`` label); None when absent."""
 
     @property
     def key(self) -> str:
@@ -211,6 +214,9 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
         suppressed = ("stale", "began before the last rung took effect")
     elif ctx.worker is not None and alert.starts_at < ctx.worker.create_time:
         suppressed = ("stale", "began before the registered worker was created")
+    elif ctx.worker is not None and alert.pid is not None and alert.pid != ctx.worker.pid:
+        suppressed = ("stale", f"describes pid {alert.pid}, not the registered worker "
+                               f"{ctx.worker.pid}")
     elif state.episode is not None and state.episode.worker == wkey:
         suppressed = ("same_episode", "the open episode is this worker's")
     if suppressed is not None:

@@ -81,6 +81,13 @@ class Triage:
     note: str = ""
 
 
+def _pid(raw: str | None) -> int | None:
+    """The ``pid`` label as a pid; a missing or odd one is no evidence either way."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        return None
+    return int(raw) or None
+
+
 def triage(alert: Alert) -> Triage:
     """Sort one validated alert into ladder input or an ignored one."""
     name = alert.labels.get("alertname", "")
@@ -93,7 +100,7 @@ def triage(alert: Alert) -> Triage:
     except UnsafeNameError as exc:
         return Triage(name, alert.status, alert.fingerprint, None, None, "unsafe_shard", str(exc))
     facts = AlertFacts(alertname=name, status=alert.status, fingerprint=alert.fingerprint,
-                       starts_at=alert.starts_at.timestamp())
+                       starts_at=alert.starts_at.timestamp(), pid=_pid(alert.labels.get("pid")))
     return Triage(name, alert.status, alert.fingerprint, shard, facts)
 
 

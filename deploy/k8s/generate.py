@@ -178,7 +178,17 @@ def shipped_timing(receiver: str) -> dict[str, str]:
     raise SystemExit(f"{SINGLE_RIG_ALERTMANAGER}: no route for receiver {receiver!r}")
 
 
+def shipped_group_by(receiver: str) -> list[str]:
+    """group_by of ``receiver``'s route in the single-rig config (the same reasoning)."""
+    config = yaml.safe_load(SINGLE_RIG_ALERTMANAGER.read_text(encoding="utf-8"))
+    for route in config["route"].get("routes", []):
+        if route.get("receiver") == receiver:
+            return [str(label) for label in route["group_by"]]
+    raise SystemExit(f"{SINGLE_RIG_ALERTMANAGER}: no route for receiver {receiver!r}")
+
+
 SIDECAR_TIMING = shipped_timing("crawlguard-sidecar")
+SIDECAR_GROUP_BY = shipped_group_by("crawlguard-sidecar")
 HUMAN_TIMING = shipped_timing("crawlguard-humans")
 
 
@@ -215,7 +225,7 @@ def alertmanager_config(fleet: dict[str, Any]) -> dict[str, Any]:
                     {"receiver": "crawlguard-humans",
                      "matchers": [{"name": "alertname", "value": SIDECAR_ALERTS,
                                    "matchType": "=~"}],
-                     "groupBy": ["shard"],
+                     "groupBy": SIDECAR_GROUP_BY,
                      **{_camel(k): v for k, v in SIDECAR_TIMING.items()},
                      "routes": routes},
                     {"receiver": "crawlguard-humans",
@@ -248,7 +258,7 @@ def plain_alertmanager(fleet: dict[str, Any]) -> dict[str, Any]:
                 {"receiver": "crawlguard-humans",  # a pod missing from the fleet
                  "matchers": [f'alertname=~"{SIDECAR_ALERTS}"',
                               f'namespace="{fleet["namespace"]}"'],
-                 "group_by": ["shard"], **SIDECAR_TIMING,
+                 "group_by": SIDECAR_GROUP_BY, **SIDECAR_TIMING,
                  "routes": [{"receiver": receiver_name(p), "matchers": [f'pod="{p}"']}
                             for p in pods(fleet)]},
                 {"receiver": "crawlguard-humans",

@@ -1,8 +1,9 @@
 """When to notify: grouping, repeats and retries, Alertmanager-style.
 
-Alerts are grouped by ``group_by`` (``shard``, as the shipped Alertmanager
-route does): BFMShardCrawl and BFMShardStalled of one shard are one
-notification. A group is *due* when (Alertmanager's ``needsUpdate``):
+Alerts are grouped by ``group_by`` (``shard`` and ``pid``, as the shipped
+Alertmanager route does): BFMShardCrawl and BFMShardStalled of one worker are
+one notification, and a relaunched worker's crawl is a new group, sent at once.
+A group is *due* when (Alertmanager's ``needsUpdate``):
 
 - it was never notified and has a firing alert;
 - a firing alert is not in the last notification. Unlike Alertmanager, an
@@ -35,6 +36,10 @@ REPEAT_INTERVAL_S = 120.0
 the retry for a notification the sidecar acknowledged but lost (deploy/README.md)."""
 
 
+GROUP_BY = ("shard", "pid")
+"""As ``group_by`` of the sidecar route in deploy/alertmanager/alertmanager.yml."""
+
+
 def _key(a: Alert) -> AlertKey:
     return (a.fingerprint, a.starts_at)
 
@@ -62,7 +67,7 @@ class _Group:
 
 
 class Dispatcher:
-    def __init__(self, group_by: tuple[str, ...] = ("shard",),
+    def __init__(self, group_by: tuple[str, ...] = GROUP_BY,
                  repeat_interval_s: float = REPEAT_INTERVAL_S,
                  retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
         self.group_by = group_by

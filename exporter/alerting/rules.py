@@ -8,7 +8,10 @@ output label set of every matching series and the alert's value.
 The conditions follow PromQL's semantics where they matter for parity:
 vector/vector arithmetic and comparisons match series on all labels
 (one-to-one), ``and on (instance, gpu)`` keeps the left side where a right
-side with the same (instance, gpu) exists, comparisons with NaN are false and
+side with the same (instance, gpu) exists, ``ignoring (pid) group_left (pid)``
+adds the worker's pid from ``bfm_worker_info``, ``label_replace`` matches its
+regex anchored and leaves the label alone when it does not match, ``or``
+keeps the left side where both have a label set, comparisons with NaN are false and
 a division by zero gives +-Inf or NaN instead of raising. The floating-point
 operations are done in the same order as the PromQL expressions, so boundary
 cases agree bit for bit.
@@ -17,6 +20,7 @@ cases agree bit for bit.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +31,11 @@ RUNBOOK = "https://github.com/crawlguard/crawlguard/blob/main/docs/runbook.md"
 # Recording rules of the shipped file (evaluated here on the fly).
 RATIO_RECORD = "shard_stage_device_gpu:bfm_genes_per_second_ema_per_baseline:ratio"
 VRAM_RECORD = "gpu:bfm_vram_used_per_total_bytes:ratio"
+SHARED_RECORD = "shard_stage_device_gpu_pid:bfm_shared_memory_bytes:sum"
+EVIDENCE_RECORD = "shard_stage_device_gpu_pid:bfm_spill_evidence:any"
+WINDOWS_SHARED = "windows_gpu_process_memory_shared_bytes"
+"""windows_exporter's gpu collector: shared GPU memory per process and adapter."""
+_HOST = re.compile(r"(.+):[0-9]+")  # label_replace(..., "host", "$1", "instance", "(.+):[0-9]+")
 
 BATCHES_WINDOW_S = 3600.0  # the [1h] of BFMMetricsAbsent
 
@@ -97,6 +106,72 @@ def _full_gpus(s: Snapshot) -> set[tuple[str, ...]]:
     return {key(ls, ("instance", "gpu")) for ls, ok in full.items() if ok}
 
 
+def without(labels: LabelSet, name: str) -> LabelSet:
+    return tuple((n, v) for n, v in labels if n != name)
+
+
+def _host(instance: str) -> str:
+    m = _HOST.fullmatch(instance)
+    return m.group(1) if m else ""
+
+
+def _gpu_workers(s: Snapshot) -> dict[LabelSet, float]:
+    """``bfm_worker_info{gpu!=""}``: live workers on a GPU, labels with their pid."""
+    return {ls: v for ls, v in s.series("bfm_worker_info").items() if dict(ls).get("gpu")}
+
+
+def shared_memory(s: Snapshot) -> dict[LabelSet, float]:
+    """The ``SHARED_RECORD`` rule: each GPU worker's shared GPU memory (labels:
+    its info's), from ``bfm_worker_shared_memory_bytes`` or else windows_exporter."""
+    info = _gpu_workers(s)
+    own = s.series("bfm_worker_shared_memory_bytes")
+    out = {ls: own[without(ls, "pid")] * v for ls, v in info.items() if without(ls, "pid") in own}
+    # sum by (host, pid) of label_replace'd windows_exporter series
+    summed: dict[tuple[str, str], float] = {}
+    for ls, v in s.series(WINDOWS_SHARED).items():
+        d = dict(ls)
+        k = (_host(d.get("instance", "")), d.get("process_id", ""))
+        summed[k] = summed.get(k, 0.0) + v
+    for ls, v in info.items():
+        d = dict(ls)
+        k = (_host(d.get("instance", "")), d.get("pid", ""))
+        if ls not in out and k in summed:
+            out[ls] = v * summed[k]
+    return out
+
+
+def spill_evidence(s: Snapshot) -> dict[LabelSet, float]:
+    """The ``EVIDENCE_RECORD`` rule: GPU workers (labels with pid) whose GPU is
+    full (a), whose shared GPU memory reached the knob (b), or whose torch
+    reservation exceeds the GPU's dedicated total (c); value: the info's."""
+    full = _full_gpus(s)
+    shared, minimum = shared_memory(s), s.series("bfm_shared_min_bytes")
+    total = {key(ls, ("instance", "gpu")): v for ls, v in s.series("bfm_vram_total_bytes").items()}
+    over_total = {ls for ls, v in s.series("bfm_worker_vram_reserved_bytes").items()
+                  if key(ls, ("instance", "gpu")) in total
+                  and v > total[key(ls, ("instance", "gpu"))]}
+    out: dict[LabelSet, float] = {}
+    for ls, v in _gpu_workers(s).items():
+        worker = without(ls, "pid")
+        if (key(ls, ("instance", "gpu")) in full
+                or (ls in shared and worker in minimum and shared[ls] >= minimum[worker])
+                or worker in over_total):
+            out[ls] = v
+    return out
+
+
+def _with_pid(signature: dict[LabelSet, float], s: Snapshot) -> dict[LabelSet, float]:
+    """``signature * ignoring (pid) group_left (pid) EVIDENCE_RECORD``."""
+    evidence = {without(ls, "pid"): (dict(ls)["pid"], v) for ls, v in spill_evidence(s).items()
+                if dict(ls).get("pid")}
+    out: dict[LabelSet, float] = {}
+    for ls, value in signature.items():
+        if ls in evidence:
+            pid, v = evidence[ls]
+            out[tuple(sorted((*ls, ("pid", pid))))] = value * v
+    return out
+
+
 def _rate_signature(s: Snapshot, only_device: str | None) -> dict[LabelSet, float]:
     """ratio < 1 / factor and streak >= window; value: the ratio."""
     factor, streak, window = (s.series("bfm_crawl_factor"), s.series("bfm_crawl_streak_batches"),
@@ -113,9 +188,7 @@ def _rate_signature(s: Snapshot, only_device: str | None) -> dict[LabelSet, floa
 
 
 def crawl(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
-    full = _full_gpus(s)
-    return {ls: v for ls, v in _rate_signature(s, None).items()
-            if key(ls, ("instance", "gpu")) in full}
+    return _with_pid(_rate_signature(s, None), s)
 
 
 def crawl_on_cpu(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
@@ -123,21 +196,20 @@ def crawl_on_cpu(s: Snapshot, now: float, history: History) -> dict[LabelSet, fl
 
 
 def stalled(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
-    """now - started >= window * factor * inflight / baseline, inflight > 0, GPU full;
-    value: the seconds the batch has been in flight."""
+    """now - started >= window * factor * inflight / baseline, inflight > 0, spill
+    evidence; value: the seconds the batch has been in flight."""
     window, factor = s.series("bfm_crawl_window_batches"), s.series("bfm_crawl_factor")
     inflight, baseline = s.series("bfm_batch_inflight_genes"), s.series(
         "bfm_genes_per_second_baseline")
-    full = _full_gpus(s)
     out: dict[LabelSet, float] = {}
     for ls, started in s.series("bfm_batch_started_timestamp_seconds").items():
         if not all(ls in m for m in (window, factor, inflight, baseline)):
             continue
         elapsed = now - started
         threshold = prom_div(window[ls] * factor[ls] * inflight[ls], baseline[ls])
-        if elapsed >= threshold and inflight[ls] > 0 and key(ls, ("instance", "gpu")) in full:
+        if elapsed >= threshold and inflight[ls] > 0:
             out[ls] = elapsed
-    return out
+    return _with_pid(out, s)
 
 
 def metrics_absent(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
@@ -162,20 +234,23 @@ def _annotations(summary: str, description: str, anchor: str) -> dict[str, str]:
 RULES: tuple[Rule, ...] = (
     Rule("BFMShardCrawl", crawl, {"severity": "critical"}, _annotations(
         "Shard {{ $labels.shard }} ({{ $labels.stage }}) crawls on {{ $labels.device }} "
-        "with full VRAM",
-        "Worker {{ $labels.shard }}/{{ $labels.stage }} on {{ $labels.device }} has run at "
+        "with spill evidence",
+        "Worker {{ $labels.shard }}/{{ $labels.stage }} on {{ $labels.device }} "
+        "(pid {{ $labels.pid }}) has run at "
         "{{ $value | humanizePercentage }} of its own baseline rate for at least "
-        "HELIX_BFM_CRAWL_WINDOW consecutive batches while dedicated VRAM of GPU "
-        "{{ $labels.gpu }} is full: the driver is spilling into shared system memory. "
+        "HELIX_BFM_CRAWL_WINDOW consecutive batches while GPU {{ $labels.gpu }} shows spill "
+        "evidence (dedicated VRAM full, shared GPU memory held, or torch reserving more than "
+        "the card has): the driver is spilling into shared system memory. "
         "crawlguard restarts the worker, then demotes the shard to CPU.",
         "bfmshardcrawl")),
     Rule("BFMShardStalled", stalled, {"severity": "critical"}, _annotations(
         "Shard {{ $labels.shard }} ({{ $labels.stage }}) stalled in one batch on "
-        "{{ $labels.device }} with full VRAM",
+        "{{ $labels.device }} with spill evidence",
         "The in-flight batch of {{ $labels.shard }}/{{ $labels.stage }} on "
-        "{{ $labels.device }} has been running for {{ $value | humanizeDuration }}, as long "
-        "as a whole window of crawling batches would take, while dedicated VRAM of GPU "
-        "{{ $labels.gpu }} is full. crawlguard treats it like a crawl.",
+        "{{ $labels.device }} (pid {{ $labels.pid }}) has been running for "
+        "{{ $value | humanizeDuration }}, as long "
+        "as a whole window of crawling batches would take, while GPU "
+        "{{ $labels.gpu }} shows spill evidence. crawlguard treats it like a crawl.",
         "bfmshardstalled")),
     Rule("BFMShardCrawlOnCPU", crawl_on_cpu, {"severity": "info"}, _annotations(
         "Shard {{ $labels.shard }} ({{ $labels.stage }}) still crawls on CPU",

@@ -28,6 +28,7 @@ from crawlguard.errors import ConfigError
 from crawlguard.settings import device_var_from_env
 
 from ..tracker import CrawlTracker
+from ..vram import GpuMemory
 from .corpus import input_dir, load_manifest, read_genes, shard_root
 from .profiles import Timing, get_profile
 from .simdevice import EventLog, Interrupted, SimDevice
@@ -46,6 +47,23 @@ class WorkerOptions:
     timing: Timing = field(default_factory=Timing)
     simgpu_dir: Path | None = None
     """Simulated GPU to claim memory on; None: no VRAM is simulated."""
+
+
+class SimTorchMemory:
+    """What ``torch.cuda`` would report inside a simulated worker, for the
+    tracker's ``bfm_worker_vram_reserved_bytes``: the caching allocator holds the
+    context's dedicated bytes plus whatever spilled, so a spilled context
+    reserves more than the card has (the spill seen from inside)."""
+
+    name = "simulated-torch"
+
+    def __init__(self, claim: Claim, index: int, total_bytes: int) -> None:
+        self.claim, self.index, self.total_bytes = claim, index, total_bytes
+
+    def read(self) -> list[GpuMemory]:
+        held = self.claim.bytes
+        return [GpuMemory(self.index, held, self.total_bytes, held + self.claim.shared_bytes,
+                          held)]
 
 
 def device_from_env(env: Mapping[str, str]) -> str:
@@ -93,11 +111,16 @@ def run_worker(opts: WorkerOptions, stop: threading.Event, env: Mapping[str, str
             if not is_complete(output_path(opts.data_dir, opts.shard, name), per_file)]
     if not todo:
         return 0
-    tracker = CrawlTracker(opts.shard, stage="backfill", device=opts.device, env=env)
-    claim = None
+    claim, memory = None, None
     if opts.simgpu_dir is not None:
         gpu_device = opts.device if opts.device != "cpu" else DEFAULT_DEVICE
-        claim = Claim(SimGpu(opts.simgpu_dir), int(physical_gpu(gpu_device, env) or 0))
+        simgpu = SimGpu(opts.simgpu_dir)
+        claim = Claim(simgpu, int(physical_gpu(gpu_device, env) or 0))
+        total = next((g["total_bytes"] for g in simgpu.gpus() if g["index"] == claim.index), 0)
+        if opts.device != "cpu" and total:
+            memory = SimTorchMemory(claim, int(gpu_device.partition(":")[2] or 0), total)
+    tracker = CrawlTracker(opts.shard, stage="backfill", device=opts.device, env=env,
+                           memory=memory)
     events = EventLog(shard_root(opts.data_dir, opts.shard) / "sim.jsonl")
     total_batches = math.ceil(manifest.genes / manifest.batch_size)
     sim = SimDevice(opts.device, profile, total_batches, opts.timing, seed=opts.shard,

@@ -66,6 +66,9 @@ def test_metrics_survive_a_worker_restart_and_drop_the_dead_gauges(tmp_path: Pat
         assert get(m, "bfm_vram_used_bytes", gpu="0") == 11_850_000_000
         assert get(m, "bfm_vram_total_bytes", gpu="0") == 12_000_000_000
         assert get(m, "bfm_vram_full_ratio", gpu="0") == 0.95
+        assert get(m, "bfm_worker_info", shard="confluence", stage="backfill", device="cuda:0",
+                   gpu="0", pid=str(first.popen.pid)) == 1
+        assert get(m, "bfm_shared_min_bytes", shard="confluence") == 512 * 2**20
         first.popen.kill()
         first.wait()
 
@@ -75,6 +78,7 @@ def test_metrics_survive_a_worker_restart_and_drop_the_dead_gauges(tmp_path: Pat
         assert get(m, "bfm_genes_total", shard="confluence") == 640
         assert get(m, "bfm_genes_per_second", shard="confluence") is None
         assert get(m, "bfm_crawl_streak_batches", shard="confluence") is None
+        assert get(m, "bfm_worker_info") is None  # its identity left with its gauges
 
         second = start_worker(state, rate=30.0, batches=3)
         m = scrape(url)
@@ -85,6 +89,9 @@ def test_metrics_survive_a_worker_restart_and_drop_the_dead_gauges(tmp_path: Pat
         assert get(m, "bfm_genes_per_second_baseline", shard="confluence") == pytest.approx(15.3)
         assert get(m, "bfm_crawl_streak_batches", shard="confluence") == 0
         assert get(m, "bfm_exporter_live_workers") == 1
+        infos = [ls for (n, ls) in m if n == "bfm_worker_info"]
+        assert infos == [(("device", "cuda:0"), ("gpu", "0"), ("pid", str(second.popen.pid)),
+                          ("shard", "confluence"), ("stage", "backfill"))]
 
         # VRAM is re-read at every scrape.
         vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 884 * 2**20,

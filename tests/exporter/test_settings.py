@@ -44,6 +44,8 @@ def test_knobs_are_read() -> None:
     ("HELIX_BFM_CRAWL_ACTION", "reboot"),
     ("HELIX_BFM_VRAM_FULL_RATIO", "1.5"),
     ("HELIX_BFM_VRAM_FULL_RATIO", "0"),
+    ("HELIX_BFM_SHARED_MIN_BYTES", "0"),
+    ("HELIX_BFM_SHARED_MIN_BYTES", "512MiB"),
     ("HELIX_BFM_VRAM_SOURCE", "cuda"),
     ("HELIX_BFM_VRAM_SOURCE", "file:"),
     ("HELIX_BFM_EMA_ALPHA", "0"),
@@ -59,6 +61,12 @@ def test_bad_knob_names_the_knob_and_the_value(knob: str, value: str) -> None:
         Settings.from_env({knob: value})
     assert info.value.knob == knob
     assert knob in str(info.value) and repr(value) in str(info.value)
+
+
+def test_shared_min_bytes_defaults_to_512_mib_and_is_read() -> None:
+    assert Detection.from_env({}).shared_min_bytes == 512 * 2**20
+    assert Detection.from_env({"HELIX_BFM_SHARED_MIN_BYTES": "1073741824"}
+                              ).shared_min_bytes == 2**30
 
 
 def test_groups_parse_only_their_knobs() -> None:

@@ -253,3 +253,60 @@ def test_batches_log_lines_are_json(state_dir: Path) -> None:
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 8 and rows[-1]["baseline"] == pytest.approx(15.0)
     assert rows[0]["ema"] is None and rows[-1]["genes"] == 64
+
+
+def test_worker_info_names_each_live_worker_once(state_dir: Path) -> None:
+    """Two live identity files of one series: the newest worker's pid is served (the
+    rules join on it with group_left); an unreadable file is skipped, not fatal."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from exporter import catalog
+    from exporter.collector import WorkerInfoCollector
+
+    metrics = state_dir / "metrics"
+    metrics.mkdir(parents=True)
+    names, values = list(catalog.WORKER_LABELS), ["s", "backfill", "cuda:0", "0"]
+    for key in ("10-1000", "20-2000", "30-500"):
+        d = MmapedDict(str(metrics / f"gauge_livemostrecent_{key}.db"))
+        d.write_value(mmap_key("bfm_crawl_factor", "bfm_crawl_factor", names, values, ""), 5.0,
+                      1.0)
+        if key == "30-500":
+            d.write_value(mmap_key("bfm_crawl_factor", "bfm_crawl_factor", names,
+                                   ["t", "backfill", "cpu", ""], ""), 5.0, 1.0)
+        d.close()
+    (metrics / "gauge_livemostrecent_40-4000.db").write_bytes(b"\xff" * 8)
+    (family,) = WorkerInfoCollector(metrics).collect()
+    got = {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+    assert got == {
+        (("device", "cuda:0"), ("gpu", "0"), ("pid", "20"), ("shard", "s"),
+         ("stage", "backfill")): 1.0,
+        (("device", "cpu"), ("gpu", ""), ("pid", "30"), ("shard", "t"),
+         ("stage", "backfill")): 1.0,
+    }
+
+
+def test_a_memory_stand_in_publishes_reserved_bytes_for_gpu_workers(state_dir: Path) -> None:
+    """``memory`` replaces torch's view (the simulated GPU uses it): its reservation
+    becomes bfm_worker_vram_reserved_bytes; a CPU worker never asks it."""
+    from exporter.vram import GpuMemory
+
+    class Reserved:
+        name = "stand-in"
+        reads = 0
+
+        def read(self) -> list[GpuMemory]:
+            Reserved.reads += 1
+            return [GpuMemory(0, 11 * 2**30, 12 * 2**30, 13 * 2**30, 11 * 2**30)]
+
+    clock = FakeClock()
+    gpu = CrawlTracker("s", "backfill", "cuda:0", state_dir=state_dir, detection=DET,
+                       clock=clock, env={}, memory=Reserved())
+    cpu = CrawlTracker("c", "backfill", "cpu", state_dir=state_dir, detection=DET,
+                       clock=clock, env={}, memory=Reserved())
+    run(gpu, clock, rate=10.0, batches=1)
+    assert value(state_dir, "bfm_worker_vram_reserved_bytes", shard="s") == 13 * 2**30
+    assert value(state_dir, "bfm_worker_vram_allocated_bytes", shard="s") == 11 * 2**30
+    reads = Reserved.reads
+    run(cpu, clock, rate=10.0, batches=2)
+    assert Reserved.reads == reads
+    assert value(state_dir, "bfm_worker_vram_reserved_bytes", shard="c") is None

@@ -89,6 +89,10 @@ def test_dashboard_draws_what_operators_need(dashboard: dict[str, Any]) -> None:
         "crawlguard_sidecar_rung{", "ALERTS{", "crawlguard_sidecar_rungs_total",
         "bfm_worker_shared_memory_bytes{", "crawlguard_sidecar_restart_verified{",
         "crawlguard_sidecar_restart_verified_rate_ratio{",
+        # spill evidence: each source against its threshold, and the figures
+        "/ bfm_vram_full_ratio", "shard_stage_device_gpu_pid:bfm_shared_memory_bytes:sum{",
+        "group_left bfm_shared_min_bytes", "bfm_worker_vram_reserved_bytes{",
+        "group_left bfm_vram_total_bytes", "shard_stage_device_gpu_pid:bfm_spill_evidence:any{",
     ]
     for needle in needles:
         assert needle in exprs, f"the dashboard has no query with {needle!r}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 
-from .scenarios import TARGET, Scenario, Worker, at, selector
+from .scenarios import SHARED_MIN, TARGET, WIN_INSTANCE, WIN_JOB, Scenario, Worker, at, selector
 
 MINUTES = 20
 
@@ -23,9 +23,9 @@ def _fmt(v: float) -> str:
 
 
 def random_scenario(rng: random.Random, idx: int) -> Scenario:
-    workers = [Worker(f"r{idx}a", device="cuda:0", gpu="0"),
-               Worker(f"r{idx}b", device="cuda:1", gpu="1"),
-               Worker(f"r{idx}c", device="cpu", gpu="")]
+    workers = [Worker(f"r{idx}a", device="cuda:0", gpu="0", pid="11"),
+               Worker(f"r{idx}b", device="cuda:1", gpu="1", pid="12"),
+               Worker(f"r{idx}c", device="cpu", gpu="", pid="13")]
     outage = set()
     if rng.random() < 0.4:
         start = rng.randrange(3, MINUTES - 3)
@@ -64,11 +64,24 @@ def random_scenario(rng: random.Random, idx: int) -> Scenario:
             put(selector("bfm_batches_total", lab), m, _fmt(m))
             put(selector("bfm_genes_per_second_baseline", lab), m,
                 _fmt(baseline) if m >= no_baseline_until else "_")
+            # Spill evidence other than NVML's ratio, on the thresholds.
+            put(selector("bfm_worker_info", w.info_labels()), m, "1")
+            put(selector("bfm_shared_min_bytes", lab), m, _fmt(SHARED_MIN))
+            put(selector("bfm_worker_shared_memory_bytes", lab), m,
+                rng.choice(["_", "_", _fmt(0), _fmt(SHARED_MIN - 1), _fmt(SHARED_MIN)]))
+            put(selector("bfm_worker_vram_reserved_bytes", lab), m,
+                rng.choice(["_", _fmt(99), _fmt(100), _fmt(101)]))
+            for phys in ("0", "1"):
+                put(selector("windows_gpu_process_memory_shared_bytes",
+                             {"instance": WIN_INSTANCE, "job": WIN_JOB, "process_id": w.pid,
+                              "luid": "0x0_0x1", "phys": phys}), m,
+                    rng.choice(["_", "_", _fmt(0), _fmt(SHARED_MIN / 2)]))
     for gpu in ("0", "1"):
         lab = {"gpu": gpu, **TARGET}
         full = rng.choice([0.95, 0.95, 0.9])
         for m in range(MINUTES + 1):
-            put(selector("bfm_vram_used_bytes", lab), m, _fmt(rng.choice([94, 94.9, 95, 96, 99])))
+            put(selector("bfm_vram_used_bytes", lab), m,
+                _fmt(rng.choice([50, 94, 94.9, 95, 96, 99])))
             put(selector("bfm_vram_total_bytes", lab), m, "100.0")
             put(selector("bfm_vram_full_ratio", lab), m, _fmt(full))
     series = [(sel, " ".join(vals)) for sel, vals in rows.items()]

@@ -23,6 +23,8 @@ JOB = "crawlguard-exporter"
 STEP_S = 60
 FULL = ("11850000000", "12000000000")  # incident 1: 11.85 of 12 GB
 HALF = ("6000000000", "12000000000")
+SHARED_MIN = 512 * 2**20  # HELIX_BFM_SHARED_MIN_BYTES' default
+WIN_INSTANCE, WIN_JOB = "rig:9182", "windows-exporter"
 
 CRAWL, STALLED, CPU, ABSENT = ("BFMShardCrawl", "BFMShardStalled", "BFMShardCrawlOnCPU",
                                "BFMMetricsAbsent")
@@ -41,11 +43,16 @@ class Worker:
     stage: str = "backfill"
     device: str = "cuda:0"
     gpu: str = "0"
+    pid: str = "4242"
 
     def labels(self) -> dict[str, str]:
         d = {"shard": self.shard, "stage": self.stage, "device": self.device, "gpu": self.gpu,
              "instance": INSTANCE, "job": JOB}
         return {k: v for k, v in d.items() if v != ""}
+
+    def info_labels(self) -> dict[str, str]:
+        """``bfm_worker_info``'s labels, and those of the Crawl/Stalled alerts."""
+        return {**self.labels(), "pid": self.pid}
 
 
 TARGET = {"instance": INSTANCE, "job": JOB}
@@ -58,10 +65,13 @@ def c(value: str | float, n: int = 120) -> str:
 
 def worker(w: Worker, *, ema: str, baseline: str | None, streak: str, factor: str = c(5),
            window: str = c(8), started: str = "0+60x120", inflight: str = c(64),
-           batches: str = "0+1x120", last: str | None = None) -> list[tuple[str, str]]:
+           batches: str = "0+1x120", last: str | None = None, info: str = c(1),
+           shared_min: str = c(SHARED_MIN)) -> list[tuple[str, str]]:
     """Every series one worker exports. ``baseline=None``: not established."""
     lab = w.labels()
     out = [
+        (selector("bfm_worker_info", w.info_labels()), info),
+        (selector("bfm_shared_min_bytes", lab), shared_min),
         (selector("bfm_genes_per_second_ema", lab), ema),
         (selector("bfm_genes_per_second", lab), last or ema),
         (selector("bfm_crawl_streak_batches", lab), streak),
@@ -96,9 +106,30 @@ class Check:
 
 
 def at(minute: int, **firing: list[Worker] | list[dict[str, str]]) -> Check:
+    """Crawl and Stalled carry the worker's pid; the CPU alert does not."""
     names = {"crawl": CRAWL, "stalled": STALLED, "cpu": CPU, "absent": ABSENT}
-    return Check(minute, {names[k]: [x.labels() if isinstance(x, Worker) else x for x in v]
+    return Check(minute, {names[k]: [(x.info_labels() if k in ("crawl", "stalled")
+                                      else x.labels()) if isinstance(x, Worker) else x
+                                     for x in v]
                           for k, v in firing.items()})
+
+
+def shared(w: Worker, values: str) -> list[tuple[str, str]]:
+    """crawlguard's own shared-memory source for ``w`` (no pid label)."""
+    return [(selector("bfm_worker_shared_memory_bytes", w.labels()), values)]
+
+
+def win_shared(pid: str, values: list[str], instance: str = WIN_INSTANCE
+               ) -> list[tuple[str, str]]:
+    """windows_exporter's per-process shared memory, one series per adapter."""
+    return [(selector("windows_gpu_process_memory_shared_bytes",
+                      {"instance": instance, "job": WIN_JOB, "process_id": pid,
+                       "luid": f"0x00000000_0x0000{i:04X}", "phys": "0"}), v)
+            for i, v in enumerate(values)]
+
+
+def reserved(w: Worker, values: str) -> list[tuple[str, str]]:
+    return [(selector("bfm_worker_vram_reserved_bytes", w.labels()), values)]
 
 
 @dataclass(frozen=True)
@@ -121,6 +152,9 @@ A0, B1 = Worker("a", device="cuda:0", gpu="0"), Worker("b", device="cuda:1", gpu
 CPU_W = Worker("jira", device="cpu", gpu="")
 F3, F5 = Worker("factor3"), Worker("factor5")
 SLOW = Worker("slow")
+RELAUNCHED = Worker("confluence", pid="5151")
+HEALTHY = Worker("healthy", device="cuda:0", gpu="0", pid="31")
+B77 = Worker("b", device="cuda:1", gpu="1", pid="77")
 
 # Incident 1: 15.3 -> 2.3 genes/s. EMA under 15.3/5 = 3.06 from minute 9, so the
 # streak is 1 at minute 9 and reaches the window (8) at minute 16.
@@ -234,7 +268,8 @@ SCENARIOS: list[Scenario] = [
         "them), its counters stay, the alert resolves",
         worker(CONF, ema="2.3x11 stale", baseline="15.3x11 stale", streak="8+1x11 stale",
                factor="5x11 stale", window="8x11 stale", started="0+60x11 stale",
-               inflight="64x11 stale", batches="0+1x11 12x30")
+               inflight="64x11 stale", batches="0+1x11 12x30", info="1x11 stale",
+               shared_min=f"{SHARED_MIN}x11 stale")
         + vram("0", *FULL),
         [at(11, crawl=[CONF]), at(12), at(30)],
     ),
@@ -263,5 +298,76 @@ SCENARIOS: list[Scenario] = [
         + [(s, "0.95x9 stale _x9 0.95x9 stale") for s, _ in vram("0", *FULL)],
         [at(9), at(10), at(11), at(12, absent=[TARGET]), at(19, absent=[TARGET]), at(20),
          at(29), at(32, absent=[TARGET]), at(89, absent=[TARGET]), at(90)],
+    ),
+    Scenario(
+        "relaunched_worker_is_a_new_alert",
+        "confluence crawls under pid 4242; at minute 6 a relaunched worker (pid 5151) takes "
+        "over the same series and crawls too: the alert carries the new pid, so it is a "
+        "new alert (new fingerprint, new Alertmanager group), not a repeat",
+        [*worker(CONF, ema=c(2.3), baseline=c(15.3), streak=c(8), info="1x5 stale"),
+         (selector("bfm_worker_info", RELAUNCHED.info_labels()), "_x6 1x60"),
+         *vram("0", *FULL)],
+        [at(0, crawl=[CONF]), at(5, crawl=[CONF]), at(6, crawl=[RELAUNCHED]),
+         at(20, crawl=[RELAUNCHED])],
+    ),
+    Scenario(
+        "shared_memory_proves_the_spill",
+        "NVML reads 50% (below the ratio) but crawlguard's own source shows the worker "
+        "holding 1 GiB of shared GPU memory from minute 3: Crawl fires from then on; at "
+        "exactly HELIX_BFM_SHARED_MIN_BYTES it counts (>=), a byte under it does not",
+        worker(A0, ema=c(2.3), baseline=c(15.3), streak=c(8))
+        + shared(A0, f"0x2 {2**30}x20 {SHARED_MIN}x5 {SHARED_MIN - 1}x5")
+        + vram("0", *HALF),
+        [at(2), at(3, crawl=[A0]), at(23, crawl=[A0]), at(29, crawl=[A0]), at(30)],
+    ),
+    Scenario(
+        "shared_memory_below_minimum_or_healthy",
+        "a crawling worker holding 100 MiB of shared GPU memory (a CUDA context's worth) "
+        "with NVML at 50%: no evidence, no alert; a healthy worker holding 2 GiB: no "
+        "rate signature, no alert",
+        worker(A0, ema=c(2.3), baseline=c(15.3), streak=c(8))
+        + shared(A0, c(100 * 2**20))
+        + worker(HEALTHY, ema=c(15.0), baseline=c(15.3), streak=c(0))
+        + shared(HEALTHY, c(2 * 2**30))
+        + vram("0", *HALF),
+        [at(0), at(10), at(30)],
+    ),
+    Scenario(
+        "windows_exporter_shared_memory",
+        "no crawlguard shared source; windows_exporter reports the worker's pid on two "
+        "adapters (300 + 300 MiB, each under the minimum, their sum over it): Crawl fires "
+        "once the sum reaches the minimum; the same pid on another host is not the worker",
+        worker(A0, ema=c(2.3), baseline=c(15.3), streak=c(8))
+        + win_shared(A0.pid, [f"0x4 {300 * 2**20}x40", f"0x6 {300 * 2**20}x40"])
+        + worker(B77, ema=c(2.3), baseline=c(15.3), streak=c(8))
+        + win_shared(B77.pid, [c(4 * 2**30)], instance="other-rig:9182")
+        + vram("0", *HALF) + vram("1", *HALF),
+        [at(4), at(6), at(7, crawl=[A0]), at(30, crawl=[A0])],
+    ),
+    Scenario(
+        "windows_exporter_stall",
+        "a batch stuck for 800 s+ while windows_exporter shows 1 GiB of shared memory for "
+        "the worker and NVML reads 50%: Stalled fires with the worker's pid",
+        worker(SLACK, ema=c(3.2), baseline=c(3.2), streak=c(0), started="0 60 120x60")
+        + win_shared(SLACK.pid, [c(2**30)])
+        + vram("0", *HALF),
+        [at(15), at(16, stalled=[SLACK]), at(30, stalled=[SLACK])],
+    ),
+    Scenario(
+        "torch_reserved_above_total",
+        "NVML reads 50% but torch has reserved 12.5 GB on a 12 GB card (the spill seen from "
+        "inside): Crawl fires; exactly the total is not above it",
+        worker(A0, ema=c(2.3), baseline=c(15.3), streak=c(8))
+        + reserved(A0, "12000000000x4 12500000000x40")
+        + vram("0", *HALF),
+        [at(0), at(4), at(5, crawl=[A0]), at(30, crawl=[A0])],
+    ),
+    Scenario(
+        "cpu_worker_with_shared_memory",
+        "a CPU-demoted worker (gpu=\"\") still holds 1 GiB of shared GPU memory and crawls: "
+        "no GPU alert, only the informational CPU one (spill evidence is a GPU's)",
+        worker(CPU_W, ema=c(0.4), baseline=c(4.0), streak="8+1x40")
+        + shared(CPU_W, c(2**30)) + win_shared(CPU_W.pid, [c(2**30)]),
+        [at(0, cpu=[CPU_W]), at(10, cpu=[CPU_W])],
     ),
 ]

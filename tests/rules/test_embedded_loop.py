@@ -19,7 +19,8 @@ ALERTING_LOG = "crawlguard.exporter.alerting"
 
 
 def worker_text(shard: str, *, ema: float, streak: float = 8, device: str = "cuda:0",
-                gpu: str = "0", inflight: float = 0, started: float = 0) -> str:
+                gpu: str = "0", inflight: float = 0, started: float = 0,
+                pid: int = 4242) -> str:
     lab = f'shard="{shard}",stage="backfill",device="{device}",gpu="{gpu}"'
     values = {"bfm_genes_per_second_ema": ema, "bfm_genes_per_second_baseline": 15.3,
               "bfm_crawl_streak_batches": streak, "bfm_crawl_factor": 5,
@@ -27,6 +28,7 @@ def worker_text(shard: str, *, ema: float, streak: float = 8, device: str = "cud
               "bfm_batch_started_timestamp_seconds": started}
     lines = [f"# TYPE {n} gauge\n{n}{{{lab}}} {v}" for n, v in values.items()]
     lines.append(f"# TYPE bfm_batches counter\nbfm_batches_total{{{lab}}} 12")
+    lines.append(f'# TYPE bfm_worker_info gauge\nbfm_worker_info{{{lab},pid="{pid}"}} 1')
     return "\n".join(lines) + "\n"
 
 
@@ -93,11 +95,11 @@ def test_one_notification_per_episode_with_bearer_and_worker_labels() -> None:
     (post,) = rig.posts
     assert post["version"] == "4" and post["status"] == "firing"
     assert post["receiver"] == "crawlguard-sidecar"
-    assert post["groupLabels"] == {"shard": "confluence"}
+    assert post["groupLabels"] == {"shard": "confluence", "pid": "4242"}
     (alert,) = post["alerts"]
     assert alert["labels"] == {
         "alertname": "BFMShardCrawl", "severity": "critical", "shard": "confluence",
-        "stage": "backfill", "device": "cuda:0", "gpu": "0",
+        "stage": "backfill", "device": "cuda:0", "gpu": "0", "pid": "4242",
         "job": "crawlguard-exporter", "instance": "127.0.0.1:9847"}
     assert alert["startsAt"] == "2023-11-14T22:13:20Z"
     assert alert["generatorURL"] == "http://127.0.0.1:9847/metrics"
@@ -192,6 +194,22 @@ def test_resolution_is_sent_once_and_a_new_episode_at_once() -> None:
     first, new = rig.posts[0]["alerts"][0], rig.posts[2]["alerts"][0]
     assert first["fingerprint"] == new["fingerprint"]
     assert new["startsAt"] > first["startsAt"]
+
+
+def test_relaunched_workers_crawl_is_a_new_group_sent_at_once() -> None:
+    """The worker's pid is in the labels and the grouping: a relaunched worker's crawl
+    is a new alert in a new group, sent at the next tick, not at a repeat."""
+    rig, clock = Rig(worker_text("confluence", ema=2.3) + vram_text()), Clock()
+    with make(rig, clock) as alerting:
+        alerting.run_once()
+        rig.metrics = worker_text("confluence", ema=2.3, pid=5151) + vram_text()
+        clock.t += 5
+        alerting.run_once()
+    firing = [p for p in rig.posts if p["status"] == "firing"]
+    assert [p["groupLabels"] for p in firing] == [{"pid": "4242", "shard": "confluence"},
+                                                  {"pid": "5151", "shard": "confluence"}]
+    assert firing[0]["alerts"][0]["fingerprint"] != firing[1]["alerts"][0]["fingerprint"]
+    assert [p["groupLabels"]["pid"] for p in rig.posts if p["status"] == "resolved"] == ["4242"]
 
 
 def test_exporter_down_resolves_and_only_logs_metrics_absent(

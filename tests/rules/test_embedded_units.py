@@ -104,6 +104,7 @@ def crawl_snapshot(ema: float = 2.3, streak: float = 8, used: float = 11.85e9,
         Sample("bfm_batch_started_timestamp_seconds", w, started),
         Sample("bfm_batch_inflight_genes", w, inflight),
         Sample("bfm_batches_total", w, 10.0),
+        Sample("bfm_worker_info", label_set({**W, "pid": "4242"}), 1.0),
         Sample("bfm_vram_used_bytes", g, used),
         Sample("bfm_vram_total_bytes", g, 12e9),
         Sample("bfm_vram_full_ratio", g, 0.95),
@@ -115,7 +116,8 @@ def test_crawl_fires_at_once_and_resolves_and_refires_as_new_episode() -> None:
     (a,) = ev.evaluate(crawl_snapshot(), 100.0)
     assert (a.name, a.state, a.active_at, a.fired_at, a.starts_at) == (
         "BFMShardCrawl", FIRING, 100.0, 100.0, 100.0)
-    assert a.labels == {**W, "alertname": "BFMShardCrawl", "severity": "critical"}
+    assert a.labels == {**W, "pid": "4242", "alertname": "BFMShardCrawl",
+                        "severity": "critical"}
     assert "15.03% of its own baseline" in a.annotations["description"]
     (a2,) = ev.evaluate(crawl_snapshot(ema=2.0), 105.0)
     assert (a2.state, a2.starts_at) == (FIRING, 100.0)  # same alert, value refreshed

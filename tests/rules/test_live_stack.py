@@ -197,9 +197,10 @@ def test_crawl_reaches_the_webhook_once_per_episode(
         (am_auth, am), (emb_auth, emb) = am_posts[0], emb_posts[0]
         assert am_auth == emb_auth == f"Bearer {TOKEN}"
         assert am["version"] == "4" and am["receiver"] == "crawlguard-sidecar"
-        assert am["groupLabels"] == {"shard": "confluence"}
+        assert am["groupLabels"] == {"shard": "confluence", "pid": str(worker.popen.pid)}
         (alert,) = am["alerts"]
         assert alert["labels"]["alertname"] == "BFMShardCrawl"
+        assert alert["labels"]["pid"] == str(worker.popen.pid)
         assert {k: alert["labels"][k] for k in WORKER_LABELS} == WORKER_LABELS
         assert alert["fingerprint"] == fingerprint(alert["labels"])
 
@@ -220,6 +221,28 @@ def test_crawl_reaches_the_webhook_once_per_episode(
                    what="the embedded path's resolved notification")
         assert firing(rec.of("/embedded/v1/alerts"), "resolved")
         assert len(firing(rec.of("/v1/alerts"))) == 1
+
+        # A relaunched worker crawls again: a new pid, so a new alert in a new group,
+        # sent after group_wait (repeat_interval is 1h here), on both paths alike.
+        second = Proc([sys.executable, "-c", WORKER], cwd=REPO,
+                      env={"HELIX_BFM_STATE_DIR": str(state), "CUDA_VISIBLE_DEVICES": ""})
+        procs.append(second)
+        second.wait_for_line(r"^CRAWLING", timeout=30)
+        wait_until(lambda: len(firing(rec.of("/v1/alerts"))) == 2, 30, interval=0.2,
+                   what="Alertmanager's notification of the second episode")
+
+        def embedded_sent_second() -> bool:
+            embedded.run_once()
+            return len(firing(rec.of("/embedded/v1/alerts"))) == 2
+
+        wait_until(embedded_sent_second, 15, interval=0.2,
+                   what="the embedded path's notification of the second episode")
+        (_, am2), (_, emb2) = firing(rec.of("/v1/alerts"))[1], firing(rec.of(
+            "/embedded/v1/alerts"))[1]
+        assert am2["groupLabels"] == {"shard": "confluence", "pid": str(second.popen.pid)}
+        assert am2["groupKey"] == emb2["groupKey"]
+        assert am2["alerts"][0]["fingerprint"] == emb2["alerts"][0]["fingerprint"] != \
+            alert["fingerprint"]
         embedded.close()
     finally:
         for p in reversed(procs):

@@ -11,6 +11,7 @@ metrics the exporter serves.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import yaml
 from exporter import catalog
 from exporter.alerting import RULES
 from exporter.alerting.loop import EXPORTER_JOB
-from exporter.alerting.rules import RATIO_RECORD, VRAM_RECORD
+from exporter.alerting.rules import EVIDENCE_RECORD, RATIO_RECORD, SHARED_RECORD, VRAM_RECORD
 from tests.helpers import REPO, require_binary
 
 from .gen_promtool_suite import shipped_suite_text
@@ -120,7 +121,7 @@ def test_python_twin_matches_the_yaml_rules() -> None:
         assert dict(rule.annotations) == y["annotations"], rule.name
         assert rule.for_s == _seconds(y.get("for", "0s")), rule.name
     records = {r["record"] for r in _rules() if "record" in r}
-    assert records == {RATIO_RECORD, VRAM_RECORD}
+    assert records == {RATIO_RECORD, VRAM_RECORD, SHARED_RECORD, EVIDENCE_RECORD}
 
 
 def test_every_alert_has_severity_summary_description_runbook() -> None:
@@ -167,11 +168,45 @@ def test_prometheus_config_scrapes_exporter_and_sidecar() -> None:
     assert resolved == [p.resolve() for p in RULE_FILES]
 
 
+def _with_windows_exporter_job(directory: Path) -> Path:
+    """prometheus.yml with its commented windows_exporter job uncommented."""
+    lines, inside = [], False
+    for line in PROM_CONFIG.read_text(encoding="utf-8").splitlines():
+        if line.strip() in ("# BEGIN windows_exporter", "# END windows_exporter"):
+            inside = line.strip().startswith("# BEGIN")
+            continue
+        lines.append(line.replace("  # ", "  ", 1) if inside else line)
+    config = directory / "prometheus.yml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def test_windows_exporter_job_is_valid_once_uncommented(tmp_path: Path) -> None:
+    prom_dir = tmp_path / "deploy" / "prometheus"
+    prom_dir.mkdir(parents=True)
+    config = _with_windows_exporter_job(prom_dir)
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    win = jobs["windows-exporter"]
+    assert win["static_configs"][0]["targets"] == ["127.0.0.1:9182"]
+    # Same host as the exporter: the rules join on the host part of `instance`.
+    assert jobs[EXPORTER_JOB]["static_configs"][0]["targets"][0].split(":")[0] == "127.0.0.1"
+    (keep,) = win["metric_relabel_configs"]
+    assert "windows_gpu_process_memory_shared_bytes" in keep["regex"].split("|")
+    promtool = shutil.which("promtool")
+    if promtool:  # the binaries-marked tests check the shipped file itself
+        cfg["rule_files"] = [str(p) for p in RULE_FILES]
+        config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        proc = _run([promtool, "check", "config", str(config)])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_alertmanager_sends_crawl_alerts_to_the_sidecar() -> None:
     cfg = yaml.safe_load(AM_CONFIG.read_text(encoding="utf-8"))
     route = next(r for r in cfg["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
-    # One shard's crawl = one notification: Crawl and Stalled of it share a group.
-    assert route["group_by"] == ["shard"]
+    # One worker's crawl = one notification: Crawl and Stalled of it share a group,
+    # and a relaunched worker (new pid) is a new group, notified after group_wait.
+    assert route["group_by"] == ["shard", "pid"]
     assert _seconds(route["group_wait"]) <= 30
     assert _seconds(route["group_interval"]) <= _seconds(route["repeat_interval"])
     receiver = next(r for r in cfg["receivers"] if r["name"] == "crawlguard-sidecar")
@@ -188,3 +223,12 @@ def test_embedded_repeat_interval_matches_the_shipped_sidecar_route() -> None:
     config = yaml.safe_load((REPO / "deploy/alertmanager/alertmanager.yml").read_text())
     route = next(r for r in config["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
     assert _seconds(route["repeat_interval"]) == REPEAT_INTERVAL_S
+
+
+def test_embedded_grouping_matches_the_shipped_sidecar_route() -> None:
+    """Both alert paths group alike, so both send a relaunched worker's crawl at once."""
+    from exporter.alerting.dispatch import GROUP_BY
+
+    config = yaml.safe_load((REPO / "deploy/alertmanager/alertmanager.yml").read_text())
+    route = next(r for r in config["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
+    assert tuple(route["group_by"]) == GROUP_BY

@@ -78,6 +78,26 @@ def test_alert_older_than_the_registered_worker_is_stale() -> None:
     assert t.decision == "stale" and t.state.crawls == 0
 
 
+def test_alert_naming_another_pid_than_the_registered_worker_is_stale() -> None:
+    # Began after W2 was created (clock skew, or a late delivery) but its pid label
+    # says it is W1's: signalling W2 for it would hit the wrong worker.
+    late = replace(crawl(2050, fp="eeee"), pid=W1.pid)
+    t = ladder.on_alert(ShardLadder("s"), late, ctx(2100, W2))
+    assert t.decision == "stale" and t.state.crawls == 0 and t.start is None
+    assert "pid 100" in t.note
+
+
+def test_relaunched_workers_crawl_is_a_new_episode_and_its_pair_one() -> None:
+    s = climb(ShardLadder("s"), replace(crawl(1100), pid=W1.pid), ctx(1200), effective=1210)
+    # W2's crawl: new pid, so a new fingerprint and (in Alertmanager) a new group.
+    t = ladder.on_alert(s, replace(crawl(2050, fp="ffff"), pid=W2.pid), ctx(2100, W2))
+    assert t.decision == "rung" and t.state.crawls == 2 and t.start is not None
+    s = ladder.on_complete(t.state, t.start.id, "signalled", 2110).state
+    # Its Stalled twin (same worker, same pid) arriving after the rung is stale.
+    twin = replace(crawl(2060, fp="0f0f", name="BFMShardStalled"), pid=W2.pid)
+    assert ladder.on_alert(s, twin, ctx(2120, W2)).decision == "stale"
+
+
 def test_crawl_and_stalled_of_one_worker_are_one_episode_when_no_rung_is_taken() -> None:
     s = ladder.on_alert(ShardLadder("s"), crawl(1100), ctx(1200, mode="off")).state
     t = ladder.on_alert(s, crawl(1150, fp="bbbb", name="BFMShardStalled"), ctx(1250, mode="off"))

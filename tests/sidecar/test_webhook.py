@@ -54,3 +54,15 @@ def test_extra_fields_from_newer_alertmanagers_are_ignored() -> None:
     body["newField"] = {"x": 1}
     body["alerts"][0]["silencedBy"] = []
     assert WebhookPayload.model_validate(body).alerts[0].fingerprint == "f1"
+
+
+@pytest.mark.parametrize(("label", "pid"), [
+    ("4242", 4242), (None, None), ("", None), ("0", None), ("-5", None), ("12a", None),
+    ("٣", None), ("99999999999", None),
+])
+def test_the_pid_label_names_the_worker_or_nothing(label: str | None, pid: int | None) -> None:
+    body = payload(alert("a", 1.0, "f1"))
+    if label is not None:
+        body["alerts"][0]["labels"]["pid"] = label
+    tri = triage(WebhookPayload.model_validate(body).alerts[0])
+    assert tri.facts is not None and tri.facts.pid == pid

@@ -87,7 +87,7 @@ def test_generated_configs_point_at_this_run(tmp_path: Path) -> None:
     route = next(r for r in am["route"]["routes"] if r["receiver"] == "crawlguard-sidecar")
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == \
         ("1s", "2s", "10s")
-    assert route["group_by"] == ["shard"]      # the shipped grouping is kept
+    assert route["group_by"] == ["shard", "pid"]      # the shipped grouping is kept
     hook = next(r for r in am["receivers"] if r["name"] == "crawlguard-sidecar")
     hook = hook["webhook_configs"][0]
     assert hook["url"] == "http://127.0.0.1:1002/v1/alerts"
