@@ -92,7 +92,9 @@ def run_demo(root: Path, env: dict[str, str], alert_path: str, stop: threading.E
         command=(sys.executable, "-m", "exporter.refbuild", "work", "--data", str(data),
                  "--shard", "{shard}", "--time-scale", f"{time_scale:g}"),
         settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(root)}), env=env,
-        alert_path=path, interval=interval,
+        # The requested path, not the resolved one: the rig resolves it again and
+        # so tells the real reason (a resolved "embedded" would read as asked for).
+        alert_path=alert_path, interval=interval,
         am_timing=AmTiming(group_wait=1.0, group_interval=2.0, repeat_interval=10.0),
         simulate_gpu=True, progress=progress, progress_period=10.0, progress_prefix="demo",
         vram_log_interval=0.5)

@@ -229,3 +229,24 @@ def test_shipped_configs_are_found_from_a_checkout() -> None:
 
     found = Shipped.find()
     assert found is not None and found.rules.name == "crawlguard.rules.yml"
+
+
+def test_the_embedded_fallback_says_the_real_reason(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """Binaries present, shipped files absent: the reason names the files, not PATH."""
+    from crawlguard import shipped
+    from crawlguard.errors import ConfigError
+    from sidecar.rig.promstack import resolve_alert_path
+
+    for name in ("prometheus", "prometheus-alertmanager"):
+        fake = tmp_path / name
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(shipped, "_CHECKOUT", tmp_path / "nowhere")
+    monkeypatch.setattr(shipped, "PACKAGE_DIR", "_not_shipped")
+    path, why = resolve_alert_path("auto")
+    assert path == "embedded" and "not on PATH" not in why and "asked for" not in why
+    assert "rules/crawlguard.rules.yml" in why
+    with pytest.raises(ConfigError, match="were not found"):
+        resolve_alert_path("prometheus")
