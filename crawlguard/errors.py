@@ -12,6 +12,7 @@ traceback::
     ├── UnsafeNameError          a shard/stage/device name that may not touch a path
     ├── StateError               the state directory cannot be read or written
     │   └── CorruptStateError    a state file exists but does not parse
+    ├── UnknownShardError        a shard with neither a ladder nor a registered worker
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
     │   └── IdentityMismatch     the pid now belongs to another process
@@ -59,6 +60,19 @@ class StateError(CrawlguardError):
 
 class CorruptStateError(StateError):
     """A state file exists but is not what crawlguard wrote (half-written, edited)."""
+
+
+class UnknownShardError(CrawlguardError, LookupError):
+    """A shard the state dir knows nothing of: no ladder and no registered worker.
+
+    Usually a typo; a manual rung for it would use up a rung of a shard that does
+    not run (the API answers 404).
+    """
+
+    def __init__(self, shard: str, where: object) -> None:
+        self.shard = shard
+        super().__init__(f"shard {shard!r} is unknown in state dir {where}: it has no ladder "
+                         "and no registered worker (a typo?)")
 
 
 class VramError(CrawlguardError):

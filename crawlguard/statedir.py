@@ -105,6 +105,10 @@ class StateDir:
         dev = safe_device(device).replace(":", "")
         return self.shard_dir(shard) / f"baseline-{safe_name(stage, 'stage')}-{dev}.json"
 
+    def knows(self, shard: str) -> bool:
+        """Whether ``shard`` has a ladder or a registered worker (else it is a stranger)."""
+        return self.ladder_file(shard).is_file() or self.worker_file(shard).is_file()
+
     def shards(self) -> list[str]:
         """Shards that have any state, sorted; directories with unsafe names are skipped."""
         base = self.root / "shards"

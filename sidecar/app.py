@@ -34,7 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crawlguard.errors import RungRefused, StateError, UnsafeNameError
+from crawlguard.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
 
 from .engine import Engine
 from .ladder import ShardLadder
@@ -65,6 +65,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "body too large"},
 }
 _CONFLICT: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no ladder and no registered worker"},
     409: {"model": ErrorBody, "description": "paused, action=off, or a rung in progress"}}
 
 
@@ -185,6 +186,10 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     @app.exception_handler(RungRefused)
     async def refused(request: Request, exc: RungRefused) -> Response:
         return JSONResponse({"detail": str(exc)}, 409)
+
+    @app.exception_handler(UnknownShardError)
+    async def unknown(request: Request, exc: UnknownShardError) -> Response:
+        return JSONResponse({"detail": str(exc)}, 404)
 
     @app.exception_handler(UnsafeNameError)
     async def unsafe(request: Request, exc: UnsafeNameError) -> Response:

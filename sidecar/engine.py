@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from crawlguard.errors import CrawlguardError, RungRefused
+from crawlguard.errors import CrawlguardError, RungRefused, UnknownShardError
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir, safe_name
 from crawlguard.workers import WorkerIdentity, read_registration
@@ -160,7 +160,7 @@ class Engine(AlertJudging):
     def manual_rung(self, shard: str, rung: ManualRung, reason: str) -> ShardLadder:
         """A rung forced by hand, through the same path as alerts; RungRefused if not now."""
         with self._mutex, self.store.lock():
-            state = self.store.load(safe_name(shard))
+            state = self._load_known(shard)
             t = ladder.on_manual(state, rung, reason, self._context(shard))
             self.audit.write("manual_rung", shard=shard, requested=rung, reason=reason,
                              decision=t.decision, note=t.note)
@@ -171,7 +171,7 @@ class Engine(AlertJudging):
 
     def reset(self, shard: str, reason: str) -> ShardLadder:
         with self._mutex, self.store.lock():
-            state = self.store.load(safe_name(shard))
+            state = self._load_known(shard)
             t = ladder.on_reset(state, reason, self._context(shard))
             self.audit.write("reset", shard=shard, reason=reason, decision=t.decision,
                              note=t.note)
@@ -187,7 +187,14 @@ class Engine(AlertJudging):
             self.audit.write("pause" if paused else "resume", reason=reason)
 
     def shard(self, shard: str) -> ShardLadder:
-        return self.store.load(safe_name(shard))
+        return self._load_known(shard)
+
+    def _load_known(self, shard: str) -> ShardLadder:
+        """The shard's ladder; UnknownShardError (404) for a shard with neither a ladder
+        nor a registered worker, so a typo never uses up a rung or shows a made-up row."""
+        if not self.dir.knows(safe_name(shard)) and shard not in self.store.shards():
+            raise UnknownShardError(shard, self.dir.root)
+        return self.store.load(shard)
 
     def shards(self) -> list[ShardLadder]:
         return [self.store.load(s) for s in self.store.shards()]

@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from crawlguard.settings import Detection
+
 from ..client import SidecarClient
 
 
@@ -25,14 +27,29 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
-    p = sub.add_parser("status", help="show the ladder of every shard (or one)")
-    p.add_argument("shard", nargs="?")
+    p = sub.add_parser(
+        "status", help="show the ladder of every shard (or one)",
+        description="Ask the sidecar (HELIX_BFM_SIDECAR_URL, with HELIX_BFM_SIDECAR_TOKEN or "
+                    "_TOKEN_FILE) for the ladder of every shard: crawls counted, the highest "
+                    "rung taken, the resume overrides, a rung in progress. With SHARD, that "
+                    "shard's history too; a shard the sidecar does not know is an error "
+                    "(exit 2). A shard whose state is unreadable is listed as such.")
+    p.add_argument("shard", nargs="?", help="one shard (default: all)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=status)
+    descriptions = {
+        "pause": "Stop the sidecar taking rungs, alerts and manual ones alike, until "
+                 "'crawlguard resume'. Alerts are still judged and recorded (crawls count); "
+                 "the switch is durable across sidecar restarts. For maintenance, or while "
+                 "you look at a shard by hand.",
+        "resume": "Let the sidecar take rungs again after 'crawlguard pause'. Crawls "
+                  "recorded while paused are not acted on afterwards: if a worker is still "
+                  "crawling, force its rung with 'crawlguard rung SHARD next'."}
     for name, paused in (("pause", True), ("resume", False)):
         p = sub.add_parser(name, help=f"{name} the sidecar's rungs (alerts are still recorded)"
-                           if paused else "take rungs again after 'pause'")
-        p.add_argument("--reason", default="")
+                           if paused else "take rungs again after 'pause'",
+                           description=descriptions[name])
+        p.add_argument("--reason", default="", help="recorded in the sidecar's audit log")
         p.set_defaults(func=pause, paused=paused)
 
 
@@ -68,6 +85,7 @@ def _env(env: dict[str, str]) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
+    Detection.from_env()  # the same knobs the rig runs with: a bad one is reported here too
     with SidecarClient.from_env() as client:
         data = client.shard(args.shard) if args.shard else client.shards()
     if args.json:

@@ -17,9 +17,9 @@ import json
 import shlex
 from typing import Any
 
-from crawlguard.errors import CorruptStateError
-from crawlguard.settings import state_dir_from_env
-from crawlguard.statedir import safe_name
+from crawlguard.errors import CorruptStateError, UnknownShardError
+from crawlguard.settings import Detection, state_dir_from_env
+from crawlguard.statedir import StateDir, safe_name
 
 from ..resume import ResumeEnvError, resume_env
 
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "env", help="print a shard's resume overrides",
         description="Print the resume overrides of SHARD (e.g. BGEM3_DEVICE=cpu after the CPU "
                     "rung) from HELIX_BFM_STATE_DIR; works while the sidecar is down. Prints "
-                    "nothing when the shard has none.")
+                    "nothing when the shard has none; a shard the state dir does not know "
+                    "(no ladder, no registered worker) is an error (exit 2).")
     p.add_argument("shard")
     p.add_argument("--format", choices=FORMATS, default="env",
                    help="env: KEY=VALUE lines (default); sh: export lines; powershell: "
@@ -53,9 +54,14 @@ def render(env: dict[str, str], fmt: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    Detection.from_env()  # a bad knob in this shell would break the worker it prepares
     shard = safe_name(args.shard)
+    root = state_dir_from_env()
+    if not StateDir(root).knows(shard):
+        # Printing nothing would read as "runs on GPU" for a typo.
+        raise UnknownShardError(shard, root)
     try:
-        env = resume_env(state_dir_from_env(), shard)
+        env = resume_env(root, shard)
     except ResumeEnvError as exc:
         raise CorruptStateError(str(exc)) from exc
     text = render(env, args.format)

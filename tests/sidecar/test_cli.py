@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from crawlguard.statedir import StateDir
+from crawlguard.workers import register_worker
 from sidecar.cli import main
 from sidecar.commands.env import render
 from sidecar.ladder import ShardLadder
 from sidecar.state import LadderStore
 from tests.helpers import REPO, crawlguard_cmd, free_port
-from tests.sidecar.conftest import TOKEN, Live
+from tests.sidecar.conftest import GONE, TOKEN, Live, laddered
 
 
 @pytest.fixture
@@ -53,7 +54,11 @@ def test_env_reads_the_state_dir_without_a_sidecar(
     assert capsys.readouterr().out == "BGEM3_DEVICE=cpu\n"
     assert main(["env", "s1", "--format", "powershell"]) == 0
     assert capsys.readouterr().out == "$env:BGEM3_DEVICE = 'cpu'\n"
-    assert main(["env", "never-crawled"]) == 0 and capsys.readouterr().out == ""
+    assert main(["env", "never-crawled"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "'never-crawled' is unknown" in captured.err
+    register_worker(StateDir(state_dir), "registered", GONE)
+    assert main(["env", "registered"]) == 0 and capsys.readouterr().out == ""
     assert main(["env", "../x"]) == 2
     assert "not a safe name" in capsys.readouterr().err
     (state_dir / "shards" / "s1" / "ladder.json").write_text("{")
@@ -63,7 +68,8 @@ def test_env_reads_the_state_dir_without_a_sidecar(
 
 def test_rung_status_pause_through_the_api(
         cli_env: Callable[[Live], None], sidecar_thread: Callable[..., Live],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], state_dir: Path) -> None:
+    laddered(state_dir, "confluence")
     live = sidecar_thread()
     cli_env(live)
     assert main(["rung", "confluence", "next", "--reason", "drill"]) == 0
@@ -72,6 +78,9 @@ def test_rung_status_pause_through_the_api(
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "action=ladder paused=no" in out and "confluence" in out and "restart" in out
+    assert main(["status", "typo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "404" in captured.err and "'typo' is unknown" in captured.err
     assert main(["status", "confluence", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["history"][-1]["reason"] == "drill"
     assert main(["pause", "--reason", "x"]) == 0
