@@ -49,6 +49,7 @@ from .schemas import (
     RungRequest,
     ShardsView,
     ShardView,
+    UnreadableShard,
     shard_view,
 )
 from .webhook import WebhookPayload
@@ -223,8 +224,10 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     @app.get("/v1/shards", response_model=ShardsView, dependencies=auth, responses=_ERRORS,
              tags=["ladder"])
     async def shards() -> ShardsView:
-        states = await engine.call(engine.shards)
-        return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states])
+        states, unreadable = await engine.call(engine.shards)
+        return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states],
+                          unreadable=[UnreadableShard(shard=s, error=e)
+                                      for s, e in sorted(unreadable.items())])
 
     @app.get("/v1/shards/{shard}", response_model=ShardView, dependencies=auth,
              responses=_ERRORS, tags=["ladder"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -99,9 +100,14 @@ def status(args: argparse.Namespace) -> int:
         rows.append((s["shard"], str(s["crawls"]), s["rung"], _env(s["env"]),
                      f"{pending['id']} {pending['rung']}" if pending else "-",
                      _when(s.get("last_rung_effective_at"))))
+    for bad in data.get("unreadable", []):
+        rows.append((bad["shard"], "?", "UNREADABLE", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for bad in data.get("unreadable", []):
+        print(f"{bad['shard']}: {bad['error']} ('crawlguard rung {bad['shard']} reset' "
+              "repairs it)", file=sys.stderr)
     if args.shard:
         for h in data["history"]:
             extra = " ".join(f"{k}={h[k]}" for k in ("rung", "alertname", "outcome", "reason")

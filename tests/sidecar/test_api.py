@@ -192,11 +192,26 @@ def test_a_corrupt_ladder_refuses_that_shard_only(
     known(state_dir, "bad", "good")
     live = sidecar_thread()
     now = time.time()
-    got = live.post_alerts(payload(alert("bad", now, "a1"), alert("good", now, "a2")))
-    assert [d["decision"] for d in got["decisions"]] == ["state_error", "rung"]
+    # Not recorded, so not acknowledged: Alertmanager retries a 5xx.
+    r = live.client.post("/v1/alerts", json=payload(alert("bad", now, "a1")))
+    assert r.status_code == 500 and "not valid JSON" in r.json()["detail"]
+    got = live.post_alerts(payload(alert("good", now, "a2")))
+    assert [d["decision"] for d in got["decisions"]] == ["rung"]
     r = live.client.get("/v1/shards/bad")
     assert r.status_code == 500 and "not valid JSON" in r.json()["detail"]
     assert bad.read_text() == "{half a file"  # never overwritten by a guess
+    listing = live.client.get("/v1/shards").json()   # the others are still listed
+    assert [s["shard"] for s in listing["shards"]] == ["good"]
+    assert [u["shard"] for u in listing["unreadable"]] == ["bad"]
+    assert "not valid JSON" in listing["unreadable"][0]["error"]
+    # reset repairs it (the bad file is kept beside it), and the retry is then judged.
+    r = live.client.post("/v1/shards/bad/reset", json={"reason": "repair"})
+    assert r.status_code == 200 and r.json()["rung"] == "none"
+    assert [p.read_text() for p in bad.parent.glob("ladder.json.corrupt-*")] == [
+        "{half a file"]
+    got = live.post_alerts(payload(alert("bad", now, "a1")))
+    assert [d["decision"] for d in got["decisions"]] == ["rung"]
+    assert live.client.get("/v1/shards").json()["unreadable"] == []
 
 
 def test_concurrent_deliveries_take_one_rung_per_episode(

@@ -89,6 +89,15 @@ def test_rung_status_pause_through_the_api(
     assert main(["resume"]) == 0
     assert main(["rung", "confluence", "reset"]) == 0
     assert live.shard("confluence")["rung"] == "none"
+    broken = state_dir / "shards" / "broken" / "ladder.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\0" * 8)
+    assert main(["status"]) == 0
+    captured = capsys.readouterr()
+    assert "confluence" in captured.out and "UNREADABLE" in captured.out
+    assert "broken:" in captured.err and "reset" in captured.err
+    assert main(["rung", "broken", "reset"]) == 0
+    assert "UNREADABLE" not in (main(["status"]), capsys.readouterr().out)[1]
 
 
 def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
