@@ -190,6 +190,9 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+fsync_dir = _fsync_dir  # for writers of their own formats (exporter.compaction)
+
+
 def read_json(path: Path) -> Any | None:
     """The JSON in ``path``; ``None`` when it does not exist; CorruptStateError when bad."""
     try:

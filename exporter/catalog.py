@@ -46,9 +46,14 @@ EXPORTER_GAUGES: dict[str, str] = {
     "bfm_exporter_live_workers": "Worker processes whose gauges are being served.",
 }
 
+EXPORTER_COUNTERS: dict[str, str] = {
+    "bfm_exporter_corrupt_files":
+        "Unreadable worker metrics files the exporter moved to metrics/quarantine/.",
+}
+
 
 def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
-    names = {f"{n}_total" for n in WORKER_COUNTERS}
+    names = {f"{n}_total" for n in (*WORKER_COUNTERS, *EXPORTER_COUNTERS)}
     names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
     return names
