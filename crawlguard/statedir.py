@@ -12,6 +12,15 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
 
+The state dir is the trust boundary: whoever can write ``worker.json`` decides
+which process a rung signals. A state dir crawlguard creates is mode 0700.
+A long-running process (``sidecar``, ``up``, ``run``) opens it with
+``StateDir.open_for_service()``: it must be writable, and from then on it must
+stay the same directory. One that vanishes (or is replaced by another) is
+never silently recreated: every write refuses with ``StateError`` and a
+critical log line, because a fresh, empty state dir forgets the ladders (a
+CPU-demoted shard would go back to the GPU).
+
 Names are validated before they become path components (``safe_name``), and
 every JSON file is replaced atomically (write to a temporary file, fsync,
 rename), so a crash at any moment leaves either the old or the new file, never
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -35,6 +45,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .errors import CorruptStateError, StateError, UnsafeNameError
+
+log = logging.getLogger("crawlguard.statedir")
+# Roots opened for service by this process -> (st_dev, st_ino) when opened.
+_ESTABLISHED: dict[str, tuple[int, int]] = {}
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Device names like "cuda:0" carry a colon, which Windows forbids in paths.
@@ -125,12 +139,33 @@ class StateDir:
         return out
 
     def ensure(self, path: Path | None = None) -> Path:
+        """Create the root (mode 0700) or a folder in it; never re-creates a root this
+        process opened for service (``check_present``)."""
+        check_present(self.root)
         target = self.root if path is None else path
         try:
+            if not self.root.is_dir():
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {target}: {exc.strerror}") from exc
         return target
+
+    def open_for_service(self) -> None:
+        """At the start of a long-running process: create the root if needed, prove it
+        writable (a probe file), and remember which directory it is from now on."""
+        _ESTABLISHED.pop(os.path.abspath(self.root), None)  # a new start decides afresh
+        self.ensure()
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise StateError(f"state dir {self.root} is not writable: "
+                             f"{exc.strerror or exc} (check its owner and mode, or point "
+                             "HELIX_BFM_STATE_DIR / --state-dir elsewhere)") from exc
+        _ESTABLISHED[os.path.abspath(self.root)] = (st.st_dev, st.st_ino)
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
@@ -146,9 +181,32 @@ class StateDir:
                              f"for more than {timeout:g}s") from exc
 
 
+def check_present(path: str | os.PathLike[str]) -> None:
+    """Refuse (StateError, logged critical) when ``path`` lies in a state dir this process
+    opened for service and that directory is gone or is no longer the same one."""
+    if not _ESTABLISHED:
+        return
+    full = os.path.abspath(path)
+    for root, ident in _ESTABLISHED.items():
+        if full != root and not full.startswith(root + os.sep):
+            continue
+        try:
+            st = os.stat(root)
+            same = (st.st_dev, st.st_ino) == ident
+        except OSError:
+            same = False
+        if not same:
+            msg = (f"state dir {root} vanished or was replaced while crawlguard was running; "
+                   "refusing to recreate it (an empty one would forget every ladder). "
+                   "Put it back, or stop crawlguard and start it on the new one")
+            log.critical(msg)
+            raise StateError(msg)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir."""
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    check_present(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -22,6 +22,7 @@ Security choices (the sidecar kills processes and rewrites environments):
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -54,6 +55,7 @@ from .schemas import (
 )
 from .webhook import WebhookPayload
 
+log = logging.getLogger("crawlguard.sidecar")
 ALERTS_BODY_LIMIT = 1 << 20
 BODY_LIMIT = 16 << 10
 ShardParam = Annotated[str, Path(min_length=1, max_length=128,
@@ -199,6 +201,8 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
 
     @app.exception_handler(StateError)
     async def state_error(request: Request, exc: StateError) -> Response:
+        # Every failure to read or write the state dir is logged, not only answered.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, 500)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])

@@ -94,6 +94,7 @@ class Rig:
     def run(self, stop: threading.Event) -> int:
         # One `up` per state dir: a second one would rewrite the token file
         # under the first one's Alertmanager and fight over the workers.
+        self.state.open_for_service()
         self.state.ensure(self.run_dir)
         lock = FileLock(str(self.run_dir / ".up.lock"))
         try:
