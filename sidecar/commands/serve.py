@@ -8,7 +8,7 @@ import logging
 import os
 from typing import Any
 
-from crawlguard.settings import Settings
+from crawlguard.settings import Settings, port_flag
 from crawlguard.statedir import StateDir
 
 from ..engine import Engine
@@ -48,6 +48,7 @@ def _crash(shard: str, pending: Pending) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    args.port = port_flag("--port", args.port)
     ep = settings.endpoints
     if args.host is not None or args.port is not None:
         ep = dataclasses.replace(ep, sidecar_host=args.host or ep.sidecar_host,

@@ -111,7 +111,7 @@ def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
     assert "\n" not in err
     live = sidecar_thread()
     monkeypatch.setenv("HELIX_BFM_SIDECAR_URL", live.url)
-    monkeypatch.setenv("HELIX_BFM_SIDECAR_TOKEN", "wrong")
+    monkeypatch.setenv("HELIX_BFM_SIDECAR_TOKEN", "wrong-but-long-enough")
     assert main(["rung", "a", "restart"]) == 2
     assert "401" in capsys.readouterr().err
 
@@ -121,6 +121,11 @@ def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
     (["--host", "0.0.0.0", "--insecure-no-token"], {}, "non-loopback"),
     (["--host", "127.0.0.1"], {}, "--insecure-no-token"),
     (["--host", "127.0.0.1"], {"HELIX_BFM_CRAWL_ACTION": "restart-all"}, "CRAWL_ACTION"),
+    (["--port", "99999"], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16}, "--port='99999'"),
+    (["--port", "-1"], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16}, "between 0 and 65535"),
+    ([], {"HELIX_BFM_SIDECAR_TOKEN": "short"}, "at least 16"),
+    ([], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16, "HELIX_BFM_DEVICE_VAR": "LD_PRELOAD"},
+     "HELIX_BFM_DEVICE_VAR"),
 ])
 def test_sidecar_refuses_to_start_unsafely(args: list[str], env: dict[str, str], message: str,
                                            state_dir: Path) -> None:
@@ -130,3 +135,20 @@ def test_sidecar_refuses_to_start_unsafely(args: list[str], env: dict[str, str],
                           text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_exporter_port_is_range_checked(state_dir: Path) -> None:
+    done = subprocess.run(crawlguard_cmd("exporter", "--port", "99999"), cwd=REPO,
+                          env={**os.environ, "HELIX_BFM_STATE_DIR": str(state_dir)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--port='99999'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["env", "s1"], ["status"]])
+def test_env_and_status_check_the_detection_knobs(
+        cli_env: Callable[[Live], None], command: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HELIX_BFM_CRAWL_WINDOW", "eight")
+    assert main(command) == 2
+    assert "HELIX_BFM_CRAWL_WINDOW" in capsys.readouterr().err
