@@ -44,7 +44,7 @@ from exporter.vram import VramSource, source_from_spec
 
 from ..supervisor.loop import Supervisor, SupervisorConfig
 from . import promstack
-from .liveview import LiveView
+from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
 
@@ -68,6 +68,8 @@ class RigConfig:
     progress_period: float = 10.0
     progress_prefix: str = "up"
     vram_log_interval: float = 5.0
+    unique_genes: UniqueGenes | None = None
+    """Distinct genes per shard for the live view, when the build can tell."""
 
 
 class Rig:
@@ -221,7 +223,7 @@ class Rig:
         supervisor = Supervisor(supervisor_config, source=source, base_env=self.env)
         view = self.view = LiveView(self.state, supervisor.runs, self.stream,
                                     self.config.progress, self.config.progress_period,
-                                    self.config.progress_prefix)
+                                    self.config.progress_prefix, self.config.unique_genes)
         supervisor.on_event = view.event
         view.say(f"alert path: {self.alert_path}: {self.alert_note}")
         view.say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
