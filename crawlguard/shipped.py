@@ -20,6 +20,9 @@ PROMETHEUS = "deploy/prometheus/prometheus.yml"
 ALERTMANAGER = "deploy/alertmanager/alertmanager.yml"
 RUNBOOK = "docs/runbook.md"
 REQUIRED = (RULES, PROMETHEUS, ALERTMANAGER)
+RUNBOOK_URL = "http://127.0.0.1:9848/runbook"
+"""Every alert's ``runbook_url`` base in the shipped rules: the sidecar's GET /runbook at
+its default address; ``crawlguard up`` rewrites it to the sidecar it started."""
 
 PACKAGE_DIR = "_shipped"  # setup.py copies the files under crawlguard/_shipped/
 

@@ -31,13 +31,14 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crawlguard.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
 
+from . import runbook
 from .engine import Engine
 from .ladder import ShardLadder
 from .metrics import CONTENT_TYPE
@@ -255,6 +256,15 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
+
+    @app.get("/runbook", tags=["ops"], response_class=HTMLResponse)
+    async def runbook_page() -> HTMLResponse:
+        """The runbook every alert links to (``runbook_url``); no token: it is public."""
+        text = runbook.page()
+        if text is None:
+            return HTMLResponse("the runbook is not installed with this copy of crawlguard",
+                                404)
+        return HTMLResponse(text)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> Health:

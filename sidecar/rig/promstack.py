@@ -77,15 +77,28 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+def rig_rules(shipped: Shipped, runbook_url: str) -> dict[str, Any]:
+    """The shipped rules with every alert's runbook link on this rig's sidecar."""
+    cfg = _load(shipped.rules)
+    for group in cfg.get("groups", []):
+        for rule in group.get("rules", []):
+            url = rule.get("annotations", {}).get("runbook_url")
+            base = shipped_files.RUNBOOK_URL
+            if isinstance(url, str) and url.startswith(base):
+                rule["annotations"]["runbook_url"] = runbook_url + url[len(base):]
+    return cfg
+
+
 def prometheus_config(shipped: Shipped, exporter: str, sidecar: str, alertmanager: str,
-                      interval: float | None) -> dict[str, Any]:
-    """The shipped Prometheus config with this run's targets (``host:port``)."""
+                      interval: float | None, rules: Path | None = None) -> dict[str, Any]:
+    """The shipped Prometheus config with this run's targets (``host:port``) and rules
+    (default: the shipped rules file)."""
     cfg = _load(shipped.prometheus)
     if interval is not None:
         glob = cfg.setdefault("global", {})
         glob["scrape_interval"] = glob["evaluation_interval"] = _dur(interval)
         glob["scrape_timeout"] = _dur(interval * 0.8)
-    cfg["rule_files"] = [str(shipped.rules.resolve())]
+    cfg["rule_files"] = [str((rules or shipped.rules).resolve())]
     cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     targets = {"crawlguard-exporter": exporter, "crawlguard-sidecar": sidecar}
     for job in cfg.get("scrape_configs", []):

@@ -170,7 +170,8 @@ class Rig:
             alerting = EmbeddedAlerting(
                 self.urls["exporter"], self.urls["sidecar"], self.token, interval_s=every,
                 repeat_interval_s=repeat, retry_initial_s=min(1.0, every),
-                retry_max_s=max(min(1.0, every), min(60.0, 10 * every)))
+                retry_max_s=max(min(1.0, every), min(60.0, 10 * every)),
+                runbook_url=f"{self.urls['sidecar']}/runbook")
 
             def start(ev: threading.Event) -> threading.Thread:
                 t = threading.Thread(target=alerting.run_forever, args=(ev,),
@@ -190,11 +191,14 @@ class Rig:
                                       promstack.alertmanager_config(
                                           shipped, self.urls["sidecar"], self.token_file,
                                           self.config.am_timing))
+        # The alerts' runbook links open this rig's sidecar (GET /runbook).
+        rules = promstack.write_yaml(self.run_dir / "crawlguard.rules.yml", promstack.rig_rules(
+            shipped, f"{self.urls['sidecar']}/runbook"))
         prom_cfg = promstack.write_yaml(self.run_dir / "prometheus.yml",
                                         promstack.prometheus_config(
                                             shipped, _hostport(self.urls["exporter"]),
                                             _hostport(self.urls["sidecar"]),
-                                            f"127.0.0.1:{am_port}", interval))
+                                            f"127.0.0.1:{am_port}", interval, rules))
         for name in ("alertmanager-data", "prometheus-data"):
             shutil.rmtree(self.run_dir / name, ignore_errors=True)
         am = ServerProc("alertmanager", promstack.alertmanager_argv(
