@@ -13,6 +13,7 @@ traceback::
     ├── StateError               the state directory cannot be read or written
     │   ├── CorruptStateError    a state file exists but does not parse
     │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
+    ├── UnknownShardError        a shard with neither a ladder nor a registered worker
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     │   └── SharedMemoryError    the shared-GPU-memory source failed (PDH, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
@@ -71,6 +72,18 @@ class ResumeEnvError(StateError):
     supervisor loops, which may catch it alone (an unsafe shard name is an
     ``UnsafeNameError``, a ``ValueError``).
     """
+
+class UnknownShardError(CrawlguardError, LookupError):
+    """A shard the state dir knows nothing of: no ladder and no registered worker.
+
+    Usually a typo; a manual rung for it would use up a rung of a shard that does
+    not run (the API answers 404).
+    """
+
+    def __init__(self, shard: str, where: object) -> None:
+        self.shard = shard
+        super().__init__(f"shard {shard!r} is unknown in state dir {where}: it has no ladder "
+                         "and no registered worker (a typo?)")
 
 
 class VramError(CrawlguardError):

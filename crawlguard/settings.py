@@ -72,6 +72,11 @@ def _port(knob: str, raw: str) -> int:
     return _int(0, 65535)(knob, raw)
 
 
+def port_flag(flag: str, value: int | None) -> int | None:
+    """A ``--port`` flag, checked like the port knobs (None: not given)."""
+    return None if value is None else _port(flag, str(value))
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(knob: str, raw: str) -> str:
         value = raw.lower()
@@ -87,6 +92,24 @@ def _env_name(knob: str, raw: str) -> str:
         raise ConfigError(knob, raw,
                           "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
     return raw
+
+
+# Variables the CPU rung must never set to "cpu": the loader, the interpreter, the
+# shell and crawlguard's own knobs. Matched case-insensitively (Windows' environment is).
+_RESERVED_VARS = frozenset({
+    "PATH", "PATHEXT", "HOME", "USER", "USERNAME", "SHELL", "IFS", "ENV", "BASH_ENV",
+    "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "COMSPEC", "WINDIR", "PSMODULEPATH",
+    "NODE_OPTIONS", "PERL5LIB", "RUBYLIB", "JAVA_TOOL_OPTIONS", "PROMPT_COMMAND"})
+_RESERVED_PREFIX = re.compile(r"^(LD_|DYLD_|PYTHON|HELIX_BFM_)", re.IGNORECASE)
+
+
+def _device_var(knob: str, raw: str) -> str:
+    name = _env_name(knob, raw)
+    if name.upper() in _RESERVED_VARS or _RESERVED_PREFIX.match(name):
+        raise ConfigError(knob, raw, "names a variable the loader, the interpreter, the shell "
+                          "or crawlguard itself reads (PATH, LD_*, DYLD_*, PYTHON*, "
+                          "HELIX_BFM_*, ...); name the build's own device variable")
+    return name
 
 
 def _text(knob: str, raw: str) -> str:
@@ -237,12 +260,19 @@ class Endpoints:
         )
 
 
+MIN_TOKEN_CHARS = 16
+"""A shorter bearer token is guessable; `up` generates 43 characters."""
+
+
 def _token(env: Mapping[str, str]) -> str | None:
-    token = env.get(PREFIX + "SIDECAR_TOKEN")
+    token = (env.get(PREFIX + "SIDECAR_TOKEN") or "").strip()
+    path = env.get(PREFIX + "SIDECAR_TOKEN_FILE") or ""
+    if token and path.strip():
+        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "set together with "
+                          f"{PREFIX}SIDECAR_TOKEN: set one of them, not both")
     if token:
-        return token.strip() or None
-    path = env.get(PREFIX + "SIDECAR_TOKEN_FILE")
-    if not path:
+        return _strong(PREFIX + "SIDECAR_TOKEN", token, "<the token>")
+    if not path.strip():
         return None
     try:
         first = Path(path).read_text(encoding="utf-8").splitlines()
@@ -251,7 +281,16 @@ def _token(env: Mapping[str, str]) -> str | None:
                           f"cannot read: {exc.strerror}") from exc
     if not first or not first[0].strip():
         raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "the file is empty")
-    return first[0].strip()
+    return _strong(PREFIX + "SIDECAR_TOKEN_FILE", first[0].strip(), path)
+
+
+def _strong(knob: str, token: str, shown: str) -> str:
+    # The message never carries the token itself.
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(knob, shown, f"the token has {len(token)} characters; use at least "
+                          f"{MIN_TOKEN_CHARS} (e.g. python -c \"import secrets; "
+                          "print(secrets.token_urlsafe(32))\")")
+    return token
 
 
 def state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
@@ -262,7 +301,7 @@ def state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
 def device_var_from_env(env: Mapping[str, str] | None = None) -> str:
     """HELIX_BFM_DEVICE_VAR alone, for a build worker that parses no sidecar knob."""
     env = os.environ if env is None else env
-    return _get(env, PREFIX + "DEVICE_VAR", Remediation.device_var, _env_name)
+    return _get(env, PREFIX + "DEVICE_VAR", Remediation.device_var, _device_var)
 
 
 def vram_source_from_env(env: Mapping[str, str] | None = None) -> str:

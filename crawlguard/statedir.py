@@ -13,6 +13,16 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
     vram.jsonl                      the supervisor's VRAM samples (the report's evidence)
 
+The state dir is the trust boundary: whoever can write ``worker.json`` decides
+which process a rung signals. A state dir crawlguard creates is mode 0700.
+A long-running process (``sidecar``, ``up``, ``run``) opens it with
+``StateDir.open_for_service()``: it must be writable, and from then on it must
+stay the same directory. One that vanishes (or is replaced by another) is
+never silently recreated: every write refuses with ``StateError`` and a
+critical log line, because a fresh, empty state dir forgets the ladders (a
+CPU-demoted shard would go back to the GPU).
+
+
 What is inside each file is owned by its format module (``crawlguard.formats``):
 one reader and one writer each. Shard and stage names are ``names.ShardName``
 and devices are parsed by ``devices`` before they become path components, and
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -43,6 +54,9 @@ safe_name = ShardName.parse
 safe_device = parse_device
 __all__ = ["StateDir", "gpu_label", "read_json", "safe_device", "safe_name",
            "write_json_atomic"]
+log = logging.getLogger("crawlguard.statedir")
+# Roots opened for service by this process -> (st_dev, st_ino) when opened.
+_ESTABLISHED: dict[str, tuple[int, int]] = {}
 
 
 class StateDir:
@@ -82,6 +96,10 @@ class StateDir:
         stage_part = ShardName.parse(stage, "stage")
         return self.shard_dir(shard) / f"baseline-{stage_part}-{file_part(device)}.json"
 
+    def knows(self, shard: str) -> bool:
+        """Whether ``shard`` has a ladder or a registered worker (else it is a stranger)."""
+        return self.ladder_file(shard).is_file() or self.worker_file(shard).is_file()
+
     def shards(self) -> list[ShardName]:
         """Shards that have any state, sorted; directories with unsafe names are skipped."""
         base = self.root / "shards"
@@ -98,12 +116,33 @@ class StateDir:
         return out
 
     def ensure(self, path: Path | None = None) -> Path:
+        """Create the root (mode 0700) or a folder in it; never re-creates a root this
+        process opened for service (``check_present``)."""
+        check_present(self.root)
         target = self.root if path is None else path
         try:
+            if not self.root.is_dir():
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {target}: {exc.strerror}") from exc
         return target
+
+    def open_for_service(self) -> None:
+        """At the start of a long-running process: create the root if needed, prove it
+        writable (a probe file), and remember which directory it is from now on."""
+        _ESTABLISHED.pop(os.path.abspath(self.root), None)  # a new start decides afresh
+        self.ensure()
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise StateError(f"state dir {self.root} is not writable: "
+                             f"{exc.strerror or exc} (check its owner and mode, or point "
+                             "HELIX_BFM_STATE_DIR / --state-dir elsewhere)") from exc
+        _ESTABLISHED[os.path.abspath(self.root)] = (st.st_dev, st.st_ino)
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
@@ -123,9 +162,32 @@ class StateDir:
                              f"for more than {timeout:g}s") from exc
 
 
+def check_present(path: str | os.PathLike[str]) -> None:
+    """Refuse (StateError, logged critical) when ``path`` lies in a state dir this process
+    opened for service and that directory is gone or is no longer the same one."""
+    if not _ESTABLISHED:
+        return
+    full = os.path.abspath(path)
+    for root, ident in _ESTABLISHED.items():
+        if full != root and not full.startswith(root + os.sep):
+            continue
+        try:
+            st = os.stat(root)
+            same = (st.st_dev, st.st_ino) == ident
+        except OSError:
+            same = False
+        if not same:
+            msg = (f"state dir {root} vanished or was replaced while crawlguard was running; "
+                   "refusing to recreate it (an empty one would forget every ladder). "
+                   "Put it back, or stop crawlguard and start it on the new one")
+            log.critical(msg)
+            raise StateError(msg)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir."""
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    check_present(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -165,6 +227,9 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+fsync_dir = _fsync_dir  # for writers of their own formats (exporter.compaction)
 
 
 def read_json(path: Path) -> Any | None:

@@ -60,10 +60,15 @@ EXPORTER_GAUGES: dict[str, str] = {
         "take the pid from it, so a relaunched worker's crawl is a new alert.",
 }
 
+EXPORTER_COUNTERS: dict[str, str] = {
+    "bfm_exporter_corrupt_files":
+        "Unreadable worker metrics files the exporter moved to metrics/quarantine/.",
+}
+
 
 def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
-    names = {f"{n}_total" for n in WORKER_COUNTERS}
+    names = {f"{n}_total" for n in (*WORKER_COUNTERS, *EXPORTER_COUNTERS)}
     names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
     names |= set(SHARED_GAUGES)
     return names

@@ -3,8 +3,10 @@
 ``WorkerCollector`` serves the workers' multiprocess files. Before merging, it
 deletes the live-gauge files of workers that are gone (pid dead, or reused by
 another process): a dead worker's crawl gauges would otherwise keep an alert
-firing against its healthy successor. Counters are never deleted, so totals
-continue across restarts.
+firing against its healthy successor. Counters are never lost, so totals
+continue across restarts: dead workers' counter files are merged into one
+archive, and an unreadable file is quarantined instead of failing the scrape
+(``exporter.compaction``).
 
 ``VramCollector`` serves ``bfm_vram_*`` per GPU from a ``VramSource``. When the
 source fails the series are absent (never zero, never "full"), the failure is
@@ -18,15 +20,16 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from crawlguard.errors import ProcessError, VramError
+from crawlguard.errors import ProcessError, StateError, VramError
 from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
 from . import catalog
+from .compaction import MetricsJanitor
 from .liveworkers import live_workers
 from .mpfiles import GAUGE_MODE
 from .vram import VramSource
@@ -49,6 +52,7 @@ class WorkerCollector(Collector):
         self.metrics_dir = Path(metrics_dir)
         self._alive = alive
         self.live_workers = 0
+        self.janitor = MetricsJanitor(self.metrics_dir, alive)
 
     def prune_dead(self) -> list[str]:
         """Delete live-gauge files of dead workers; returns their identity keys."""
@@ -74,8 +78,20 @@ class WorkerCollector(Collector):
         if not self.metrics_dir.is_dir():
             return []
         self.prune_dead()
-        files = glob.glob(str(self.metrics_dir / "*.db"))
-        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
+        with self.janitor.locked() as exclusive:
+            if exclusive:
+                try:
+                    self.janitor.compact()
+                except (StateError, OSError) as exc:
+                    # Compaction only saves space and scrape time; serving must go on.
+                    log.error("cannot compact dead workers' counter files in %s: %s",
+                              self.metrics_dir, exc)
+            files = glob.glob(str(self.metrics_dir / "*.db"))
+            try:
+                merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
+            except Exception:  # one unreadable file fails the library's whole merge
+                merged = MultiProcessCollector.merge(self.janitor.readable(files),
+                                                     accumulate=True)
         return merged
 
 
@@ -112,7 +128,8 @@ class VramCollector(Collector):
 
 
 class LiveWorkersCollector(Collector):
-    """``bfm_exporter_live_workers``, read after ``WorkerCollector`` pruned."""
+    """``bfm_exporter_live_workers`` and ``bfm_exporter_corrupt_files_total``, read after
+    ``WorkerCollector`` pruned and merged."""
 
     def __init__(self, workers: WorkerCollector) -> None:
         self._workers = workers
@@ -121,6 +138,9 @@ class LiveWorkersCollector(Collector):
         yield GaugeMetricFamily("bfm_exporter_live_workers",
                                 catalog.EXPORTER_GAUGES["bfm_exporter_live_workers"],
                                 value=float(self._workers.live_workers))
+        yield CounterMetricFamily("bfm_exporter_corrupt_files",
+                                  catalog.EXPORTER_COUNTERS["bfm_exporter_corrupt_files"],
+                                  value=float(self._workers.janitor.corrupt_total))
 
 
 class WorkerInfoCollector(Collector):

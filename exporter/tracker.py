@@ -60,6 +60,7 @@ class CrawlTracker:
         self._rate = RateState(self.detection,
                                baseline=load_baseline(self.state, self.shard, self.stage,
                                                       self.device))
+        self.state.ensure()  # a state dir crawlguard creates is mode 0700
         register_worker(self.state, self.shard)
         # torch's own view of the worker's GPU, only if the build imported torch: the
         # tracker never imports it (seconds of start-up and a CUDA context). ``memory``

@@ -21,7 +21,9 @@ Security choices (the sidecar kills processes and rewrites environments):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -29,14 +31,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crawlguard.errors import RungRefused, StateError, UnsafeNameError
+from crawlguard.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
 from crawlguard.names import PATTERN, ShardName
 
+from . import runbook
 from .engine import Engine
 from .ladder import ShardLadder
 from .metrics import CONTENT_TYPE
@@ -50,11 +53,15 @@ from .schemas import (
     RungRequest,
     ShardsView,
     ShardView,
+    UnreadableShard,
     shard_view,
 )
 from .webhook import WebhookPayload
 
+log = logging.getLogger("crawlguard.sidecar")
 ALERTS_BODY_LIMIT = 1 << 20
+BODY_TIMEOUT_S = 10.0
+"""A whole request body must arrive within this (Alertmanager sends at once)."""
 BODY_LIMIT = 16 << 10
 
 
@@ -74,19 +81,31 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "body too large"},
 }
 _CONFLICT: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no ladder and no registered worker"},
     409: {"model": ErrorBody, "description": "paused, action=off, or a rung in progress"}}
 
 
 class BodyLimit:
-    """Pure ASGI middleware: refuse a body over the limit with 413 before the app
-    reads it (Content-Length first, then counting what actually arrives)."""
+    """Pure ASGI middleware in front of every route, before any body is read:
+
+    - a request that needs the token and lacks it is answered 401 at once (an
+      unauthenticated client cannot make the sidecar buffer a megabyte);
+    - a body over the limit is 413 (Content-Length first, then counting what
+      actually arrives);
+    - a body that does not arrive within ``BODY_TIMEOUT_S`` is 408 and the
+      connection is closed (a slow or idle client holds no buffer for long).
+    """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int],
-                 on_refuse: Callable[[], None], on_done: Callable[[str, float], None]) -> None:
+                 on_refuse: Callable[[str], None], on_done: Callable[[str, float], None],
+                 authorized: Callable[[Scope], bool] = lambda scope: True,
+                 body_timeout: float | None = None) -> None:
         self.app = app
         self.limit_for = limit_for
-        self.on_refuse = on_refuse
+        self.on_refuse = on_refuse  # with the reason: unauthorized, too_large, timeout
         self.on_done = on_done  # every request's duration, refused ones included
+        self.authorized = authorized
+        self.body_timeout = BODY_TIMEOUT_S if body_timeout is None else body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,14 +118,26 @@ class BodyLimit:
             self.on_done(scope["path"], time.perf_counter() - started)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.authorized(scope):
+            self.on_refuse("unauthorized")
+            await self._answer(scope, receive, send, 401, "missing or wrong bearer token",
+                               {"WWW-Authenticate": "Bearer"})
+            return
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._refuse(scope, receive, send, limit)
             return
         body = bytearray()
+        deadline = time.monotonic() + self.body_timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.on_refuse("timeout")
+                await self._answer(scope, receive, send, 408,
+                                   f"request body not received within {self.body_timeout:g}s")
+                return
             if message["type"] != "http.request":
                 break  # the client went away; the app sees an empty body
             body += message.get("body", b"")
@@ -128,10 +159,20 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        self.on_refuse()
-        response = JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413,
-                                headers={"Connection": "close"})
+        self.on_refuse("too_large")
+        await self._answer(scope, receive, send, 413, f"request body larger than {limit} bytes")
+
+    @staticmethod
+    async def _answer(scope: Scope, receive: Receive, send: Send, status: int, detail: str,
+                      headers: dict[str, str] | None = None) -> None:
+        # Connection: close, because the unread rest of the body is still on the wire.
+        response = JSONResponse({"detail": detail}, status,
+                                headers={"Connection": "close", **(headers or {})})
         await response(scope, receive, send)
+
+
+def _needs_token(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/openapi.json"
 
 
 def _json_for_curl(scope: Scope, body: bytes) -> Scope:
@@ -155,10 +196,21 @@ def _json_for_curl(scope: Scope, body: bytes) -> Scope:
 def create_app(engine: Engine, token: str | None) -> FastAPI:
     """The API over ``engine`` (already started). ``token`` None: no auth (insecure)."""
     metrics = engine.metrics
+    # No /docs or /redoc (they load Swagger UI from a CDN) and no open /openapi.json:
+    # the schema is served below, behind the token like the rest of the API.
     app = FastAPI(title="crawlguard sidecar", version="1",
                   description="Alertmanager webhook and escalation ladder of crawlguard: "
-                              "restart a crawling worker, then demote its shard to CPU.")
+                              "restart a crawling worker, then demote its shard to CPU.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     expected = None if token is None else token.encode("utf-8")
+
+    def authorized(scope: Scope) -> bool:
+        """The token check, made before the body is read (``BodyLimit``)."""
+        if expected is None or not _needs_token(scope["path"]):
+            return True
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
 
     async def require_token(creds: BearerCredentials) -> None:
         if expected is None:
@@ -195,6 +247,10 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     async def refused(request: Request, exc: RungRefused) -> Response:
         return JSONResponse({"detail": str(exc)}, 409)
 
+    @app.exception_handler(UnknownShardError)
+    async def unknown(request: Request, exc: UnknownShardError) -> Response:
+        return JSONResponse({"detail": str(exc)}, 404)
+
     @app.exception_handler(UnsafeNameError)
     async def unsafe(request: Request, exc: UnsafeNameError) -> Response:
         metrics.invalid.labels(reason="malformed").inc()
@@ -202,7 +258,22 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
 
     @app.exception_handler(StateError)
     async def state_error(request: Request, exc: StateError) -> Response:
+        # Every failure to read or write the state dir is logged, not only answered.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, 500)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/runbook", tags=["ops"], response_class=HTMLResponse)
+    async def runbook_page() -> HTMLResponse:
+        """The runbook every alert links to (``runbook_url``); no token: it is public."""
+        text = runbook.page()
+        if text is None:
+            return HTMLResponse("the runbook is not installed with this copy of crawlguard",
+                                404)
+        return HTMLResponse(text)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> Health:
@@ -227,8 +298,10 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     @app.get("/v1/shards", response_model=ShardsView, dependencies=auth, responses=_ERRORS,
              tags=["ladder"])
     async def shards() -> ShardsView:
-        states = await engine.call(engine.shards)
-        return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states])
+        states, unreadable = await engine.call(engine.shards)
+        return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states],
+                          unreadable=[UnreadableShard(shard=s, error=e)
+                                      for s, e in sorted(unreadable.items())])
 
     @app.get("/v1/shards/{shard}", response_model=ShardView, dependencies=auth,
              responses=_ERRORS, tags=["ladder"])
@@ -265,6 +338,6 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
         return ALERTS_BODY_LIMIT if path == "/v1/alerts" else BODY_LIMIT
 
     app.add_middleware(BodyLimit, limit_for=limit_for,
-                       on_refuse=lambda: metrics.invalid.labels(reason="too_large").inc(),
-                       on_done=metrics.observe_request)
+                       on_refuse=lambda reason: metrics.invalid.labels(reason=reason).inc(),
+                       on_done=metrics.observe_request, authorized=authorized)
     return app

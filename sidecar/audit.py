@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from crawlguard.errors import StateError
 from crawlguard.logs import get_logger
+from crawlguard.statedir import check_present
 from crawlguard.workers import WorkerIdentity
 
 log = get_logger(__name__)
@@ -46,12 +48,13 @@ class AuditLog:
         with self._lock:
             try:
                 if self._fh is None:
+                    check_present(self.path)
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     # Kept open: reopening per line cost more than judging the alert.
                     self._fh = self.path.open("a", encoding="utf-8")
                 self._fh.write(line + "\n")
                 self._fh.flush()
-            except OSError as exc:
+            except (OSError, StateError) as exc:
                 # The audit trail must never stop a rung; the logger still has it.
                 log.error("cannot append to %s: %s; event was %s", self.path, exc, line)
                 self.close()

@@ -32,7 +32,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from crawlguard.errors import CrawlguardError, RungRefused
+from crawlguard.errors import (
+    CorruptStateError,
+    CrawlguardError,
+    RungRefused,
+    StateError,
+    UnknownShardError,
+)
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir, safe_name
 from crawlguard.workers import WorkerIdentity, read_registration
@@ -160,7 +166,7 @@ class Engine(AlertJudging):
     def manual_rung(self, shard: str, rung: ManualRung, reason: str) -> ShardLadder:
         """A rung forced by hand, through the same path as alerts; RungRefused if not now."""
         with self._mutex, self.store.lock():
-            state = self.store.load(safe_name(shard))
+            state = self._load_known(shard)
             t = ladder.on_manual(state, rung, reason, self._context(shard))
             self.audit.write("manual_rung", shard=shard, requested=rung, reason=reason,
                              decision=t.decision, note=t.note)
@@ -171,7 +177,10 @@ class Engine(AlertJudging):
 
     def reset(self, shard: str, reason: str) -> ShardLadder:
         with self._mutex, self.store.lock():
-            state = self.store.load(safe_name(shard))
+            try:
+                state = self._load_known(shard)
+            except CorruptStateError as exc:
+                state = self._set_aside(shard, exc)
             t = ladder.on_reset(state, reason, self._context(shard))
             self.audit.write("reset", shard=shard, reason=reason, decision=t.decision,
                              note=t.note)
@@ -187,7 +196,36 @@ class Engine(AlertJudging):
             self.audit.write("pause" if paused else "resume", reason=reason)
 
     def shard(self, shard: str) -> ShardLadder:
-        return self.store.load(safe_name(shard))
+        return self._load_known(shard)
 
-    def shards(self) -> list[ShardLadder]:
-        return [self.store.load(s) for s in self.store.shards()]
+    def _set_aside(self, shard: str, exc: CorruptStateError) -> ShardLadder:
+        """Reset repairs a corrupt ladder: the file is kept beside it for a person, and
+        the shard starts from an empty ladder (what reset writes anyway)."""
+        path = self.dir.ladder_file(shard)
+        aside = path.with_name(f"ladder.json.corrupt-{int(self.clock())}")
+        try:
+            path.replace(aside)
+        except OSError as err:
+            raise StateError(f"cannot set {path} aside: {err.strerror or err}") from err
+        log.error("shard %s: corrupt ladder moved to %s by reset: %s", shard, aside, exc)
+        self.audit.write("repair", shard=shard, moved_to=str(aside), error=str(exc))
+        return ShardLadder(shard=shard)
+
+    def _load_known(self, shard: str) -> ShardLadder:
+        """The shard's ladder; UnknownShardError (404) for a shard with neither a ladder
+        nor a registered worker, so a typo never uses up a rung or shows a made-up row."""
+        if not self.dir.knows(safe_name(shard)) and shard not in self.store.shards():
+            raise UnknownShardError(shard, self.dir.root)
+        return self.store.load(shard)
+
+    def shards(self) -> tuple[list[ShardLadder], dict[str, str]]:
+        """Every readable ladder, and why each unreadable one is not (one bad shard
+        never hides the others)."""
+        states: list[ShardLadder] = []
+        unreadable: dict[str, str] = {}
+        for s in self.store.shards():
+            try:
+                states.append(self.store.load(s))
+            except StateError as exc:
+                unreadable[s] = str(exc)
+        return states, unreadable

@@ -135,7 +135,7 @@ class AlertJudging:
                      ) -> dict[str, StateError]:
         states: dict[str, ShardLadder] = {}
         contexts: dict[str, Context] = {}
-        unreadable: dict[str, str] = {}
+        unreadable: dict[str, StateError] = {}
         must_save: set[str] = set()
         staged: set[str] = set()
         starts: list[tuple[str, Pending]] = []
@@ -147,11 +147,11 @@ class AlertJudging:
                         contexts[shard] = self._context(shard)
                     except StateError as exc:
                         log.error("shard %s: alerts not judged: %s", shard, exc)
-                        unreadable[shard] = str(exc)
+                        unreadable[shard] = exc
                 if shard in unreadable:
                     for idx, facts in items:
                         self._judged(outs, idx, shard, facts, "state_error",
-                                     unreadable[shard], None)
+                                     str(unreadable[shard]), None)
                     continue
                 state, ctx = states[shard], contexts[shard]
                 for idx, facts in items:
@@ -170,6 +170,8 @@ class AlertJudging:
                         staged.add(shard)
                 states[shard] = state
         failed = self.store.save_many([states[s] for s in sorted(must_save)])
+        # Not recorded is not acknowledged: the request answers 5xx, Alertmanager retries.
+        failed.update(unreadable)
         for shard in staged - must_save:
             self.store.stage(states[shard])
         for shard, state in states.items():

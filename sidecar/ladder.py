@@ -17,6 +17,8 @@ Episode rules for a firing alert, in this order (the first that matches wins):
                     the registered worker was created, or its ``pid`` label
                     names another process than the registered worker: it
                     describes a worker that is already gone;
+   ``no_worker``    no worker is registered for the shard: recorded, no rung
+                    (nobody could be signalled; a rung would be wasted);
 5. ``same_episode`` the shard's open episode is this worker's (``BFMShardCrawl``
                     and ``BFMShardStalled`` of one worker are one episode);
 6. a new episode: ``crawls`` + 1 and, by HELIX_BFM_CRAWL_ACTION and the rung
@@ -214,6 +216,10 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
         suppressed = ("stale", "began before the last rung took effect")
     elif ctx.worker is not None and alert.starts_at < ctx.worker.create_time:
         suppressed = ("stale", "began before the registered worker was created")
+    elif ctx.worker is None:
+        # Nobody to signal: a rung would be used up for nothing (a typo'd or stray
+        # shard label, or a registration the sidecar cannot read).
+        suppressed = ("no_worker", "no registered worker for the shard: recorded, no rung")
     elif ctx.worker is not None and alert.pid is not None and alert.pid != ctx.worker.pid:
         suppressed = ("stale", f"describes pid {alert.pid}, not the registered worker "
                                f"{ctx.worker.pid}")

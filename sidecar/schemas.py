@@ -74,10 +74,18 @@ class ShardView(BaseModel):
     action: Literal["ladder", "cpu", "off"]
 
 
+class UnreadableShard(BaseModel):
+    shard: str
+    error: str = Field(description="why its ladder cannot be read; `crawlguard rung SHARD "
+                                   "reset` repairs it")
+
+
 class ShardsView(BaseModel):
     action: Literal["ladder", "cpu", "off"]
     paused: bool
-    shards: list[ShardView]
+    shards: list[ShardView] = Field(description="every shard whose ladder is readable")
+    unreadable: list[UnreadableShard] = Field(
+        default_factory=list, description="shards whose ladder.json is corrupt or unreadable")
 
 
 class RungRequest(BaseModel):

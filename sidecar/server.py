@@ -102,7 +102,7 @@ class SidecarServer:
         self._sock: socket.socket | None = None
 
     def start(self) -> Bound:
-        self.engine.dir.ensure()
+        self.engine.dir.open_for_service()
         try:
             self._instance.acquire(timeout=0)
         except Timeout as exc:

@@ -23,7 +23,7 @@ every supervisor loop) reads, so it must always map variable names to strings;
       "last_rung_effective_at": null | 1.0, # when the replaced worker was gone
       "seq": 2,                             # rung ids are "r<seq>"
       "seen": ["firing|<fingerprint>|<startsAt epoch>", ...],   # at most 256
-      "history": [{"kind": "crawl" | "rung" | "refused" | "stale" | "same_episode"
+      "history": [{"kind": "crawl" | "rung" | "refused" | "stale" | "same_episode" | "no_worker"
                           | "in_progress" | "resolved" | "reset",
                    "at": 1.0, ...optional fields of ladder.Entry}]  # at most 200
     }

@@ -29,7 +29,7 @@ from crawlguard.logs import get_logger
 from .dispatch import REPEAT_INTERVAL_S, Dispatcher, Notification
 from .evaluator import FIRING, INACTIVE, Alert, Evaluator
 from .payload import build_payload
-from .rules import ACTIONABLE
+from .rules import ACTIONABLE, RULES, with_runbook
 from .samples import Sample, Snapshot, parse_exposition
 
 log = get_logger(__name__)
@@ -75,7 +75,8 @@ class EmbeddedAlerting:
                  repeat_interval_s: float = REPEAT_INTERVAL_S, retry_initial_s: float = 1.0,
                  retry_max_s: float = 60.0, timeout_s: float = 5.0,
                  deliver: Iterable[str] = ACTIONABLE,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 runbook_url: str | None = None) -> None:
         if not interval_s > 0:
             raise ConfigError("interval_s", interval_s, "must be > 0")
         if not repeat_interval_s > 0:
@@ -91,7 +92,9 @@ class EmbeddedAlerting:
         # The labels Prometheus would give the exporter's series, so alerts
         # have the same label sets (and fingerprints) on both paths.
         self.target_labels = {"job": EXPORTER_JOB, "instance": urlsplit(self.metrics_url).netloc}
-        self.evaluator = Evaluator()
+        # runbook_url: where this rig serves the runbook (``crawlguard up``: its sidecar's
+        # /runbook); None keeps the shipped link, as Prometheus has it.
+        self.evaluator = Evaluator(RULES if runbook_url is None else with_runbook(runbook_url))
         self.dispatcher = Dispatcher(repeat_interval_s=repeat_interval_s,
                                      retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
         headers = {"Authorization": f"Bearer {token}"} if token else {}

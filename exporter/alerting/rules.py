@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from crawlguard.shipped import RUNBOOK_URL
 
 from .samples import LabelSet, Snapshot
 
-RUNBOOK = "https://github.com/crawlguard/crawlguard/blob/main/docs/runbook.md"
+RUNBOOK = RUNBOOK_URL  # the sidecar's /runbook at its default address
 
 # Recording rules of the shipped file (evaluated here on the fly).
 RATIO_RECORD = "shard_stage_device_gpu:bfm_genes_per_second_ema_per_baseline:ratio"
@@ -266,6 +268,13 @@ RULES: tuple[Rule, ...] = (
         "directory it reads was removed. Crawls are not detected until its metrics are back.",
         "bfmmetricsabsent"), for_s=120.0),
 )
+
+def with_runbook(base: str) -> tuple[Rule, ...]:
+    """``RULES`` with their runbook links moved from the shipped base to ``base``."""
+    return tuple(replace(r, annotations={
+        k: (base + v[len(RUNBOOK):] if k == "runbook_url" and v.startswith(RUNBOOK) else v)
+        for k, v in r.annotations.items()}) for r in RULES)
+
 
 ACTIONABLE = ("BFMShardCrawl", "BFMShardStalled")
 """The alerts the sidecar acts on (the Alertmanager route sends only these)."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
+
+from crawlguard.settings import Detection
 
 from ..client import SidecarClient
 from . import HELP
@@ -26,13 +29,27 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
-    p = sub.add_parser("status", help=HELP["status"])
-    p.add_argument("shard", nargs="?")
+    p = sub.add_parser(
+        "status", help=HELP["status"],
+        description="Ask the sidecar (HELIX_BFM_SIDECAR_URL, with HELIX_BFM_SIDECAR_TOKEN or "
+                    "_TOKEN_FILE) for the ladder of every shard: crawls counted, the highest "
+                    "rung taken, the resume overrides, a rung in progress. With SHARD, that "
+                    "shard's history too; a shard the sidecar does not know is an error "
+                    "(exit 2). A shard whose state is unreadable is listed as such.")
+    p.add_argument("shard", nargs="?", help="one shard (default: all)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=status)
+    descriptions = {
+        "pause": "Stop the sidecar taking rungs, alerts and manual ones alike, until "
+                 "'crawlguard resume'. Alerts are still judged and recorded (crawls count); "
+                 "the switch is durable across sidecar restarts. For maintenance, or while "
+                 "you look at a shard by hand.",
+        "resume": "Let the sidecar take rungs again after 'crawlguard pause'. Crawls "
+                  "recorded while paused are not acted on afterwards: if a worker is still "
+                  "crawling, force its rung with 'crawlguard rung SHARD next'."}
     for name, paused in (("pause", True), ("resume", False)):
-        p = sub.add_parser(name, help=HELP[name])
-        p.add_argument("--reason", default="")
+        p = sub.add_parser(name, help=HELP[name], description=descriptions[name])
+        p.add_argument("--reason", default="", help="recorded in the sidecar's audit log")
         p.set_defaults(func=pause, paused=paused)
 
 
@@ -68,6 +85,7 @@ def _env(env: dict[str, str]) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
+    Detection.from_env()  # the same knobs the rig runs with: a bad one is reported here too
     with SidecarClient.from_env() as client:
         data = client.shard(args.shard) if args.shard else client.shards()
     if args.json:
@@ -84,9 +102,14 @@ def status(args: argparse.Namespace) -> int:
                      f"{pending['id']} {pending['rung']}" if pending else "-",
                      _when(s.get("last_rung_effective_at")),
                      f"{verified['id']} {verified['reason']}" if verified else "-"))
+    for bad in data.get("unreadable", []):
+        rows.append((bad["shard"], "?", "UNREADABLE", "-", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for bad in data.get("unreadable", []):
+        print(f"{bad['shard']}: {bad['error']} ('crawlguard rung {bad['shard']} reset' "
+              "repairs it)", file=sys.stderr)
     if args.shard:
         for h in data["history"]:
             extra = " ".join(f"{k}={h[k]}" for k in ("rung", "alertname", "outcome", "reason")

@@ -17,8 +17,10 @@ import json
 import shlex
 from typing import Any
 
+from crawlguard.errors import UnknownShardError
 from crawlguard.names import ShardName
-from crawlguard.settings import state_dir_from_env
+from crawlguard.settings import Detection, state_dir_from_env
+from crawlguard.statedir import StateDir
 
 from ..resume import resume_env
 from . import HELP
@@ -31,7 +33,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "env", help=HELP["env"],
         description="Print the resume overrides of SHARD (e.g. BGEM3_DEVICE=cpu after the CPU "
                     "rung) from HELIX_BFM_STATE_DIR; works while the sidecar is down. Prints "
-                    "nothing when the shard has none.")
+                    "nothing when the shard has none; a shard the state dir does not know "
+                    "(no ladder, no registered worker) is an error (exit 2).")
     p.add_argument("shard")
     p.add_argument("--format", choices=FORMATS, default="env",
                    help="env: KEY=VALUE lines (default); sh: export lines; powershell: "
@@ -53,8 +56,14 @@ def render(env: dict[str, str], fmt: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    Detection.from_env()  # a bad knob in this shell would break the worker it prepares
+    shard = ShardName.parse(args.shard)
+    root = state_dir_from_env()
+    if not StateDir(root).knows(shard):
+        # Printing nothing would read as "runs on GPU" for a typo.
+        raise UnknownShardError(shard, root)
     # A ResumeEnvError is a CrawlguardError: the command line prints it, exit 2.
-    env = resume_env(state_dir_from_env(), ShardName.parse(args.shard))
+    env = resume_env(root, shard)
     text = render(env, args.format)
     if text:
         print(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from crawlguard.settings import Settings
+from crawlguard.settings import Settings, port_flag
 from exporter.server import Exporter, ExporterConfig
 
 from ..lifecycle import shutdown_on_signals
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = ExporterConfig.from_settings(Settings.from_env(), host=args.host, port=args.port)
+    config = ExporterConfig.from_settings(Settings.from_env(), host=args.host,
+                                          port=port_flag("--port", args.port))
     exporter = Exporter(config)
     with shutdown_on_signals() as stop:
         exporter.start()

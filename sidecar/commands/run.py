@@ -9,6 +9,7 @@ from typing import Any
 
 from crawlguard.errors import ConfigError
 from crawlguard.settings import Settings
+from crawlguard.statedir import StateDir
 from exporter.vram import source_from_spec
 
 from ..lifecycle import shutdown_on_signals
@@ -68,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
     config = SupervisorConfig(shards=tuple(args.shard), command=command_of(args),
                               state_dir=settings.state_dir, remediation=settings.remediation,
                               log_dir=args.log_dir)
+    StateDir(settings.state_dir).open_for_service()
     source = source_from_spec(settings.vram_source)
     supervisor = Supervisor(config, source=source, on_event=print_event("run"))
     with shutdown_on_signals() as stop:

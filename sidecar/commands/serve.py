@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from crawlguard.logs import get_logger
-from crawlguard.settings import Settings
+from crawlguard.settings import Settings, port_flag
 from crawlguard.statedir import StateDir
 from exporter.shared import shared_source_from_spec
 
@@ -52,6 +52,7 @@ def _crash(shard: str, pending: Pending) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    args.port = port_flag("--port", args.port)
     ep = settings.endpoints
     if args.host is not None or args.port is not None:
         ep = dataclasses.replace(ep, sidecar_host=args.host or ep.sidecar_host,

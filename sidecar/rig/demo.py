@@ -25,6 +25,7 @@ from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 from exporter.refbuild.corpus import DEMO_SHARDS, generate
 from exporter.refbuild.profiles import Timing
+from exporter.refbuild.store import output_dir, read_output
 from exporter.refbuild.verify import verify_shard
 
 from .promstack import AmTiming, resolve_alert_path
@@ -71,6 +72,29 @@ class DemoResult:
                 "shards": {s.shard: s.contract() for s in self.shards}}
 
 
+class DistinctGenes:
+    """Distinct genes in a shard's finished outputs, for the live view: what the summary
+    counts, so the two never disagree. Each output file is parsed once per version."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self._files: dict[Path, tuple[int, frozenset[str]]] = {}
+
+    def __call__(self, shard: str) -> int:
+        genes: set[str] = set()
+        for path in output_dir(self.data, shard).glob("*.json"):
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                continue
+            cached = self._files.get(path)
+            if cached is None or cached[0] != mtime:
+                found = read_output(path) or []
+                cached = self._files[path] = (mtime, frozenset(g for g, _ in found))
+            genes |= cached[1]
+        return len(genes)
+
+
 def clean_env(env: dict[str, str]) -> dict[str, str]:
     """The shell's environment without crawlguard's knobs and the device variable."""
     return {k: v for k, v in env.items()
@@ -92,10 +116,12 @@ def run_demo(root: Path, env: dict[str, str], alert_path: str, stop: threading.E
         command=(sys.executable, "-m", "exporter.refbuild", "work", "--data", str(data),
                  "--shard", "{shard}", "--time-scale", f"{time_scale:g}"),
         settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(root)}), env=env,
-        alert_path=path, interval=interval,
+        # The requested path, not the resolved one: the rig resolves it again and
+        # so tells the real reason (a resolved "embedded" would read as asked for).
+        alert_path=alert_path, interval=interval,
         am_timing=AmTiming(group_wait=1.0, group_interval=2.0, repeat_interval=10.0),
         simulate_gpu=True, progress=progress, progress_period=10.0, progress_prefix="demo",
-        vram_log_interval=0.5)
+        vram_log_interval=0.5, unique_genes=DistinctGenes(data))
     started = time.monotonic()
     rc = Rig(config, stream).run(stop)
     wall = time.monotonic() - started

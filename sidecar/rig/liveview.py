@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from crawlguard.formats.batchlog import BatchTail
@@ -20,10 +21,15 @@ from crawlguard.statedir import StateDir
 from ..supervisor.loop import ShardRun, SupervisorEvent
 from .shardview import read_ladder
 
+UniqueGenes = Callable[[str], int]
+"""Distinct genes a shard has finished, when the build can tell (the reference
+build's outputs); without it the view shows genes done, redone ones included."""
+
 
 class LiveView:
     def __init__(self, state: StateDir, runs: dict[str, ShardRun], stream: TextIO,
-                 mode: str = "auto", period: float = 10.0, prefix: str = "up") -> None:
+                 mode: str = "auto", period: float = 10.0, prefix: str = "up",
+                 unique_genes: UniqueGenes | None = None) -> None:
         if mode == "auto":
             mode = "tty" if stream.isatty() else "lines"
         self.mode = mode
@@ -32,6 +38,7 @@ class LiveView:
         self.stream = stream
         self.period = period
         self.prefix = prefix
+        self.unique_genes = unique_genes
         self.logs = {s: BatchTail(state.batches_file(s)) for s in runs}
         self._seen_rungs = {s: len(read_ladder(state, s).rungs) for s in runs}
         self._lock = threading.Lock()
@@ -49,8 +56,11 @@ class LiveView:
         if last is not None and last.ema is not None and last.baseline:
             speed += f" ({100 * last.ema / last.baseline:4.0f}% of baseline)"
         rungs = ",".join(ladder.rung_names) or "-"
-        # Genes embedded, redone ones included; the demo's summary counts distinct ones.
-        return (f"{shard:<20.20} {run.state:<8} {device:<7} {int(log.genes):>7} embedded"
+        # Distinct genes when the build can tell (as the demo's summary counts them);
+        # otherwise the batch log's sum, which counts work redone after a restart again.
+        genes = (f"{self.unique_genes(shard):>7} genes" if self.unique_genes is not None
+                 else f"{int(log.genes):>7} genes done")
+        return (f"{shard:<20.20} {run.state:<8} {device:<7} {genes}"
                 f"{speed}  crawls {ladder.crawls} rungs {rungs} launches {run.launches}")
 
     def _block(self) -> list[str]:

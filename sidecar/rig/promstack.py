@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+from crawlguard import shipped as shipped_files
 from crawlguard.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]  # sidecar/rig/promstack.py -> checkout root
 ALERT_PATHS = ("auto", "embedded", "prometheus")
 SIDECAR_RECEIVER = "crawlguard-sidecar"
 
@@ -31,13 +31,13 @@ class Shipped:
     rules: Path
 
     @classmethod
-    def find(cls, root: Path = REPO) -> Shipped | None:
-        """The shipped files of this checkout; None when they are not there (a wheel)."""
-        found = cls(root / "deploy" / "prometheus" / "prometheus.yml",
-                    root / "deploy" / "alertmanager" / "alertmanager.yml",
-                    root / "rules" / "crawlguard.rules.yml")
-        ok = all(p.is_file() for p in (found.prometheus, found.alertmanager, found.rules))
-        return found if ok else None
+    def find(cls) -> Shipped | None:
+        """The shipped files (checkout or wheel, ``crawlguard.shipped``); None when absent."""
+        root = shipped_files.locate()
+        if root is None:
+            return None
+        return cls(root.path(shipped_files.PROMETHEUS), root.path(shipped_files.ALERTMANAGER),
+                   root.path(shipped_files.RULES))
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,28 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+def rig_rules(shipped: Shipped, runbook_url: str) -> dict[str, Any]:
+    """The shipped rules with every alert's runbook link on this rig's sidecar."""
+    cfg = _load(shipped.rules)
+    for group in cfg.get("groups", []):
+        for rule in group.get("rules", []):
+            url = rule.get("annotations", {}).get("runbook_url")
+            base = shipped_files.RUNBOOK_URL
+            if isinstance(url, str) and url.startswith(base):
+                rule["annotations"]["runbook_url"] = runbook_url + url[len(base):]
+    return cfg
+
+
 def prometheus_config(shipped: Shipped, exporter: str, sidecar: str, alertmanager: str,
-                      interval: float | None) -> dict[str, Any]:
-    """The shipped Prometheus config with this run's targets (``host:port``)."""
+                      interval: float | None, rules: Path | None = None) -> dict[str, Any]:
+    """The shipped Prometheus config with this run's targets (``host:port``) and rules
+    (default: the shipped rules file)."""
     cfg = _load(shipped.prometheus)
     if interval is not None:
         glob = cfg.setdefault("global", {})
         glob["scrape_interval"] = glob["evaluation_interval"] = _dur(interval)
         glob["scrape_timeout"] = _dur(interval * 0.8)
-    cfg["rule_files"] = [str(shipped.rules.resolve())]
+    cfg["rule_files"] = [str((rules or shipped.rules).resolve())]
     cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     targets = {"crawlguard-exporter": exporter, "crawlguard-sidecar": sidecar}
     for job in cfg.get("scrape_configs", []):
@@ -139,6 +152,15 @@ def alertmanager_argv(binary: str, config: Path, data: Path, port: int) -> list[
             "--log.level=warn"]
 
 
+def _missing_binaries() -> str:
+    absent = [name for name, found in (
+        ("prometheus", shutil.which("prometheus")),
+        ("prometheus-alertmanager (or alertmanager)",
+         shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")))
+        if not found]
+    return f"{' and '.join(absent)} not on PATH"
+
+
 def resolve_alert_path(requested: str) -> tuple[str, str]:
     """``(path, why)``: auto means real Prometheus + Alertmanager when both are installed."""
     if requested not in ALERT_PATHS:
@@ -149,8 +171,12 @@ def resolve_alert_path(requested: str) -> tuple[str, str]:
     if binaries and shipped:
         return "prometheus", (f"real Prometheus ({binaries.prometheus}) and Alertmanager "
                               f"({binaries.alertmanager}) with the shipped rules")
-    missing = ("prometheus and prometheus-alertmanager are not on PATH" if not binaries
-               else "the shipped deploy/ and rules/ files are not next to this installation")
+    reasons = []
+    if not binaries:
+        reasons.append(_missing_binaries())
+    if not shipped:
+        reasons.append(shipped_files.why_missing())
+    missing = "; ".join(reasons)
     if requested == "prometheus":
         raise ConfigError("--alert-path", requested, missing)
     return "embedded", f"embedded evaluation of the shipped rules ({missing})"

@@ -44,7 +44,7 @@ from exporter.vram import VramSource, source_from_spec
 
 from ..supervisor.loop import Supervisor, SupervisorConfig
 from . import promstack
-from .liveview import LiveView
+from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
 
@@ -66,6 +66,8 @@ class RigConfig:
     progress_period: float = 10.0
     progress_prefix: str = "up"
     vram_log_interval: float = 5.0
+    unique_genes: UniqueGenes | None = None
+    """Distinct genes per shard for the live view, when the build can tell."""
 
 
 class Rig:
@@ -93,6 +95,7 @@ class Rig:
     def run(self, stop: threading.Event) -> int:
         # One `up` per state dir: a second one would rewrite the token file
         # under the first one's Alertmanager and fight over the workers.
+        self.state.open_for_service()
         self.state.ensure(self.run_dir)
         lock = FileLock(str(self.run_dir / ".up.lock"))
         try:
@@ -184,7 +187,8 @@ class Rig:
             alerting = EmbeddedAlerting(
                 self.urls["exporter"], self.urls["sidecar"], self.token, interval_s=every,
                 repeat_interval_s=repeat, retry_initial_s=min(1.0, every),
-                retry_max_s=max(min(1.0, every), min(60.0, 10 * every)))
+                retry_max_s=max(min(1.0, every), min(60.0, 10 * every)),
+                runbook_url=f"{self.urls['sidecar']}/runbook")
 
             def start(ev: threading.Event) -> threading.Thread:
                 t = threading.Thread(target=alerting.run_forever, args=(ev,),
@@ -204,11 +208,14 @@ class Rig:
                                       promstack.alertmanager_config(
                                           shipped, self.urls["sidecar"], self.token_file,
                                           self.config.am_timing))
+        # The alerts' runbook links open this rig's sidecar (GET /runbook).
+        rules = promstack.write_yaml(self.run_dir / "crawlguard.rules.yml", promstack.rig_rules(
+            shipped, f"{self.urls['sidecar']}/runbook"))
         prom_cfg = promstack.write_yaml(self.run_dir / "prometheus.yml",
                                         promstack.prometheus_config(
                                             shipped, _hostport(self.urls["exporter"]),
                                             _hostport(self.urls["sidecar"]),
-                                            f"127.0.0.1:{am_port}", interval))
+                                            f"127.0.0.1:{am_port}", interval, rules))
         for name in ("alertmanager-data", "prometheus-data"):
             shutil.rmtree(self.run_dir / name, ignore_errors=True)
         am = ServerProc("alertmanager", promstack.alertmanager_argv(
@@ -237,7 +244,7 @@ class Rig:
         supervisor = Supervisor(supervisor_config, source=source, base_env=self.env)
         view = self.view = LiveView(self.state, supervisor.runs, self.stream,
                                     self.config.progress, self.config.progress_period,
-                                    self.config.progress_prefix)
+                                    self.config.progress_prefix, self.config.unique_genes)
         supervisor.on_event = view.event
         view.say(f"alert path: {self.alert_path}: {self.alert_note}")
         view.say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from crawlguard.devices import gpu_of_launch
 from crawlguard.errors import ResumeEnvError, VramError
 from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir
+from crawlguard.statedir import StateDir, check_present
 from exporter.vram import VramSource
 
 from ..resume import resume_env
@@ -32,6 +32,8 @@ _RETRIES = 5
 def read_overrides(state: StateDir, shard: str) -> dict[str, str]:
     """The shard's resume overrides. Retried briefly: on Windows a reader can
     meet the sidecar's atomic rename for a moment. Then an error, never {}."""
+    # A vanished state dir reads as "no overrides": a CPU-demoted shard back on GPU.
+    check_present(state.root)
     for attempt in range(_RETRIES):
         try:
             return resume_env(state.root, shard)

@@ -40,7 +40,7 @@ from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir
 from exporter.vram import VramSource
 
-from . import childproc
+from . import childproc, logtail
 from .gpuwait import GpuRelease
 from .launchenv import launch_env, small_rig_policy
 from .vramlog import VramLog
@@ -92,7 +92,7 @@ class ShardRun:
 class SupervisorEvent:
     shard: str
     kind: str
-    """launch, exit, gpu-wait, done, gave-up, stopping, policy."""
+    """launch, exit, log-tail, gpu-wait, done, gave-up, stopping, policy."""
     message: str
 
 
@@ -145,6 +145,8 @@ class Supervisor:
             genes_before = log.genes
             run.device = env.get(rem.device_var, "")
             run.launches += 1
+            log_path = (self.config.log_dir / f"{shard}.log") if self.config.log_dir else None
+            log_from = logtail.size_of(log_path) if log_path else 0
             with self._output(shard) as out:
                 popen = childproc.spawn(argv, env, cwd=self.config.cwd, stdout=out, stderr=out)
             run.pid, run.state = popen.pid, "running"
@@ -167,6 +169,12 @@ class Supervisor:
             gave_up = run.futile >= rem.max_futile_restarts
             self._emit(shard, "exit", f"worker pid {popen.pid} ended with {run.last_exit} "
                        f"after {progress:g} new genes" + ("" if gave_up else "; relaunching"))
+            if progress == 0 and log_path is not None:
+                # Died before any batch (at import, most often): show why, here.
+                lines = logtail.tail(log_path, log_from)
+                if lines:
+                    self._emit(shard, "log-tail", f"last lines of {log_path}:\n"
+                               + "\n".join(f"    {line}" for line in lines))
             if gave_up:
                 run.state, run.ended = "failed", time.time()
                 self._emit(shard, "gave-up", (

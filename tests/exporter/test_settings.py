@@ -25,13 +25,14 @@ def test_defaults_match_the_design_contract() -> None:
 def test_knobs_are_read() -> None:
     env = {"HELIX_BFM_CRAWL_FACTOR": "3.5", "HELIX_BFM_CRAWL_WINDOW": "4",
            "HELIX_BFM_CRAWL_ACTION": "CPU", "HELIX_BFM_VRAM_FULL_RATIO": "0.9",
-           "HELIX_BFM_VRAM_SOURCE": "file:/tmp/v.json", "HELIX_BFM_SIDECAR_TOKEN": " s3cret ",
+           "HELIX_BFM_VRAM_SOURCE": "file:/tmp/v.json",
+           "HELIX_BFM_SIDECAR_TOKEN": " s3cret-0123456789 ",
            "HELIX_BFM_SIDECAR_PORT": "10000"}
     s = Settings.from_env(env)
     assert (s.detection.factor, s.detection.window, s.detection.vram_full_ratio) == (3.5, 4, 0.9)
     assert s.remediation.action == "cpu"
     assert s.vram_source == "file:/tmp/v.json"
-    assert s.endpoints.token == "s3cret"
+    assert s.endpoints.token == "s3cret-0123456789"
     assert s.endpoints.sidecar_url == "http://127.0.0.1:10000"
 
 
@@ -79,8 +80,8 @@ def test_groups_parse_only_their_knobs() -> None:
 
 def test_token_file(tmp_path: Path) -> None:
     f = tmp_path / "token"
-    f.write_text("abc\n")
-    assert Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)}).token == "abc"
+    f.write_text("abcdefghijklmnop\nrest\n")
+    assert Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)}).token == "abcdefghijklmnop"
     f.write_text("\n")
     with pytest.raises(ConfigError, match="empty"):
         Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)})
@@ -101,3 +102,26 @@ def test_cli_reports_a_bad_knob_without_traceback(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "HELIX_BFM_CRAWL_WINDOW='eight'" in err
     assert "Traceback" not in err
+
+
+def test_weak_or_ambiguous_tokens_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 16") as err:
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN": "s3cret"})
+    assert "s3cret" not in str(err.value)
+    f = tmp_path / "token"
+    f.write_text("short\n")
+    with pytest.raises(ConfigError, match=r"HELIX_BFM_SIDECAR_TOKEN_FILE.*at least 16"):
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)})
+    f.write_text("a-long-enough-token\n")
+    with pytest.raises(ConfigError, match="not both"):
+        Endpoints.from_env({"HELIX_BFM_SIDECAR_TOKEN": "another-long-token",
+                            "HELIX_BFM_SIDECAR_TOKEN_FILE": str(f)})
+
+
+@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "PYTHONPATH", "Path", "DYLD_LIBRARY_PATH",
+                                  "HELIX_BFM_STATE_DIR", "HOME", "ComSpec"])
+def test_the_device_variable_cannot_name_a_loader_or_interpreter_variable(name: str) -> None:
+    with pytest.raises(ConfigError, match="HELIX_BFM_DEVICE_VAR"):
+        Remediation.from_env({"HELIX_BFM_DEVICE_VAR": name})
+    assert Remediation.from_env({"HELIX_BFM_DEVICE_VAR": "EMBED_DEVICE"}).device_var == \
+        "EMBED_DEVICE"

@@ -41,7 +41,7 @@ def test_every_alert_runbook_url_has_its_section() -> None:
     have = anchors(DOCS / "runbook.md")
     for url in urls:
         page, _, anchor = url.partition("#")
-        assert page.endswith("docs/runbook.md"), url
+        assert page == "http://127.0.0.1:9848/runbook", url   # the sidecar serves it
         assert anchor in have, f"{url}: no such section in docs/runbook.md"
     assert {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent"} <= have
 

@@ -18,7 +18,7 @@ import pytest
 
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity
+from crawlguard.workers import WorkerIdentity, register_worker
 from sidecar.engine import Engine
 from sidecar.server import SidecarServer
 from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until
@@ -38,6 +38,26 @@ def alert(shard: str, starts_at: float, fingerprint: str, name: str = "BFMShardC
                                          "device": "cuda:0", "gpu": "0", **labels},
             "annotations": {"summary": "crawl"}, "startsAt": iso(starts_at),
             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": fingerprint}
+
+
+GONE = WorkerIdentity(2 ** 22 - 3, 1.0)
+"""A registered worker that is not running: alerts for its shard take rungs, which
+find it already gone (a shard with no registered worker takes none)."""
+
+
+def known(state_dir: Path, *shards: str) -> None:
+    """Register ``GONE`` as the worker of each shard, so the sidecar knows them."""
+    for shard in shards:
+        register_worker(StateDir(state_dir), shard, GONE)
+
+
+def laddered(state_dir: Path, *shards: str) -> None:
+    """Give each shard an empty ladder (known, and no worker to signal)."""
+    from sidecar.ladder import ShardLadder
+    from sidecar.state import LadderStore
+
+    for shard in shards:
+        LadderStore(StateDir(state_dir)).save(ShardLadder(shard))
 
 
 def payload(*alerts: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from crawlguard.errors import StateError
 from crawlguard.statedir import StateDir
 from crawlguard.workers import WorkerIdentity, register_worker
 from tests.helpers import wait_until
-from tests.sidecar.conftest import TOKEN, Live, Worker, alert, payload
+from tests.sidecar.conftest import TOKEN, Live, Worker, alert, known, laddered, payload
 
 
 def test_openapi_documents_every_endpoint_with_models(sidecar_thread: Callable[..., Live]) -> None:
@@ -36,7 +36,10 @@ def test_openapi_documents_every_endpoint_with_models(sidecar_thread: Callable[.
     assert {"202", "401", "409", "413", "422"} <= set(rung["responses"])
 
 
-def test_manual_rungs_reset_and_pause(sidecar_thread: Callable[..., Live]) -> None:
+def test_manual_rungs_reset_and_pause(sidecar_thread: Callable[..., Live],
+                                      state_dir: Path) -> None:
+    laddered(state_dir, "confluence")
+    known(state_dir, "slack")
     live = sidecar_thread()
     r = live.client.post("/v1/shards/confluence/rung", json={"rung": "next", "reason": "drill"})
     assert r.status_code == 202 and r.json()["rung"] == "restart"
@@ -54,6 +57,7 @@ def test_manual_rungs_reset_and_pause(sidecar_thread: Callable[..., Live]) -> No
     r = live.client.post("/v1/shards/confluence/rung", json={"rung": "restart"})
     assert r.status_code == 409 and "paused" in r.json()["detail"]
     # Paused: alerts still count, nothing acts.
+    known(state_dir, "confluence")
     d = live.post_alerts(payload(alert("confluence", time.time(), "ffff")))["decisions"][0]
     assert d["decision"] == "terminal"  # already on cpu
     d = live.post_alerts(payload(alert("slack", time.time(), "eeee")))["decisions"][0]
@@ -74,7 +78,8 @@ def test_manual_rungs_reset_and_pause(sidecar_thread: Callable[..., Live]) -> No
 
 
 def test_pause_survives_a_restart_and_one_sidecar_per_state_dir(
-        sidecar_thread: Callable[..., Live]) -> None:
+        sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    laddered(state_dir, "a")
     live = sidecar_thread()
     live.client.post("/v1/pause")
     with pytest.raises(StateError, match="another crawlguard sidecar"):
@@ -89,6 +94,7 @@ def test_pause_survives_a_restart_and_one_sidecar_per_state_dir(
 
 def test_unknown_and_unsafe_alerts_are_refused_one_by_one(
         sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    known(state_dir, "good")
     live = sidecar_thread()
     now = time.time()
     body = payload(alert("good", now, "a1"), alert("../../etc", now, "a2"),
@@ -164,6 +170,7 @@ def test_dead_registration_is_reported_not_retried(
 
 def test_suppressed_alerts_are_recorded_without_a_write(
         sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    known(state_dir, "s")
     live = sidecar_thread()
     now = time.time()
     live.post_alerts(payload(alert("s", now, "a1")))
@@ -182,17 +189,34 @@ def test_a_corrupt_ladder_refuses_that_shard_only(
     bad = state_dir / "shards" / "bad" / "ladder.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{half a file")
+    known(state_dir, "bad", "good")
     live = sidecar_thread()
     now = time.time()
-    got = live.post_alerts(payload(alert("bad", now, "a1"), alert("good", now, "a2")))
-    assert [d["decision"] for d in got["decisions"]] == ["state_error", "rung"]
+    # Not recorded, so not acknowledged: Alertmanager retries a 5xx.
+    r = live.client.post("/v1/alerts", json=payload(alert("bad", now, "a1")))
+    assert r.status_code == 500 and "not valid JSON" in r.json()["detail"]
+    got = live.post_alerts(payload(alert("good", now, "a2")))
+    assert [d["decision"] for d in got["decisions"]] == ["rung"]
     r = live.client.get("/v1/shards/bad")
     assert r.status_code == 500 and "not valid JSON" in r.json()["detail"]
     assert bad.read_text() == "{half a file"  # never overwritten by a guess
+    listing = live.client.get("/v1/shards").json()   # the others are still listed
+    assert [s["shard"] for s in listing["shards"]] == ["good"]
+    assert [u["shard"] for u in listing["unreadable"]] == ["bad"]
+    assert "not valid JSON" in listing["unreadable"][0]["error"]
+    # reset repairs it (the bad file is kept beside it), and the retry is then judged.
+    r = live.client.post("/v1/shards/bad/reset", json={"reason": "repair"})
+    assert r.status_code == 200 and r.json()["rung"] == "none"
+    assert [p.read_text() for p in bad.parent.glob("ladder.json.corrupt-*")] == [
+        "{half a file"]
+    got = live.post_alerts(payload(alert("bad", now, "a1")))
+    assert [d["decision"] for d in got["decisions"]] == ["rung"]
+    assert live.client.get("/v1/shards").json()["unreadable"] == []
 
 
 def test_concurrent_deliveries_take_one_rung_per_episode(
-        sidecar_thread: Callable[..., Live]) -> None:
+        sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    known(state_dir, "a", "b", "c", "d")
     live = sidecar_thread()
     now = time.time()
     bodies = []
@@ -216,8 +240,9 @@ def test_concurrent_deliveries_take_one_rung_per_episode(
 
 
 def test_curl_default_content_type_is_accepted_as_json(
-        sidecar_thread: Callable[..., Live]) -> None:
+        sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
     """`curl -d '{...}'` sends application/x-www-form-urlencoded: still a rung."""
+    laddered(state_dir, "confluence")
     live = sidecar_thread()
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     r = live.client.post("/v1/shards/confluence/rung", headers=form,
@@ -231,3 +256,20 @@ def test_curl_default_content_type_is_accepted_as_json(
                          content=b'{"rung": "cpu"}')
     assert r.status_code == 422
     assert live.shard("confluence")["rung"] == "restart"
+
+
+def test_unknown_shards_climb_no_ladder(sidecar_thread: Callable[..., Live],
+                                        state_dir: Path) -> None:
+    """A typo'd shard: a manual rung is 404 and creates nothing; an alert for a shard with
+    no registered worker is recorded without a rung."""
+    live = sidecar_thread()
+    for path, body in (("rung", {"rung": "next"}), ("reset", {})):
+        r = live.client.post(f"/v1/shards/typo/{path}", json=body)
+        assert r.status_code == 404 and "unknown" in r.json()["detail"], r.text
+    assert live.client.get("/v1/shards/typo").status_code == 404
+    assert not (state_dir / "shards" / "typo").exists()
+    d = live.post_alerts(payload(alert("stray", time.time(), "s1")))["decisions"][0]
+    assert d["decision"] == "no_worker"
+    view = live.shard("stray")
+    assert (view["rung"], view["crawls"], view["pending"], view["env"]) == ("none", 0, None, {})
+    assert view["history"][-1]["kind"] == "no_worker"

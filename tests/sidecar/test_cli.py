@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from crawlguard.statedir import StateDir
+from crawlguard.workers import register_worker
 from sidecar.cli import main
 from sidecar.commands.env import render
 from sidecar.ladder import ShardLadder
 from sidecar.state import LadderStore
 from tests.helpers import REPO, crawlguard_cmd, free_port
-from tests.sidecar.conftest import TOKEN, Live
+from tests.sidecar.conftest import GONE, TOKEN, Live, laddered
 
 
 @pytest.fixture
@@ -53,7 +54,11 @@ def test_env_reads_the_state_dir_without_a_sidecar(
     assert capsys.readouterr().out == "BGEM3_DEVICE=cpu\n"
     assert main(["env", "s1", "--format", "powershell"]) == 0
     assert capsys.readouterr().out == "$env:BGEM3_DEVICE = 'cpu'\n"
-    assert main(["env", "never-crawled"]) == 0 and capsys.readouterr().out == ""
+    assert main(["env", "never-crawled"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "'never-crawled' is unknown" in captured.err
+    register_worker(StateDir(state_dir), "registered", GONE)
+    assert main(["env", "registered"]) == 0 and capsys.readouterr().out == ""
     assert main(["env", "../x"]) == 2
     assert "not a safe name" in capsys.readouterr().err
     (state_dir / "shards" / "s1" / "ladder.json").write_text("{")
@@ -63,7 +68,8 @@ def test_env_reads_the_state_dir_without_a_sidecar(
 
 def test_rung_status_pause_through_the_api(
         cli_env: Callable[[Live], None], sidecar_thread: Callable[..., Live],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], state_dir: Path) -> None:
+    laddered(state_dir, "confluence")
     live = sidecar_thread()
     cli_env(live)
     assert main(["rung", "confluence", "next", "--reason", "drill"]) == 0
@@ -72,6 +78,9 @@ def test_rung_status_pause_through_the_api(
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "action=ladder paused=no" in out and "confluence" in out and "restart" in out
+    assert main(["status", "typo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "404" in captured.err and "'typo' is unknown" in captured.err
     assert main(["status", "confluence", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["history"][-1]["reason"] == "drill"
     assert main(["pause", "--reason", "x"]) == 0
@@ -80,6 +89,15 @@ def test_rung_status_pause_through_the_api(
     assert main(["resume"]) == 0
     assert main(["rung", "confluence", "reset"]) == 0
     assert live.shard("confluence")["rung"] == "none"
+    broken = state_dir / "shards" / "broken" / "ladder.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\0" * 8)
+    assert main(["status"]) == 0
+    captured = capsys.readouterr()
+    assert "confluence" in captured.out and "UNREADABLE" in captured.out
+    assert "broken:" in captured.err and "reset" in captured.err
+    assert main(["rung", "broken", "reset"]) == 0
+    assert "UNREADABLE" not in (main(["status"]), capsys.readouterr().out)[1]
 
 
 def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
@@ -93,7 +111,7 @@ def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
     assert "\n" not in err
     live = sidecar_thread()
     monkeypatch.setenv("HELIX_BFM_SIDECAR_URL", live.url)
-    monkeypatch.setenv("HELIX_BFM_SIDECAR_TOKEN", "wrong")
+    monkeypatch.setenv("HELIX_BFM_SIDECAR_TOKEN", "wrong-but-long-enough")
     assert main(["rung", "a", "restart"]) == 2
     assert "401" in capsys.readouterr().err
 
@@ -103,6 +121,11 @@ def test_clients_fail_in_one_line(cli_env: Callable[[Live], None],
     (["--host", "0.0.0.0", "--insecure-no-token"], {}, "non-loopback"),
     (["--host", "127.0.0.1"], {}, "--insecure-no-token"),
     (["--host", "127.0.0.1"], {"HELIX_BFM_CRAWL_ACTION": "restart-all"}, "CRAWL_ACTION"),
+    (["--port", "99999"], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16}, "--port='99999'"),
+    (["--port", "-1"], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16}, "between 0 and 65535"),
+    ([], {"HELIX_BFM_SIDECAR_TOKEN": "short"}, "at least 16"),
+    ([], {"HELIX_BFM_SIDECAR_TOKEN": "t" * 16, "HELIX_BFM_DEVICE_VAR": "LD_PRELOAD"},
+     "HELIX_BFM_DEVICE_VAR"),
 ])
 def test_sidecar_refuses_to_start_unsafely(args: list[str], env: dict[str, str], message: str,
                                            state_dir: Path) -> None:
@@ -112,3 +135,20 @@ def test_sidecar_refuses_to_start_unsafely(args: list[str], env: dict[str, str],
                           text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_exporter_port_is_range_checked(state_dir: Path) -> None:
+    done = subprocess.run(crawlguard_cmd("exporter", "--port", "99999"), cwd=REPO,
+                          env={**os.environ, "HELIX_BFM_STATE_DIR": str(state_dir)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--port='99999'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["env", "s1"], ["status"]])
+def test_env_and_status_check_the_detection_knobs(
+        cli_env: Callable[[Live], None], command: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HELIX_BFM_CRAWL_WINDOW", "eight")
+    assert main(command) == 2
+    assert "HELIX_BFM_CRAWL_WINDOW" in capsys.readouterr().err

@@ -147,7 +147,8 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     view.tick(force=True)
     view.event(SupervisorEvent("a", "launch", "launch #2: pid 7"))
     text = out.getvalue()
-    assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 embedded" in text
+    assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 genes done" in text
+    assert "embedded" not in text
     assert "crawlguard up: [a] launch #2: pid 7" in text
     tty = io.StringIO()
     view = LiveView(state, runs, tty, mode="tty")
@@ -209,3 +210,49 @@ def test_shipped_configs_are_found_from_a_checkout() -> None:
 
     found = Shipped.find()
     assert found is not None and found.rules.name == "crawlguard.rules.yml"
+
+
+def test_the_embedded_fallback_says_the_real_reason(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """Binaries present, shipped files absent: the reason names the files, not PATH."""
+    from crawlguard import shipped
+    from crawlguard.errors import ConfigError
+    from sidecar.rig.promstack import resolve_alert_path
+
+    for name in ("prometheus", "prometheus-alertmanager"):
+        fake = tmp_path / name
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(shipped, "_CHECKOUT", tmp_path / "nowhere")
+    monkeypatch.setattr(shipped, "PACKAGE_DIR", "_not_shipped")
+    path, why = resolve_alert_path("auto")
+    assert path == "embedded" and "not on PATH" not in why and "asked for" not in why
+    assert "rules/crawlguard.rules.yml" in why
+    with pytest.raises(ConfigError, match="were not found"):
+        resolve_alert_path("prometheus")
+
+
+def test_the_live_view_counts_distinct_genes_when_the_build_can_tell(tmp_path: Path) -> None:
+    """A batch redone after a restart is two lines in the batch log but one gene count."""
+    import io
+
+    from crawlguard.statedir import StateDir
+    from exporter.refbuild.store import output_dir, write_output
+    from exporter.refbuild.vectors import VECTOR_BYTES
+    from sidecar.rig.demo import DistinctGenes
+    from sidecar.rig.liveview import LiveView
+    from sidecar.supervisor.loop import ShardRun
+
+    state = StateDir(tmp_path / "state")
+    state.batches_file("a").parent.mkdir(parents=True)
+    state.batches_file("a").write_text('{"genes": 2}\n{"genes": 2}\n')   # redone once
+    vec = bytes(VECTOR_BYTES)
+    out = output_dir(tmp_path / "data", "a")
+    write_output(out / "f1.json", "f1", "cpu", [("g1", vec), ("g2", vec)])
+    write_output(out / "f2.json", "f2", "cpu", [("g2", vec)])          # a stray copy
+    stream = io.StringIO()
+    view = LiveView(state, {"a": ShardRun("a")}, stream, mode="lines",
+                    unique_genes=DistinctGenes(tmp_path / "data"))
+    view.tick(force=True)
+    assert "      2 genes" in stream.getvalue() and "embedded" not in stream.getvalue()

@@ -209,3 +209,15 @@ def test_malformed_overrides_stop_the_supervisor(tmp_path: Path) -> None:
     with pytest.raises(StateError):
         h.supervisor().run(threading.Event())
     assert h.launches() == []
+
+
+def test_a_worker_dead_before_any_batch_gets_its_log_tail_shown(tmp_path: Path) -> None:
+    h = Harness(tmp_path, "fail", max_futile_restarts=1)
+    h.config = replace(h.config, log_dir=tmp_path / "logs",
+                       command=(sys.executable, "-c", "import sys; print('early line'); "
+                                "sys.exit('boom: cannot import the model')"))
+    assert h.supervisor().run(threading.Event()) == EXIT_FUTILE
+    tails = [e.message for e in h.events if e.kind == "log-tail"]
+    assert len(tails) == 2                     # one per launch, each its own lines only
+    assert all(t.count("boom: cannot import the model") == 1 for t in tails)
+    assert "early line" in tails[0]

@@ -1,0 +1,258 @@
+"""Keeping the workers' metrics directory readable and small.
+
+Two jobs of the exporter, run before each scrape's merge (``WorkerCollector``):
+
+**Quarantine.** A file that does not parse (a truncated or 8-byte file, left by
+a disk that filled or a copy cut short) made prometheus_client's merge fail,
+so every scrape answered 500 and detection went blind for every shard. A bad
+file of a dead (or unidentifiable) worker is moved to ``metrics/quarantine/``,
+logged once and counted in ``bfm_exporter_corrupt_files_total``; the other
+files are served as usual. A bad file of a *live* worker is skipped, not
+moved: it may be a file that worker is creating right now (``MmapedDict``
+creates it empty, then sizes it), and moving it would blind that worker for
+good. It is logged once.
+
+**Compaction.** Each worker start leaves a ``counter_<key>.db`` (a 64 KiB sparse
+file) that the exporter must read at every scrape, so a rebuild with hundreds
+of restarts would grow without bound. The counter files of dead workers are
+merged into one archive, ``counter_archive.db``, by a crash-safe protocol:
+
+1. recover any previous compaction left unfinished (below);
+2. write the new archive (old archive + the dead files, summed per series) to
+   ``counter_archive.db.tmp`` and fsync it; the ``.tmp`` name is never served;
+3. write the journal ``compaction.json`` (atomic replace + fsync): the dead
+   files now contained in the temporary archive;
+4. rename the temporary archive over ``counter_archive.db``;
+5. delete the dead files, then the journal.
+
+A scrape never sees step 4 without step 5, because compaction and the merge
+run under one lock file (``metrics/.scrape.lock``), shared by every exporter
+serving the same state dir. If the exporter dies anywhere,
+``recover()`` (step 1, and before the first scrape) decides by what is on disk:
+no journal: steps 2-3 never completed, delete a stray ``.tmp``, nothing was
+merged; a journal *and* the ``.tmp``: the rename (4) did not happen, so the old
+archive plus the dead files are still the truth, delete both; a journal without
+the ``.tmp``: the rename happened, so the journal's files are in the archive,
+delete those still present (finish 5). A counter is therefore never lost and
+never counted twice, so no total goes backwards or jumps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from prometheus_client.mmap_dict import MmapedDict
+
+from crawlguard.errors import CorruptStateError, StateError
+from crawlguard.statedir import fsync_dir, read_json, write_json_atomic
+from crawlguard.workers import WorkerIdentity
+
+log = logging.getLogger("crawlguard.exporter")
+
+ARCHIVE = "counter_archive.db"
+TMP_SUFFIX = ".tmp"
+JOURNAL = "compaction.json"
+QUARANTINE = "quarantine"
+LOCK = ".scrape.lock"
+
+AliveCheck = Callable[[WorkerIdentity], bool]
+# Test hook: called with the step's name; raising (or os._exit) there simulates a crash.
+CrashPoint = Callable[[str], None]
+
+
+def read_file(path: str) -> list[tuple[str, float, float]]:
+    """The (key, value, timestamp) entries of one file; ValueError when it does not parse."""
+    try:
+        entries = [(k, v, t) for k, v, t, _ in MmapedDict.read_all_values_from_file(path)]
+        for key, _, _ in entries:
+            json.loads(key)  # the merge parses every key: one that does not parse fails it
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # the library raises struct.error, RuntimeError, Unicode...
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    size = os.path.getsize(path)
+    if size < 8:
+        raise ValueError(f"{size} bytes: shorter than the 8-byte header")
+    with open(path, "rb") as fh:
+        (used,) = struct.unpack("i", fh.read(4))
+    if used < 0 or 0 < used < 8 or used > size:
+        # The library reads such a header as "no entries": the file's counts are lost.
+        raise ValueError(f"header says {used} bytes used of {size}")
+    return entries
+
+
+def key_of(path: str) -> str:
+    """``counter_<pid>-<ms>.db`` / ``gauge_livemostrecent_<pid>-<ms>.db`` -> ``<pid>-<ms>``."""
+    return os.path.basename(path)[:-len(".db")].rsplit("_", 1)[-1]
+
+
+class MetricsJanitor:
+    """Quarantine and compaction of one metrics directory (see the module docstring)."""
+
+    def __init__(self, directory: Path, alive: AliveCheck,
+                 crash_point: CrashPoint | None = None) -> None:
+        self.dir = Path(directory)
+        self._alive = alive
+        self._crash = crash_point or (lambda step: None)
+        self.corrupt_total = 0
+        self._skipped_live: set[str] = set()
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 10.0) -> Iterator[bool]:
+        """Hold the scrape lock (yields False when another exporter held it too long:
+        serve without compacting rather than not at all)."""
+        lock = FileLock(str(self.dir / LOCK), timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            log.warning("%s is held for more than %gs; serving without compaction",
+                        self.dir / LOCK, timeout)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    @property
+    def archive(self) -> Path:
+        return self.dir / ARCHIVE
+
+    @property
+    def journal(self) -> Path:
+        return self.dir / JOURNAL
+
+    def _is_dead(self, path: str) -> bool:
+        if os.path.basename(path) == ARCHIVE:
+            return False
+        identity = WorkerIdentity.from_key(key_of(path))
+        return identity is None or not self._alive(identity)
+
+    # -- quarantine ------------------------------------------------------------
+
+    def readable(self, files: list[str]) -> list[str]:
+        """``files`` without the ones that do not parse (those of dead workers are moved
+        to quarantine/). Reads each file once; call it only when the merge failed."""
+        good = []
+        for path in files:
+            try:
+                read_file(path)
+            except FileNotFoundError:
+                continue
+            except ValueError as exc:
+                self._bad(path, exc)
+                continue
+            good.append(path)
+        return good
+
+    def _bad(self, path: str, exc: Exception) -> None:
+        if not self._is_dead(path) and os.path.basename(path) != ARCHIVE:
+            if path not in self._skipped_live:
+                self._skipped_live.add(path)
+                log.warning("metrics file %s of a live worker is unreadable (%s); skipped "
+                            "until it parses", path, exc)
+            return
+        target = self.dir / QUARANTINE / os.path.basename(path)
+        try:
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+        except OSError as err:
+            log.error("metrics file %s is unreadable (%s) and cannot be quarantined: %s",
+                      path, exc, err)
+            return
+        self.corrupt_total += 1
+        log.error("metrics file %s is unreadable (%s): moved to %s; the other workers' "
+                  "series are served", path, exc, target)
+
+    # -- compaction ------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish or undo a compaction the exporter died in (module docstring)."""
+        tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
+        try:
+            journal = read_json(self.journal)
+        except CorruptStateError:
+            journal = None  # half-written journal: step 3 did not complete
+            with contextlib.suppress(OSError):
+                self.journal.unlink()
+        if journal is None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            return
+        if tmp.exists():  # crashed before the rename: the old state is whole
+            tmp.unlink()
+        else:             # crashed after it: the journal's files are in the archive
+            for name in journal.get("merged", []):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / os.path.basename(str(name))).unlink()
+            fsync_dir(self.dir)
+        self.journal.unlink()
+        log.warning("finished an interrupted compaction of %s", self.dir)
+
+    def compact(self) -> int:
+        """Merge the dead workers' counter files into the archive; returns how many."""
+        self.recover()
+        dead = [p for p in sorted(glob.glob(str(self.dir / "counter_*.db")))
+                if os.path.basename(p) != ARCHIVE and self._is_dead(p)]
+        if not dead:
+            return 0
+        totals: dict[str, float] = {}
+        merged: list[str] = []
+        sources = [str(self.archive)] if self.archive.exists() else []
+        for path in sources + dead:
+            try:
+                entries = read_file(path)
+            except FileNotFoundError:
+                continue
+            except ValueError as exc:
+                self._bad(path, exc)
+                continue
+            for key, value, _ in entries:
+                totals[key] = totals.get(key, 0.0) + value
+            if path in dead:
+                merged.append(path)
+        if not merged:
+            return 0
+        tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
+        _write_archive(tmp, totals)
+        self._crash("tmp_written")
+        write_json_atomic(self.journal, {"merged": [os.path.basename(p) for p in merged]})
+        self._crash("journal_written")
+        os.replace(tmp, self.archive)
+        fsync_dir(self.dir)
+        self._crash("archive_replaced")
+        for path in merged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._crash("source_deleted")
+        fsync_dir(self.dir)
+        self.journal.unlink()
+        return len(merged)
+
+
+def _write_archive(path: Path, totals: dict[str, float]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stray one from an attempt that never reached its journal
+    try:
+        out = MmapedDict(str(path))
+        try:
+            for key in sorted(totals):
+                out.write_value(key, totals[key], 0.0)
+        finally:
+            out.close()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
