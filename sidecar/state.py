@@ -1,7 +1,8 @@
 """The durable ladder of every shard: ``<state>/shards/<shard>/ladder.json``.
 
 Every write is an atomic replace (``write_json_atomic``) made while holding
-``StateDir.lock()``, the lock every writer of shard state shares. The ``env``
+``LadderStore.lock()``, which includes ``StateDir.lock()``, the lock every
+writer of shard state shares; it is fsync'd afterwards (``LadderStore.sync``). The ``env``
 object is the resume environment that ``sidecar.resume.resume_env`` (and so
 every supervisor loop) reads, so it must always map variable names to strings;
 ``to_json`` below is the only writer of that shape. Schema (version 1)::
@@ -34,15 +35,15 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.statedir import StateDir, read_json, safe_name, write_json_atomic
+from crawlguard.statedir import StateDir, read_json, safe_name, sync_file, write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
@@ -164,21 +165,25 @@ def _pending(p: Any) -> Pending | None:
 class LadderStore:
     """Load and save shard ladders and the pause switch in one state dir.
 
+    A change is a read-modify-write under ``lock()``: this process's mutex, then
+    ``StateDir.lock()``. ``save`` replaces the file atomically without fsync, a
+    fraction of a millisecond: from then on every process (a restarted sidecar
+    too) reads the new ladder. ``sync`` makes it survive a crash of the host; it
+    is called after the lock is released, by whoever needs that: a rung's thread
+    before it signals, a manual request before it answers. Nothing fsyncs under
+    the lock, so the webhook, which takes it on the event loop, never waits for
+    a disk flush.
+
     Parsed ladders are cached with the file's stat signature (inode, size,
     mtime): a file replaced behind our back (another writer, a person) has a
     new inode and is parsed again, while the common case, a shard this process
-    wrote last, costs one ``stat`` instead of a JSON parse. ``seen_before``
-    answers from the cache alone, because a key, once seen, stays in every
-    later version of the file (resets keep it) until it ages out.
+    wrote last, costs one ``stat`` instead of a JSON parse.
     """
 
-    def __init__(self, state_dir: StateDir, parallel_saves: int = 1) -> None:
+    def __init__(self, state_dir: StateDir) -> None:
         self.dir = state_dir
         self._cache: dict[str, tuple[tuple[int, int, int] | None, ShardLadder]] = {}
-        self._seen: dict[str, frozenset[str]] = {}
-        self._savers: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(max_workers=parallel_saves, thread_name_prefix="save")
-            if parallel_saves > 1 else None)
+        self._mutex = threading.Lock()
 
     @property
     def pause_file(self) -> Path:
@@ -186,7 +191,8 @@ class LadderStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        with self.dir.lock():
+        """Held around every read-modify-write of a ladder or the pause switch."""
+        with self._mutex, self.dir.lock():
             yield
 
     def _signature(self, path: Path) -> tuple[int, int, int] | None:
@@ -197,11 +203,6 @@ class LadderStore:
         except OSError as exc:
             raise StateError(f"cannot stat {path}: {exc.strerror or exc}") from exc
         return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def _remember(self, shard: str, sig: tuple[int, int, int] | None,
-                  state: ShardLadder) -> None:
-        self._cache[shard] = (sig, state)
-        self._seen[shard] = frozenset(state.seen)
 
     def load(self, shard: str) -> ShardLadder:
         path = self.dir.ladder_file(safe_name(shard))
@@ -218,45 +219,22 @@ class LadderStore:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CorruptStateError(f"{path} is not a ladder crawlguard wrote ({exc}); "
                                         "fix or delete it to reset the shard") from exc
-        self._remember(shard, sig, state)
+        self._cache[shard] = (sig, state)
         return state
 
     def save(self, state: ShardLadder) -> None:
+        """Replace the shard's ladder (under ``lock()``); durable after ``sync``."""
         path = self.dir.ladder_file(state.shard)
-        write_json_atomic(path, to_json(state))
-        self._remember(state.shard, self._signature(path), state)
+        write_json_atomic(path, to_json(state), durable=False)
+        self._cache[state.shard] = (self._signature(path), state)
 
-    def save_many(self, states: list[ShardLadder]) -> dict[str, StateError]:
-        """Save several shards; their fsyncs overlap (the filesystem commits them together).
-        Returns the shards that could not be written, with why."""
-        if len(states) <= 1 or self._savers is None:
-            results = [self._try_save(s) for s in states]
-        else:
-            results = list(self._savers.map(self._try_save, states))
-        return {s.shard: err for s, err in zip(states, results, strict=True) if err is not None}
-
-    def _try_save(self, state: ShardLadder) -> StateError | None:
-        try:
-            self.save(state)
-        except StateError as exc:
-            return exc
-        return None
-
-    def stage(self, state: ShardLadder) -> None:
-        """Keep ``state`` in memory only, ahead of the file it was loaded from; the next
-        ``save`` writes it. Lost if another writer replaces the file meanwhile."""
-        cached = self._cache.get(state.shard)
-        sig = cached[0] if cached is not None else None
-        self._remember(state.shard, sig, state)
-
-    def seen_before(self, shard: str, key: str) -> bool:
-        """True when ``key`` is known to have been judged already (no I/O)."""
-        return key in self._seen.get(shard, frozenset())
+    def sync(self, shard: str) -> None:
+        """Make the shard's ladder as saved so far durable (fsync; outside ``lock()``)."""
+        sync_file(self.dir.ladder_file(safe_name(shard)))
 
     def shards(self) -> list[str]:
-        """Shards that have a ladder file, or a ladder staged in memory."""
-        on_disk = {s for s in self.dir.shards() if self.dir.ladder_file(s).exists()}
-        return sorted(on_disk | set(self._cache))
+        """Shards that have a ladder file."""
+        return [s for s in self.dir.shards() if self.dir.ladder_file(s).exists()]
 
     def paused(self) -> dict[str, Any]:
         data = read_json(self.pause_file)
@@ -267,4 +245,9 @@ class LadderStore:
         return data
 
     def set_paused(self, paused: bool, since: float, reason: str) -> None:
-        write_json_atomic(self.pause_file, {"paused": paused, "since": since, "reason": reason})
+        """Write the pause switch (under ``lock()``); durable after ``sync_paused``."""
+        write_json_atomic(self.pause_file, {"paused": paused, "since": since, "reason": reason},
+                          durable=False)
+
+    def sync_paused(self) -> None:
+        sync_file(self.pause_file)
