@@ -100,8 +100,10 @@ class Engine:
                     self.rungs.spawn(shard, state.pending)
 
     def close(self) -> None:
-        """Stop writing the audit log. Rungs still running finish on their own threads;
-        one cut short by the process ending is completed by the next start (``start``)."""
+        """Finish queued fsyncs and close the audit log. Rungs still running finish on
+        their own threads; one cut short by the process ending is completed by the
+        next start (``start``)."""
+        self.store.close()
         self.audit.close()
 
     def rungs_in_progress(self) -> int:

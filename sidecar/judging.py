@@ -1,15 +1,21 @@
-"""Judging webhook notifications: alerts in, decisions recorded, rungs started.
+"""Judging webhook notifications: alerts in, decisions written, rungs started.
 
 ``AlertJudge.judge`` runs on the event loop, one notification at a time, and
-answers at once: under ``LadderStore.lock()`` it applies ``ladder.on_alert``
-to each alert in order and saves each shard whose ladder changed (an atomic
-replace, no fsync: a fraction of a millisecond). An exact repeat changes
-nothing, so it writes no ladder; like every alert it still appends an audit
-line (flushed, not fsynced). A rung is started only after the write that
-records it, and its own thread makes that write durable before it signals
-anyone (``sidecar.rungs``). A shard whose ladder could not be written fails
-the notification (the app answers 500, so Alertmanager sends it again), and
-a rung whose write failed was never decided.
+answers at once:
+
+- a shard whose alerts are all exact repeats (most of the traffic:
+  Alertmanager's repeat_interval, HA pairs) is judged from its cached ladder
+  without the lock, and nothing is written but audit lines (flushed, not
+  fsynced);
+- otherwise, under ``LadderStore.lock()``, ``ladder.on_alert`` is applied to
+  each alert in order and each changed shard is saved: an atomic replace
+  without fsync, which a restarted sidecar reads. The fsync follows on a
+  background thread (``LadderStore.sync_later``).
+
+A rung is started only after the write that records it, and its thread fsyncs
+that write before it signals anyone (``sidecar.rungs``). A shard whose ladder
+could not be written fails the notification (the app answers 500, so
+Alertmanager sends it again), and a rung whose write failed was never decided.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from crawlguard.workers import WorkerIdentity
 
 from . import ladder
 from .audit import AuditLog, worker_json
-from .ladder import AlertFacts, Context, Pending
+from .ladder import AlertFacts, Context, Pending, Transition
 from .metrics import SidecarMetrics
 from .rungs import RungRunner
 from .state import LadderStore
@@ -47,6 +53,29 @@ class AlertJudge:
     def judge(self, payload: WebhookPayload) -> list[AlertOutcome]:
         """Judge one notification; its decisions are written when this returns.
         StateError when a shard's ladder could not be written."""
+        outcomes, by_shard = self._triage(payload)
+        fresh = {shard: items for shard, items in by_shard.items()
+                 if not self._only_repeats(shard, items, outcomes)}
+        saved: list[str] = []
+        failed: list[StateError] = []
+        if fresh:
+            with self.store.lock():
+                for shard, items in fresh.items():
+                    try:
+                        if self._judge_shard(shard, items, outcomes):
+                            saved.append(shard)
+                    except StateError as exc:
+                        log.error("shard %s: decisions not recorded: %s", shard, exc)
+                        failed.append(exc)
+        for shard in saved:
+            self.store.sync_later(shard)
+        if failed:
+            raise failed[0]
+        return outcomes
+
+    def _triage(self, payload: WebhookPayload
+                ) -> tuple[list[AlertOutcome], dict[str, list[tuple[int, AlertFacts]]]]:
+        """Outcomes with the ignored alerts judged, and the others grouped by shard."""
         outcomes: list[AlertOutcome] = []
         by_shard: dict[str, list[tuple[int, AlertFacts]]] = {}
         for alert in payload.alerts:
@@ -63,16 +92,7 @@ class AlertJudge:
             outcomes.append(AlertOutcome(tri.alertname, tri.status, tri.fingerprint, tri.shard,
                                          "pending"))
             by_shard.setdefault(tri.shard, []).append((len(outcomes) - 1, tri.facts))
-        fresh = {shard: items for shard, items in by_shard.items()
-                 if not self._only_repeats(shard, items, outcomes)}
-        failed: StateError | None = None
-        if fresh:
-            with self.store.lock():
-                for shard, items in fresh.items():
-                    failed = self._judge_shard(shard, items, outcomes) or failed
-        if failed is not None:
-            raise failed
-        return outcomes
+        return outcomes, by_shard
 
     def _only_repeats(self, shard: str, items: list[tuple[int, AlertFacts]],
                       outcomes: list[AlertOutcome]) -> bool:
@@ -84,7 +104,7 @@ class AlertJudge:
             state = self.store.load(shard)
         except StateError:
             return False  # judged under the lock, which reports it
-        repeats: list[tuple[int, AlertFacts, ladder.Transition]] = []
+        repeats: list[tuple[int, AlertFacts, Transition]] = []
         for idx, facts in items:
             t = ladder.repeat(state, facts)
             if t is None:
@@ -95,14 +115,16 @@ class AlertJudge:
         return True
 
     def _judge_shard(self, shard: str, items: list[tuple[int, AlertFacts]],
-                     outcomes: list[AlertOutcome]) -> StateError | None:
+                     outcomes: list[AlertOutcome]) -> bool:
+        """Judge the shard's alerts under the lock; True when its ladder was saved.
+        StateError (raised) when it could not be: its rungs were never decided."""
         try:
             state = self.store.load(shard)
         except StateError as exc:
             log.error("shard %s: alerts not judged: %s", shard, exc)
             for idx, facts in items:
                 self._judged(outcomes, idx, shard, facts, "state_error", str(exc), None)
-            return None
+            return False
         ctx = self.context(shard)
         changed = False
         starts: list[Pending] = []
@@ -114,15 +136,11 @@ class AlertJudge:
                 state = self.rungs.effective_now(t.start, state)
                 starts.append(t.start)
         if changed:
-            try:
-                self.store.save(state)
-            except StateError as exc:
-                log.error("shard %s: decisions not recorded: %s", shard, exc)
-                return exc
+            self.store.save(state)
         self.metrics.shard_state(shard, state.rung, state.pending is not None)
         for start in starts:
             self.rungs.start(shard, start)
-        return None
+        return changed
 
     def _judged(self, outcomes: list[AlertOutcome], idx: int, shard: str, facts: AlertFacts,
                 decision: str, note: str, worker: WorkerIdentity | None) -> None:

@@ -2,9 +2,10 @@
 
 Every write is an atomic replace (``write_json_atomic``) made while holding
 ``LadderStore.lock()``, which includes ``StateDir.lock()``, the lock every
-writer of shard state shares; it is fsync'd afterwards (``LadderStore.sync``). The ``env``
-object is the resume environment that ``sidecar.resume.resume_env`` (and so
-every supervisor loop) reads, so it must always map variable names to strings;
+writer of shard state shares; it is fsync'd after the lock is released
+(``LadderStore.sync``). The ``env`` object is the resume environment that
+``sidecar.resume.resume_env`` (and so every supervisor loop) reads, so it
+must always map variable names to strings;
 ``to_json`` below is the only writer of that shape. Schema (version 1)::
 
     {
@@ -33,10 +34,12 @@ The pause switch is ``<state>/sidecar.json`` (``{"paused": bool, "since": ...,
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -48,6 +51,7 @@ from crawlguard.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 
+log = logging.getLogger(__name__)
 SCHEMA = 1
 _ENTRY_ORDER = tuple(f.name for f in fields(Entry))
 _ENTRY_FIELDS = frozenset(_ENTRY_ORDER)
@@ -169,10 +173,10 @@ class LadderStore:
     ``StateDir.lock()``. ``save`` replaces the file atomically without fsync, a
     fraction of a millisecond: from then on every process (a restarted sidecar
     too) reads the new ladder. ``sync`` makes it survive a crash of the host; it
-    is called after the lock is released, by whoever needs that: a rung's thread
-    before it signals, a manual request before it answers. Nothing fsyncs under
-    the lock, so the webhook, which takes it on the event loop, never waits for
-    a disk flush.
+    is called after the lock is released: by a rung's thread before it signals,
+    by a manual request before it answers, and for the webhook, which takes the
+    lock on the event loop and must not wait for a disk flush, on a background
+    thread (``sync_later``). Nothing fsyncs under the lock.
 
     Parsed ladders are cached with the file's stat signature (inode, size,
     mtime): a file replaced behind our back (another writer, a person) has a
@@ -184,6 +188,7 @@ class LadderStore:
         self.dir = state_dir
         self._cache: dict[str, tuple[tuple[int, int, int] | None, ShardLadder]] = {}
         self._mutex = threading.Lock()
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync")
 
     @property
     def pause_file(self) -> Path:
@@ -231,6 +236,21 @@ class LadderStore:
     def sync(self, shard: str) -> None:
         """Make the shard's ladder as saved so far durable (fsync; outside ``lock()``)."""
         sync_file(self.dir.ladder_file(safe_name(shard)))
+
+    def sync_later(self, shard: str) -> None:
+        """``sync`` on a background thread, for a caller that must not wait (the webhook):
+        durable moments later instead of at the kernel's next writeback."""
+        self._syncer.submit(self._sync_logged, shard)
+
+    def _sync_logged(self, shard: str) -> None:
+        try:
+            self.sync(shard)
+        except StateError as exc:  # nobody waits for it; a rung's own sync will retry
+            log.error("shard %s: %s", shard, exc)
+
+    def close(self) -> None:
+        """Finish the syncs queued so far."""
+        self._syncer.shutdown(wait=True)
 
     def shards(self) -> list[str]:
         """Shards that have a ladder file."""
