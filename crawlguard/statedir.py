@@ -16,7 +16,8 @@ Names are validated before they become path components (``safe_name``), and
 every JSON file is replaced atomically (write to a temporary file, fsync,
 rename), so a crash at any moment leaves either the old or the new file, never
 half of one. Readers still treat a file that does not parse as
-``CorruptStateError`` because a person may have edited it.
+``CorruptStateError`` because a person may have edited it. (The sidecar's
+ladders skip the fsyncs on the webhook's path and ``sync_file`` them after.)
 """
 
 from __future__ import annotations
