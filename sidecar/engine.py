@@ -9,8 +9,9 @@ and the metrics. Every decision reads the shard's ladder, applies the pure
 of the worker to act on, and for the CPU rung the new ``env``) BEFORE
 anything is signalled; its thread fsyncs that write, and only then acts. When
 the action ends, its outcome and ``effective_at`` are written and ``pending``
-is cleared. Webhook decisions answer once written (no fsync on the event
-loop); manual rungs, resets and pause/resume answer once fsync'd.
+is cleared. Webhook decisions answer once written and are fsync'd on a
+background thread right after (the event loop never waits for a disk flush);
+manual rungs, resets and pause/resume answer once fsync'd.
 
 Crash safety: if the sidecar dies anywhere after the write, the next start
 finds ``pending`` and carries the action out then (``Engine.start``). That is
