@@ -240,7 +240,10 @@ class LadderStore:
     def sync_later(self, shard: str) -> None:
         """``sync`` on a background thread, for a caller that must not wait (the webhook):
         durable moments later instead of at the kernel's next writeback."""
-        self._syncer.submit(self._sync_logged, shard)
+        try:
+            self._syncer.submit(self._sync_logged, shard)
+        except RuntimeError:  # closed: the sidecar is stopping, so waiting is fine
+            self._sync_logged(shard)
 
     def _sync_logged(self, shard: str) -> None:
         try:
