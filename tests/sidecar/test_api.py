@@ -176,7 +176,10 @@ def test_suppressed_alerts_are_recorded_and_stay_duplicates_after_a_restart(
     live.server.stop()
     again = sidecar_thread()
     assert again.shard("s")["history"][-1]["kind"] == "stale"
+    path = state_dir / "shards" / "s" / "ladder.json"
+    inode = path.stat().st_ino
     assert again.post_alerts(late)["decisions"][0]["decision"] == "duplicate"
+    assert path.stat().st_ino == inode  # an exact repeat rewrites nothing
 
 
 def test_a_corrupt_ladder_refuses_that_shard_only(
