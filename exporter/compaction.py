@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import logging
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -52,10 +51,11 @@ from filelock import FileLock, Timeout
 from prometheus_client.mmap_dict import MmapedDict
 
 from crawlguard.errors import CorruptStateError, StateError
+from crawlguard.logs import get_logger
 from crawlguard.statedir import fsync_dir, read_json, write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
-log = logging.getLogger("crawlguard.exporter")
+log = get_logger(__name__)
 
 ARCHIVE = "counter_archive.db"
 TMP_SUFFIX = ".tmp"

@@ -10,7 +10,6 @@ the source recovers. A worker the source has no instance for is left out.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,12 +17,13 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from crawlguard.errors import SharedMemoryError
+from crawlguard.logs import get_logger
 
 from . import catalog
 from .liveworkers import live_workers
 from .shared import SharedSource
 
-log = logging.getLogger("crawlguard.exporter")
+log = get_logger(__name__)
 
 
 class SharedMemoryCollector(Collector):

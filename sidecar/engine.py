@@ -1,13 +1,17 @@
-"""The sidecar's core: ladder decisions made durable, and rungs carried out.
+"""The sidecar's core: ladder decisions recorded, and rungs carried out.
 
-Every decision runs under one in-process mutex and ``StateDir.lock()``: read
-the shard's ladder, apply the pure ``sidecar.ladder`` rule, write it back by
-atomic replace, append the audit line (alerts: ``sidecar.judging``). A rung
-is persisted as ``pending`` (with the identity of the worker to act on, and
-for the CPU rung the new ``env``) BEFORE anything is signalled; only then is the action started on a
-thread of its own (``sidecar.rungs``), so the webhook answers at once. When
+``Engine`` composes the parts: ``LadderStore`` (ladder files and the lock
+around every read-modify-write), ``AlertJudge`` (webhook notifications),
+``RungRunner`` (rungs carried out on threads of their own), the audit log
+and the metrics. Every decision reads the shard's ladder, applies the pure
+``sidecar.ladder`` rule and writes the ladder back by atomic replace under
+``LadderStore.lock()``. A rung is written as ``pending`` (with the identity
+of the worker to act on, and for the CPU rung the new ``env``) BEFORE
+anything is signalled; its thread fsyncs that write, and only then acts. When
 the action ends, its outcome and ``effective_at`` are written and ``pending``
-is cleared.
+is cleared. Webhook decisions answer once written and are fsync'd on a
+background thread right after (the event loop never waits for a disk flush);
+manual rungs, resets and pause/resume answer once fsync'd.
 
 Crash safety: if the sidecar dies anywhere after the write, the next start
 finds ``pending`` and carries the action out then (``Engine.start``). That is
@@ -16,7 +20,7 @@ worker that is already gone or whose pid was reused is never signalled, and
 the worker that replaced it is a different identity. A decision is never
 repeated either, since the alert key that caused it was saved in the same write.
 
-Test hook: ``after_decide`` runs right after a pending rung is persisted and
+Test hook: ``after_decide`` runs right after a pending rung is written and
 before it is acted on; ``crawlguard sidecar`` sets it to ``os._exit`` when
 HELIX_BFM_TEST_CRASH_AFTER_DECIDE=1, to simulate that crash without sleeps.
 """
@@ -24,12 +28,8 @@ HELIX_BFM_TEST_CRASH_AFTER_DECIDE=1, to simulate that crash without sleeps.
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from crawlguard.errors import (
@@ -39,26 +39,25 @@ from crawlguard.errors import (
     StateError,
     UnknownShardError,
 )
+from crawlguard.logs import get_logger
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir, safe_name
 from crawlguard.workers import WorkerIdentity, read_registration
 
 from . import ladder
-from .actions import ActionResult
-from .audit import AuditLog, worker_json
-from .batching import Batcher
-from .judging import AlertJudging
+from .audit import AuditLog
+from .judging import AlertJudge
 from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition
 from .metrics import SidecarMetrics
 from .rungs import RungRunner
 from .state import LadderStore
 from .webhook import AlertOutcome, WebhookPayload
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 
-class Engine(AlertJudging):
+class Engine:
     def __init__(self, state_dir: StateDir, remediation: Remediation,
                  clock: Callable[[], float] = time.time,
                  after_decide: Callable[[str, Pending], None] | None = None) -> None:
@@ -66,30 +65,31 @@ class Engine(AlertJudging):
         self.remediation = remediation
         self.mode: Mode = ladder.mode_of(remediation.action)
         self.clock = clock
-        self.after_decide = after_decide
-        # Four writers: enough for the filesystem to commit a batch's fsyncs together.
-        self.store = LadderStore(state_dir, parallel_saves=4)
+        self.store = LadderStore(state_dir)
         self.audit = AuditLog(state_dir.audit_log, clock)
         self.metrics = SidecarMetrics()
         self.paused = False
-        self._mutex = threading.Lock()
-        self.rungs = RungRunner(state_dir, self.store, self._mutex, self.metrics, self.audit,
-                                remediation.grace_seconds, clock)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._batcher: Batcher[WebhookPayload, list[AlertOutcome]] = Batcher(
-            self.handle_batch, self._executor)
+        self.rungs = RungRunner(state_dir, self.store, self.metrics, self.audit,
+                                remediation.grace_seconds, clock, after_decide)
+        self.alerts = AlertJudge(self.store, self.rungs, self.metrics, self.audit,
+                                 self._context)
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking engine method on the engine's thread, from the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(fn, *args))
+    def judge(self, payload: WebhookPayload) -> list[AlertOutcome]:
+        """Judge a notification on the caller's thread (the event loop: it does not
+        wait for a disk flush); its decisions are written when this returns."""
+        return self.alerts.judge(payload)
+
+    @staticmethod
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine method on a thread (it may fsync), from the event loop."""
+        return await asyncio.to_thread(fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
         """Load the pause switch and every ladder; finish rungs a crash interrupted."""
         self.dir.ensure()
-        with self._mutex, self.store.lock():
+        with self.store.lock():
             self.paused = bool(self.store.paused()["paused"])
             self.metrics.paused.set(1 if self.paused else 0)
             for shard in self.store.shards():
@@ -107,10 +107,10 @@ class Engine(AlertJudging):
                     self.rungs.spawn(shard, state.pending)
 
     def close(self) -> None:
-        """Stop taking work. Rungs still running finish on their own threads; one cut
-        short by the process ending is completed by the next start (``start``)."""
-        self._batcher.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Finish queued fsyncs and close the audit log. Rungs still running finish on
+        their own threads; one cut short by the process ending is completed by the
+        next start (``start``)."""
+        self.store.close()
         self.audit.close()
 
     def rungs_in_progress(self) -> int:
@@ -130,34 +130,14 @@ class Engine(AlertJudging):
         return Context(now=self.clock(), mode=self.mode, paused=self.paused,
                        worker=worker, device_var=self.remediation.device_var)
 
-    def _effective_now(self, start: Pending, state: ShardLadder) -> ShardLadder:
-        """A rung without a registered worker has nobody to signal: it takes effect as
-        decided, in the same write."""
-        if start.worker is not None:
-            return state
-        return ladder.on_complete(state, start.id, "no_worker", start.decided_at).state
-
-    def _started(self, shard: str, start: Pending) -> None:
-        """After the rung's write (never before): act on it, or record that none is due."""
-        self.audit.write("rung_decided", shard=shard, id=start.id, rung=start.rung,
-                         source=start.source, reason=start.reason,
-                         worker=worker_json(start.worker))
-        if self.after_decide is not None:
-            self.after_decide(shard, start)
-        if start.worker is None:
-            self.rungs.record_done(shard, start, ActionResult(
-                "no_worker", start.decided_at, "no worker registered for the shard"))
-        else:
-            self.rungs.spawn(shard, start)
-
     def _commit(self, shard: str, t: Transition) -> ShardLadder:
-        """Persist a manual transition (rung, refusal, reset) and start its rung."""
-        state = t.state if t.start is None else self._effective_now(t.start, t.state)
+        """Write a manual transition (rung, refusal, reset) and start its rung."""
+        state = t.state if t.start is None else self.rungs.effective_now(t.start, t.state)
         if t.changed:
             self.store.save(state)
         self.metrics.shard_state(shard, state.rung, state.pending is not None)
         if t.start is not None:
-            self._started(shard, t.start)
+            self.rungs.start(shard, t.start)
         elif t.decision == "refused":
             rung = state.history[-1].rung if state.history else None
             self.metrics.rungs.labels(shard=shard, rung=rung or "none", outcome="refused").inc()
@@ -165,18 +145,19 @@ class Engine(AlertJudging):
 
     def manual_rung(self, shard: str, rung: ManualRung, reason: str) -> ShardLadder:
         """A rung forced by hand, through the same path as alerts; RungRefused if not now."""
-        with self._mutex, self.store.lock():
+        with self.store.lock():
             state = self._load_known(shard)
             t = ladder.on_manual(state, rung, reason, self._context(shard))
             self.audit.write("manual_rung", shard=shard, requested=rung, reason=reason,
                              decision=t.decision, note=t.note)
             state = self._commit(shard, t)
+        self.store.sync(shard)
         if t.decision == "refused":
             raise RungRefused(t.note)
         return state
 
     def reset(self, shard: str, reason: str) -> ShardLadder:
-        with self._mutex, self.store.lock():
+        with self.store.lock():
             try:
                 state = self._load_known(shard)
             except CorruptStateError as exc:
@@ -186,14 +167,17 @@ class Engine(AlertJudging):
                              note=t.note)
             if t.decision == "refused":
                 raise RungRefused(t.note)
-            return self._commit(shard, t)
+            state = self._commit(shard, t)
+        self.store.sync(shard)
+        return state
 
     def set_paused(self, paused: bool, reason: str) -> None:
-        with self._mutex, self.store.lock():
+        with self.store.lock():
             self.store.set_paused(paused, self.clock(), reason)
             self.paused = paused
             self.metrics.paused.set(1 if paused else 0)
             self.audit.write("pause" if paused else "resume", reason=reason)
+        self.store.sync_paused()
 
     def shard(self, shard: str) -> ShardLadder:
         return self._load_known(shard)

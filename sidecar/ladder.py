@@ -200,10 +200,18 @@ def _start(state: ShardLadder, rung: ActionRung, ctx: Context, source: str,
     return Transition(new, "rung", start=pending, note=f"{rung} decided ({reason})")
 
 
-def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
-    """Apply one alert of a known name for this shard (rules in the module docstring)."""
+def repeat(state: ShardLadder, alert: AlertFacts) -> Transition | None:
+    """Rule 1, which needs no context: the transition of an exact repeat, else None."""
     if alert.key in state.seen:
         return Transition(state, "duplicate", note="exact repeat (fingerprint+startsAt)")
+    return None
+
+
+def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
+    """Apply one alert of a known name for this shard (rules in the module docstring)."""
+    same = repeat(state, alert)
+    if same is not None:
+        return same
     state = replace(state, seen=(*state.seen, alert.key)[-MAX_SEEN:])
     wkey = ctx.worker.key if ctx.worker else None
     last_effect = state.last_rung_effective_at

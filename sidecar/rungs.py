@@ -1,55 +1,73 @@
-"""Carrying out decided rungs: one thread per rung, its outcome made durable.
+"""Carrying out decided rungs: one thread per rung, its outcome recorded.
 
-The engine decides and persists a rung as ``pending`` first; ``RungRunner``
-then acts on it off the request path (``sidecar.actions.restart_worker``:
-verify, signal, wait, kill) and writes the outcome and ``effective_at`` under
-the same mutex and state-dir lock as every decision. A rung is serialised per
-shard by construction: no new rung is decided while one is pending.
+A rung reaches ``RungRunner`` only after the write that records it as
+``pending`` (``start``, called under ``LadderStore.lock()`` right after that
+write). Its thread first makes that write durable (``LadderStore.sync``: fsync
+of the ladder and its directory), and only then acts on the worker
+(``sidecar.actions.restart_worker``: verify, signal, wait, kill). The outcome is
+a read-modify-write under ``LadderStore.lock()`` like every decision. A rung is
+serialised per shard by construction: no new rung is decided while one is
+pending.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
 from crawlguard.errors import CrawlguardError
+from crawlguard.logs import get_logger
 from crawlguard.statedir import StateDir
 from crawlguard.workers import read_registration
 
 from . import ladder
 from .actions import ActionResult, restart_worker
 from .audit import AuditLog, worker_json
-from .ladder import Pending
+from .ladder import Pending, ShardLadder
 from .metrics import SidecarMetrics
 from .state import LadderStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class RungRunner:
-    def __init__(self, state_dir: StateDir, store: LadderStore, mutex: threading.Lock,
-                 metrics: SidecarMetrics, audit: AuditLog, grace_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: StateDir, store: LadderStore, metrics: SidecarMetrics,
+                 audit: AuditLog, grace_seconds: float,
+                 clock: Callable[[], float] = time.time,
+                 after_decide: Callable[[str, Pending], None] | None = None) -> None:
         self.dir = state_dir
         self.store = store
-        self._mutex = mutex
         self.metrics = metrics
         self.audit = audit
         self.grace_seconds = grace_seconds
         self.clock = clock
+        self.after_decide = after_decide
         self._threads: dict[str, threading.Thread] = {}
 
     def in_progress(self) -> int:
         return sum(1 for t in list(self._threads.values()) if t.is_alive())
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait for every running rung (tests and shutdown); True when none is left."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads.values())
+    @staticmethod
+    def effective_now(start: Pending, state: ShardLadder) -> ShardLadder:
+        """A rung without a registered worker has nobody to signal: it takes effect as
+        decided, in the same write that records it."""
+        if start.worker is not None:
+            return state
+        return ladder.on_complete(state, start.id, "no_worker", start.decided_at).state
+
+    def start(self, shard: str, start: Pending) -> None:
+        """After the rung's write (never before): act on it, or record that none is due."""
+        self.audit.write("rung_decided", shard=shard, id=start.id, rung=start.rung,
+                         source=start.source, reason=start.reason,
+                         worker=worker_json(start.worker))
+        if self.after_decide is not None:
+            self.after_decide(shard, start)
+        if start.worker is None:
+            self.record_done(shard, start, ActionResult(
+                "no_worker", start.decided_at, "no worker registered for the shard"))
+        else:
+            self.spawn(shard, start)
 
     def spawn(self, shard: str, pending: Pending) -> None:
         thread = threading.Thread(target=self._act, args=(shard, pending),
@@ -59,6 +77,7 @@ class RungRunner:
 
     def _act(self, shard: str, pending: Pending) -> None:
         try:
+            self.store.sync(shard)  # the pending record is durable before any signal
             result = restart_worker(pending.worker, self.grace_seconds,
                                     pending.decided_at, self.clock)
         except Exception as exc:
@@ -87,11 +106,12 @@ class RungRunner:
 
     def _complete(self, shard: str, pending: Pending, result: ActionResult) -> None:
         try:
-            with self._mutex, self.store.lock():
+            with self.store.lock():
                 state = self.store.load(shard)
                 t = ladder.on_complete(state, pending.id, result.outcome, result.effective_at)
                 self.store.save(t.state)
                 self.metrics.shard_state(shard, t.state.rung, t.state.pending is not None)
+            self.store.sync(shard)
         except CrawlguardError as exc:
             log.error("shard %s: outcome of rung %s not recorded: %s", shard, pending.id, exc)
             return

@@ -2,8 +2,10 @@
 
 The file is read and written only through ``crawlguard.formats.ladderfile`` (its
 header: version, crawls, rung, env, history); this module maps the whole
-document to a ``ShardLadder`` and back. Every write is an atomic replace made while holding
-``StateDir.lock()``, the lock every writer of shard state shares. The ``env``
+document to a ``ShardLadder`` and back. Every write is an atomic replace made while
+holding ``LadderStore.lock()``, which includes ``StateDir.lock()``, the lock every
+writer of shard state shares; it is fsync'd after the lock is released
+(``LadderStore.sync``). The ``env``
 object is the resume environment that ``sidecar.resume.resume_env`` (and so
 every supervisor loop) reads, so it must always map variable names to strings;
 ``to_json`` below is the only writer of that shape. Schema (version 1)::
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,12 +48,14 @@ from typing import Any
 
 from crawlguard.errors import CorruptStateError, StateError
 from crawlguard.formats import ladderfile
+from crawlguard.logs import get_logger
 from crawlguard.names import ShardName
-from crawlguard.statedir import StateDir, read_json, write_json_atomic
+from crawlguard.statedir import StateDir, read_json, sync_file, write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 
+log = get_logger(__name__)
 SCHEMA = ladderfile.VERSION
 _ENTRY_ORDER = tuple(f.name for f in fields(Entry))
 _ENTRY_FIELDS = frozenset(_ENTRY_ORDER)
@@ -160,21 +165,26 @@ def _pending(p: Any) -> Pending | None:
 class LadderStore:
     """Load and save shard ladders and the pause switch in one state dir.
 
+    A change is a read-modify-write under ``lock()``: this process's mutex, then
+    ``StateDir.lock()``. ``save`` replaces the file atomically without fsync, a
+    fraction of a millisecond: from then on every process (a restarted sidecar
+    too) reads the new ladder. ``sync`` makes it survive a crash of the host; it
+    is called after the lock is released: by a rung's thread before it signals,
+    by a manual request before it answers, and for the webhook, which takes the
+    lock on the event loop and must not wait for a disk flush, on a background
+    thread (``sync_later``). Nothing fsyncs under the lock.
+
     Parsed ladders are cached with the file's stat signature (inode, size,
     mtime): a file replaced behind our back (another writer, a person) has a
     new inode and is parsed again, while the common case, a shard this process
-    wrote last, costs one ``stat`` instead of a JSON parse. ``seen_before``
-    answers from the cache alone, because a key, once seen, stays in every
-    later version of the file (resets keep it) until it ages out.
+    wrote last, costs one ``stat`` instead of a JSON parse.
     """
 
-    def __init__(self, state_dir: StateDir, parallel_saves: int = 1) -> None:
+    def __init__(self, state_dir: StateDir) -> None:
         self.dir = state_dir
         self._cache: dict[str, tuple[tuple[int, int, int] | None, ShardLadder]] = {}
-        self._seen: dict[str, frozenset[str]] = {}
-        self._savers: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(max_workers=parallel_saves, thread_name_prefix="save")
-            if parallel_saves > 1 else None)
+        self._mutex = threading.Lock()
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsync")
 
     @property
     def pause_file(self) -> Path:
@@ -182,7 +192,8 @@ class LadderStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        with self.dir.lock():
+        """Held around every read-modify-write of a ladder or the pause switch."""
+        with self._mutex, self.dir.lock():
             yield
 
     def _signature(self, path: Path) -> tuple[int, int, int] | None:
@@ -193,11 +204,6 @@ class LadderStore:
         except OSError as exc:
             raise StateError(f"cannot stat {path}: {exc.strerror or exc}") from exc
         return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def _remember(self, shard: str, sig: tuple[int, int, int] | None,
-                  state: ShardLadder) -> None:
-        self._cache[shard] = (sig, state)
-        self._seen[shard] = frozenset(state.seen)
 
     def load(self, shard: str) -> ShardLadder:
         path = self.dir.ladder_file(ShardName.parse(shard))
@@ -214,45 +220,40 @@ class LadderStore:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CorruptStateError(f"{path} is not a ladder crawlguard wrote ({exc}); "
                                         "fix or delete it to reset the shard") from exc
-        self._remember(shard, sig, state)
+        self._cache[shard] = (sig, state)
         return state
 
     def save(self, state: ShardLadder) -> None:
+        """Replace the shard's ladder (under ``lock()``); durable after ``sync``."""
         path = self.dir.ladder_file(state.shard)
-        ladderfile.write(path, to_json(state))
-        self._remember(state.shard, self._signature(path), state)
+        ladderfile.write(path, to_json(state), durable=False)
+        self._cache[state.shard] = (self._signature(path), state)
 
-    def save_many(self, states: list[ShardLadder]) -> dict[str, StateError]:
-        """Save several shards; their fsyncs overlap (the filesystem commits them together).
-        Returns the shards that could not be written, with why."""
-        if len(states) <= 1 or self._savers is None:
-            results = [self._try_save(s) for s in states]
-        else:
-            results = list(self._savers.map(self._try_save, states))
-        return {s.shard: err for s, err in zip(states, results, strict=True) if err is not None}
+    def sync(self, shard: str) -> None:
+        """Make the shard's ladder as saved so far durable (fsync; outside ``lock()``)."""
+        sync_file(self.dir.ladder_file(ShardName.parse(shard)))
 
-    def _try_save(self, state: ShardLadder) -> StateError | None:
+    def sync_later(self, shard: str) -> None:
+        """``sync`` on a background thread, for a caller that must not wait (the webhook):
+        durable moments later instead of at the kernel's next writeback."""
         try:
-            self.save(state)
-        except StateError as exc:
-            return exc
-        return None
+            self._syncer.submit(self._sync_logged, shard)
+        except RuntimeError:  # closed: the sidecar is stopping, so waiting is fine
+            self._sync_logged(shard)
 
-    def stage(self, state: ShardLadder) -> None:
-        """Keep ``state`` in memory only, ahead of the file it was loaded from; the next
-        ``save`` writes it. Lost if another writer replaces the file meanwhile."""
-        cached = self._cache.get(state.shard)
-        sig = cached[0] if cached is not None else None
-        self._remember(state.shard, sig, state)
+    def _sync_logged(self, shard: str) -> None:
+        try:
+            self.sync(shard)
+        except StateError as exc:  # nobody waits for it; a rung's own sync will retry
+            log.error("shard %s: %s", shard, exc)
 
-    def seen_before(self, shard: str, key: str) -> bool:
-        """True when ``key`` is known to have been judged already (no I/O)."""
-        return key in self._seen.get(shard, frozenset())
+    def close(self) -> None:
+        """Finish the syncs queued so far."""
+        self._syncer.shutdown(wait=True)
 
     def shards(self) -> list[str]:
-        """Shards that have a ladder file, or a ladder staged in memory."""
-        on_disk = {s for s in self.dir.shards() if self.dir.ladder_file(s).exists()}
-        return sorted(on_disk | set(self._cache))
+        """Shards that have a ladder file."""
+        return [s for s in self.dir.shards() if self.dir.ladder_file(s).exists()]
 
     def paused(self) -> dict[str, Any]:
         data = read_json(self.pause_file)
@@ -263,4 +264,9 @@ class LadderStore:
         return data
 
     def set_paused(self, paused: bool, since: float, reason: str) -> None:
-        write_json_atomic(self.pause_file, {"paused": paused, "since": since, "reason": reason})
+        """Write the pause switch (under ``lock()``); durable after ``sync_paused``."""
+        write_json_atomic(self.pause_file, {"paused": paused, "since": since, "reason": reason},
+                          durable=False)
+
+    def sync_paused(self) -> None:
+        sync_file(self.pause_file)

@@ -26,7 +26,6 @@ store sees the replaced file and re-reads it.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import threading
 import time
@@ -39,6 +38,7 @@ from prometheus_client.registry import Collector
 from crawlguard.errors import CrawlguardError, SharedMemoryError
 from crawlguard.formats import batchlog
 from crawlguard.formats.batchlog import Batch
+from crawlguard.logs import get_logger
 from crawlguard.settings import Detection
 from crawlguard.statedir import StateDir
 from crawlguard.workers import WorkerIdentity, read_registration
@@ -48,7 +48,7 @@ from . import ladder
 from .ladder import Entry, ShardLadder
 from .state import LadderStore
 
-log = logging.getLogger("crawlguard.verify")
+log = get_logger(__name__)
 
 MIB = 1 << 20
 SHARED_CLEAR_BYTES = 64 * MIB

@@ -77,9 +77,10 @@ def read(path: Path) -> LadderDoc | None:
     return None if data is None else parse(data, str(path))
 
 
-def write(path: Path, doc: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``doc`` stamped with this version (atomic, fsynced)."""
-    write_json_atomic(path, {**doc, VERSION_KEY: VERSION})
+def write(path: Path, doc: Mapping[str, Any], durable: bool = True) -> None:
+    """Replace ``path`` with ``doc`` stamped with this version (atomic; fsynced unless
+    ``durable=False``, which leaves that to a later ``statedir.sync_file``)."""
+    write_json_atomic(path, {**doc, VERSION_KEY: VERSION}, durable=durable)
 
 
 def _is_entry(value: Any) -> bool:

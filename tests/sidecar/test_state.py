@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.errors import CorruptStateError
+from crawlguard.errors import CorruptStateError, StateError
 from crawlguard.statedir import StateDir
 from crawlguard.workers import WorkerIdentity
 from sidecar import ladder
@@ -83,13 +83,11 @@ def test_a_file_replaced_by_another_writer_is_read_again(state_dir: Path) -> Non
     assert mine.load("s").crawls == 7
 
 
-def test_staged_state_is_served_but_not_written_until_the_next_save(state_dir: Path) -> None:
+def test_a_save_is_read_at_once_by_another_store_and_sync_needs_the_file(
+        state_dir: Path) -> None:
     store = LadderStore(StateDir(state_dir))
-    store.save(ShardLadder("s", crawls=1))
-    path = state_dir / "shards" / "s" / "ladder.json"
-    before = path.read_bytes()
-    store.stage(ShardLadder("s", crawls=1, seen=("k",)))
-    assert path.read_bytes() == before
-    assert store.load("s").seen == ("k",) and store.seen_before("s", "k")
-    store.save(store.load("s"))
-    assert json.loads(path.read_text())["seen"] == ["k"]
+    store.save(ShardLadder("s", crawls=1, seen=("k",)))
+    assert LadderStore(StateDir(state_dir)).load("s").seen == ("k",)  # before any sync
+    store.sync("s")
+    with pytest.raises(StateError, match="cannot sync"):
+        store.sync("never-saved")
