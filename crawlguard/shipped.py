@@ -68,4 +68,4 @@ def why_missing() -> str:
     """One line for a person: where the shipped files were looked for."""
     looked = "; ".join(f"{c.kind} {c.root} lacks {', '.join(c.missing())}"
                        for c in _candidates())
-    return f"the shipped rules/deploy files were not found ({looked})"
+    return f"the shipped rules and deploy files were not found ({looked})"

@@ -238,6 +238,11 @@ class VerificationCollector(Collector):
     def __init__(self, state: StateDir) -> None:
         self.store = LadderStore(state)
 
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not read the state dir: the sidecar registers this before
+        # it has checked that the state dir is usable.
+        return []
+
     def collect(self) -> Iterable[Metric]:
         ok = GaugeMetricFamily(VERIFICATION_METRICS[0],
                                "Last restart of the shard: 1 verified by evidence, 0 not",

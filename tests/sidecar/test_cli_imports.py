@@ -38,7 +38,10 @@ def test_light_commands_do_not_import_the_server_stack(args: list[str], tmp_path
     env = {**os.environ, "HELIX_BFM_STATE_DIR": str(tmp_path),
            # Nothing listens there: `rung` fails fast with exit 2, after its imports.
            "HELIX_BFM_SIDECAR_URL": f"http://127.0.0.1:{free_port()}",
-           "HELIX_BFM_SIDECAR_TOKEN": "t"}
+           "HELIX_BFM_SIDECAR_TOKEN": "t" * 16}
+    # A shard the state dir knows (an empty ladder), so `env` answers and exits 0.
+    (tmp_path / "shards" / "s1").mkdir(parents=True)
+    (tmp_path / "shards" / "s1" / "ladder.json").write_text('{"schema": 1}')
     code, modules = imported_by(args, env)
     assert code == (0 if args[0] == "env" else 2)
     assert "sidecar" in modules  # the probe ran the real command line

@@ -17,7 +17,7 @@ ENDPOINT = re.compile(r"(?<![A-Za-z_./])(/v1/[\w{}./-]*[\w}]|/healthz|/openapi\.
 def test_docs_name_only_endpoints_the_sidecar_serves(
         sidecar_thread: Callable[..., Live]) -> None:
     live = sidecar_thread()
-    schema = httpx.get(f"{live.url}/openapi.json", timeout=10).json()
+    schema = live.client.get("/openapi.json").json()
     routes = [re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
               for path in schema["paths"]] + [re.compile(r"^/openapi\.json$")]
     named = {(doc.name, m.group(1)) for doc in DOCS

@@ -101,5 +101,5 @@ def test_every_write_failure_is_logged(sidecar_thread: Callable[..., Live], stat
         assert r.status_code == 500
         r = live.client.post("/v1/shards/s/rung", json={"rung": "cpu"})
         assert r.status_code == 500
-    logged = [rec.getMessage() for rec in caplog.records if rec.name == "crawlguard.sidecar"]
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == "crawlguard.sidecar.app"]
     assert len(logged) == 2 and all("ladder.json" in m for m in logged), logged
