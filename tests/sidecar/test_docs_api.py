@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import httpx
-
 from tests.helpers import REPO
 from tests.sidecar.conftest import Live
 
