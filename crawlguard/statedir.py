@@ -8,6 +8,7 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     metrics/                        prometheus_client multiprocess files of the workers
     audit.jsonl                     the sidecar's decisions, one JSON object a line
     shards/<shard>/worker.json      the registered worker: pid + process creation time
+    shards/<shard>/launch.json      the process the supervisor launched for it (group leader)
     shards/<shard>/baseline-<stage>-<device>.json
     shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
@@ -95,6 +96,9 @@ class StateDir:
     def worker_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "worker.json"
 
+    def launch_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "launch.json"
+
     def ladder_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "ladder.json"
 
@@ -142,8 +146,12 @@ class StateDir:
                              f"for more than {timeout:g}s") from exc
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir."""
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir.
+
+    ``durable=False`` skips the fsyncs, for files that describe live processes only
+    and are rewritten many times a second (the simulated GPU): after a crash nothing
+    in them matters, but the rename is still atomic and still retried on Windows."""
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,14 +159,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             _replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

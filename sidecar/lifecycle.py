@@ -3,7 +3,15 @@
 ``shutdown_on_signals()`` turns SIGINT/SIGTERM (and CTRL_BREAK_EVENT, which
 Python sees as SIGBREAK, on Windows) into a ``threading.Event`` that the
 command's main loop waits on; the previous handlers are restored on exit so
-tests can run commands in-process.
+tests can run commands in-process. ``hangup=True`` (``up`` and ``run``) adds
+SIGHUP on POSIX: a closed terminal or SSH session stops them like SIGTERM, so
+their children are stopped too instead of being orphaned.
+
+Waits on the main thread are always timed, in slices of ``SLICE_S``: on Windows
+before Python 3.14 an untimed ``Event.wait()`` or lock acquire cannot be
+interrupted, so a Ctrl+C or CTRL_BREAK handler would never run (CPython issue
+80116). ``wait_for_stop`` is that wait; tests/sidecar/test_main_thread_waits.py
+checks that no untimed wait is left in the modules that run on the main thread.
 """
 
 from __future__ import annotations
@@ -18,10 +26,19 @@ from typing import Any
 HANDLED: list[int] = [signal.SIGINT, signal.SIGTERM]
 if hasattr(signal, "SIGBREAK"):  # Windows: CTRL_BREAK_EVENT to our process group
     HANDLED.append(signal.SIGBREAK)
+SLICE_S = 0.2
+"""Longest uninterruptible wait on the main thread: the delay before Ctrl+C is seen."""
+
+
+def wait_for_stop(stop: threading.Event) -> None:
+    """Block until ``stop`` is set, in timed slices so signal handlers keep running."""
+    while not stop.wait(SLICE_S):
+        pass
 
 
 @contextmanager
-def shutdown_on_signals(event: threading.Event | None = None) -> Iterator[threading.Event]:
+def shutdown_on_signals(event: threading.Event | None = None,
+                        hangup: bool = False) -> Iterator[threading.Event]:
     stop = event or threading.Event()
     if threading.current_thread() is not threading.main_thread():
         # Signal handlers can only be installed from the main thread.
@@ -32,7 +49,10 @@ def shutdown_on_signals(event: threading.Event | None = None) -> Iterator[thread
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    for sig in HANDLED:
+    signals = list(HANDLED)
+    if hangup and hasattr(signal, "SIGHUP"):
+        signals.append(signal.SIGHUP)
+    for sig in signals:
         previous[sig] = signal.signal(sig, handler)
     try:
         yield stop

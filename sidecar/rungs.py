@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from crawlguard.errors import CrawlguardError
 from crawlguard.statedir import StateDir
-from crawlguard.workers import read_registration
+from crawlguard.workers import LaunchRecord, read_launch, read_registration
 
 from . import ladder
 from .actions import ActionResult, restart_worker
@@ -60,7 +60,7 @@ class RungRunner:
     def _act(self, shard: str, pending: Pending) -> None:
         try:
             result = restart_worker(pending.worker, self.grace_seconds,
-                                    pending.decided_at, self.clock)
+                                    pending.decided_at, self.clock, self._launch(shard))
         except Exception as exc:
             # Recorded rather than left pending, which would block the shard's ladder.
             log.exception("shard %s: rung %s failed", shard, pending.id)
@@ -68,6 +68,15 @@ class RungRunner:
         if result.outcome == "already_gone":
             result = self._when_gone(shard, pending, result)
         self._complete(shard, pending, result)
+
+    def _launch(self, shard: str) -> LaunchRecord | None:
+        """The process the supervisor launched for the shard (it leads the group)."""
+        try:
+            return read_launch(self.dir, shard)
+        except CrawlguardError as exc:
+            log.warning("shard %s: launch record unreadable (%s); worker signalled alone",
+                        shard, exc)
+            return None
 
     def _when_gone(self, shard: str, pending: Pending, result: ActionResult) -> ActionResult:
         """The worker died before we looked (e.g. during a sidecar crash): its successor's

@@ -13,7 +13,7 @@ from crawlguard.statedir import StateDir
 
 from ..engine import Engine
 from ..ladder import Pending
-from ..lifecycle import shutdown_on_signals
+from ..lifecycle import shutdown_on_signals, wait_for_stop
 from ..server import SidecarServer
 
 CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"crawlguard sidecar listening on {bound.url}", flush=True)
             log.info("action=%s state_dir=%s auth=%s", engine.mode, settings.state_dir,
                      "bearer" if ep.token else "NONE (--insecure-no-token)")
-            stop.wait()
+            wait_for_stop(stop)
         finally:
             server.stop()
     return 0
