@@ -35,6 +35,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from . import longpaths
 from .errors import CorruptStateError, StateError, UnsafeNameError
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -78,6 +79,7 @@ class StateDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._case_checked: set[str] = set()
 
     def __repr__(self) -> str:
         return f"StateDir({str(self.root)!r})"
@@ -91,7 +93,30 @@ class StateDir:
         return self.root / "audit.jsonl"
 
     def shard_dir(self, shard: str) -> Path:
-        return self.root / "shards" / safe_name(shard)
+        name = safe_name(shard)
+        path = self.root / "shards" / name
+        if name not in self._case_checked:
+            self._check_case(name)
+        if longpaths.too_long(path / "launch.json"):
+            raise UnsafeNameError("shard", shard, "its files would pass Windows' 260-character "
+                                  f"path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
+
+    def _check_case(self, name: str) -> None:
+        """Refuse a shard whose name equals another's under casefold(): on NTFS (case
+        insensitive) both would share one directory, one ladder, one registration."""
+        try:
+            entries = os.listdir(self.root / "shards")
+        except OSError:
+            return  # no shards yet: nothing to collide with
+        folded = name.casefold()
+        for entry in entries:
+            if entry != name and entry.casefold() == folded:
+                raise UnsafeNameError("shard", name, f"differs only in case from shard "
+                                      f"{entry!r} of state dir {self.root}; on Windows both "
+                                      "would be one directory")
+        if name in entries:
+            self._case_checked.add(name)  # it exists: any later twin is refused above
 
     def worker_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "worker.json"
@@ -107,7 +132,11 @@ class StateDir:
 
     def baseline_file(self, shard: str, stage: str, device: str) -> Path:
         dev = safe_device(device).replace(":", "")
-        return self.shard_dir(shard) / f"baseline-{safe_name(stage, 'stage')}-{dev}.json"
+        path = self.shard_dir(shard) / f"baseline-{safe_name(stage, 'stage')}-{dev}.json"
+        if longpaths.too_long(path):
+            raise UnsafeNameError("stage", stage, "its baseline file would pass Windows' "
+                                  f"260-character path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
 
     def shards(self) -> list[str]:
         """Shards that have any state, sorted; directories with unsafe names are skipped."""

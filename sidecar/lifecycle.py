@@ -50,6 +50,9 @@ def shutdown_on_signals(event: threading.Event | None = None,
         stop.set()
 
     signals = list(HANDLED)
+    sigbreak = getattr(signal, "SIGBREAK", None)  # read now: tests model it off Windows
+    if sigbreak is not None and sigbreak not in signals:
+        signals.append(sigbreak)
     if hangup and hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
     for sig in signals:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from crawlguard import longpaths
 from crawlguard.errors import ConfigError
 from crawlguard.settings import Settings
 from exporter.vram import source_from_spec
@@ -75,6 +76,9 @@ def main(args: argparse.Namespace) -> int:
     config = SupervisorConfig(shards=tuple(args.shard), command=command_of(args),
                               state_dir=settings.state_dir, remediation=settings.remediation,
                               log_dir=args.log_dir)
+    note = longpaths.check_state_dir(settings.state_dir)
+    if note:
+        print(f"crawlguard run: warning: {note}", file=sys.stderr, flush=True)
     source = source_from_spec(settings.vram_source)
     with contextlib.ExitStack() as stack:
         copy = None

@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from crawlguard import longpaths
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
@@ -52,6 +53,9 @@ def main(args: argparse.Namespace) -> int:
     if args.host is not None or args.port is not None:
         ep = dataclasses.replace(ep, sidecar_host=args.host or ep.sidecar_host,
                                  sidecar_port=ep.sidecar_port if args.port is None else args.port)
+    note = longpaths.check_state_dir(settings.state_dir)
+    if note:
+        log.warning("%s", note)
     hook = _crash if os.environ.get(CRASH_HOOK) == "1" else None
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
+from crawlguard import longpaths
 from crawlguard.errors import ConfigError, StateError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir, write_json_atomic
@@ -109,6 +110,9 @@ class Rig:
 
     # -- the whole run -------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
+        note = longpaths.check_state_dir(self.state.root)
+        if note:
+            self.stream.write(f"crawlguard {self.config.progress_prefix}: warning: {note}\n")
         # One `up` per state dir: a second one would rewrite the token file
         # under the first one's Alertmanager and fight over the workers.
         self.state.ensure(self.run_dir)
