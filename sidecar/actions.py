@@ -213,7 +213,7 @@ class _Target:
 
     def wait(self, timeout: float) -> bool:
         """True once the worker has exited (a zombie counts), False after ``timeout``."""
-        if self.pidfd is not None:
+        if self.pidfd is not None and sys.platform != "win32":  # pidfds are Linux only
             # A pidfd turns readable when the process terminates: exact, no polling.
             poller = select.poll()
             poller.register(self.pidfd, select.POLLIN)

@@ -78,7 +78,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = Non
     in a Job Object of its own on Windows, with a parent-death signal on Linux."""
     kwargs: dict[str, Any] = {}
     if sys.platform == "win32":
-        kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP
                                    | winjob.CREATE_SUSPENDED)
     else:
         kwargs["start_new_session"] = True
@@ -127,7 +127,7 @@ def request_stop(popen: subprocess.Popen[bytes]) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
         if sys.platform == "win32":
-            popen.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+            popen.send_signal(signal.CTRL_BREAK_EVENT)
         else:
             try:
                 os.killpg(popen.pid, signal.SIGTERM)

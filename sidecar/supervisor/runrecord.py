@@ -129,6 +129,8 @@ def _stop(child: Child, grace: float) -> str | None:
 
 
 def _pgid(pid: int) -> int | None:
+    if sys.platform == "win32":
+        return None
     try:
         return os.getpgid(pid)
     except OSError:
@@ -136,6 +138,8 @@ def _pgid(pid: int) -> int | None:
 
 
 def _group_exists(pgid: int) -> bool:
+    if sys.platform == "win32":
+        return False
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error, OSError):
             if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
@@ -144,5 +148,7 @@ def _group_exists(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if sys.platform == "win32":
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

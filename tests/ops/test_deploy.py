@@ -287,7 +287,7 @@ def test_kustomize_builds_the_fleet(fleet: dict[str, Any]) -> None:
 def worker_sh(tmp_path: Path, manifests: dict[tuple[str, str], dict[str, Any]],
               fleet: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     """worker.sh with the fleet ConfigMap on disk and a fake `crawlguard` on PATH."""
-    if shutil.which("sh") is None:
+    if shutil.which("sh") is None or sys.platform == "win32":
         pytest.skip("no POSIX sh")
     cm = manifests[("ConfigMap", "crawlguard-fleet")]
     fleet_dir = tmp_path / "fleet"
