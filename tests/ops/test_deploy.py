@@ -436,6 +436,8 @@ def test_windows_scripts_keep_one_console() -> None:
     setup = (WINDOWS / "setup.ps1").read_text()
     assert "-NoNewWindow" in run and "HELIX_BFM_SIDECAR_TOKEN_FILE" in run
     assert "@('--')" in run  # '--' reaches crawlguard verbatim
+    # No pipe: on Ctrl+C PowerShell kills a piped native command and orphans its children.
+    assert "Tee-Object" not in run.replace("(Tee-Object)", "") and "'--log-file'" in run
     assert "-LogonType Interactive" in task
     assert "nssm install" not in (run + task).lower()  # never a service: see the docstrings
     assert "/inheritance:r" in setup and "ProgramData" in setup
