@@ -71,7 +71,7 @@ class ServerProc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.popen = childproc.spawn(self.argv, self.env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, salvage=False)
         if self.record is not None:
             self.record.add(self.name, self.popen.pid)
         deadline = time.monotonic() + self.start_timeout

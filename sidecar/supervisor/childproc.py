@@ -11,8 +11,8 @@ launcher (venv ``python.exe``, ``uv run``, a ``.bat``) started.
 
 No orphans: a child must not outlive the supervisor, however the supervisor ends.
 On Windows the job's kill-on-close does it. On Linux the child asks for a
-parent-death signal (``PR_SET_PDEATHSIG``, SIGTERM, so a worker can still salvage)
-between fork and exec. Linux ties that signal to the *thread* that forked, so
+parent-death signal (``PR_SET_PDEATHSIG``: SIGTERM for a worker, which can still
+salvage; SIGKILL for a server) between fork and exec. Linux ties that signal to the *thread* that forked, so
 children must be spawned from a thread that outlives them (the main thread, or
 ``up``'s monitor, which is stopped only after the servers it restarted).
 Grandchildren are not covered by it; the run record (``runrecord``) lets the next
@@ -42,15 +42,17 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 PARENT_DEATH_SIGNAL = signal.SIGTERM
-"""What a Linux child gets when its spawning thread dies: the graceful signal, so a
-worker salvages its batch; what ignores it is left to the next ``up``'s sweep."""
+"""What a Linux worker gets when its spawning thread dies: the graceful signal, so it
+salvages its batch; what ignores it is left to the next ``up``'s sweep. Servers
+(``spawn(..., salvage=False)``) get SIGKILL: they hold nothing to salvage (the
+sidecar is crash-safe by design) and must be gone before the next ``up`` starts."""
 KILL_WAIT_S = 10.0
 
 _jobs: dict[int, tuple[int, str]] = {}
 """pid -> (job handle, job name) of the Windows children this process launched."""
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def _parent_death_signal(sig: int) -> Callable[[], None] | None:
     """A preexec function that sets PR_SET_PDEATHSIG; None where Linux's prctl is absent.
 
     prctl is looked up here, before fork: the child runs only a foreign call and two
@@ -61,7 +63,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    parent, sig = os.getpid(), int(PARENT_DEATH_SIGNAL)
+    parent = os.getpid()
 
     def in_child() -> None:
         prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
@@ -73,7 +75,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = None,
           stdout: IO[Any] | int | None = None, stderr: IO[Any] | int | None = None,
-          stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+          stdin: int | None = subprocess.DEVNULL,
+          salvage: bool = True) -> subprocess.Popen[bytes]:
     """Start ``argv`` (never through a shell) as the leader of a new process group,
     in a Job Object of its own on Windows, with a parent-death signal on Linux."""
     kwargs: dict[str, Any] = {}
@@ -82,7 +85,8 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = Non
                                    | winjob.CREATE_SUSPENDED)
     else:
         kwargs["start_new_session"] = True
-        kwargs["preexec_fn"] = _parent_death_signal()
+        kwargs["preexec_fn"] = _parent_death_signal(
+            int(PARENT_DEATH_SIGNAL if salvage else signal.SIGKILL))
     try:
         popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=stdin,
                                  stdout=stdout, stderr=stderr, **kwargs)

@@ -49,7 +49,8 @@ def test_up_ended_by_a_hangup_or_kill_leaves_nothing_and_the_next_up_runs(
     finally:
         first.stop()
     _, alive = psutil.wait_procs(children, timeout=10)
-    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"left: {alive}"
+    left = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [(p.pid, p.cmdline()) for p in left]
     assert "launch #1" in log_file.read_text()                   # --log-file, no pipe
     second = Proc(up_cmd(state, data, "50"), env=env, cwd=REPO)
     try:
