@@ -213,10 +213,11 @@ class _Target:
 
     def wait(self, timeout: float) -> bool:
         """True once the worker has exited (a zombie counts), False after ``timeout``."""
-        if self.pidfd is not None and sys.platform != "win32":  # pidfds are Linux only
+        if self.pidfd is not None:
             # A pidfd turns readable when the process terminates: exact, no polling.
-            poller = select.poll()
-            poller.register(self.pidfd, select.POLLIN)
+            # (pidfds exist on Linux only: mypy --platform win32 knows no select.poll.)
+            poller = select.poll()  # type: ignore[attr-defined,unused-ignore]
+            poller.register(self.pidfd, select.POLLIN)  # type: ignore[attr-defined,unused-ignore]
             return bool(poller.poll(max(0.0, timeout) * 1000))
         assert self.proc is not None
         deadline = time.monotonic() + timeout

@@ -107,6 +107,7 @@ class Rig:
         self.view: LiveView | None = None
         self._source: VramSource | None = None
         self._stops: list[tuple[threading.Event, threading.Thread]] = []
+        self._monitor_thread: tuple[threading.Event, threading.Thread] | None = None
 
     # -- the whole run -------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
@@ -263,7 +264,8 @@ class Rig:
         self._write_up_json()
         for v in self.views:
             self._thread(functools.partial(self._daemon, v.run))
-        self._thread(lambda ev: self._daemon(self._monitor, ev))
+        ev = threading.Event()
+        self._monitor_thread = (ev, self._daemon(self._monitor, ev))
         return supervisor.run(stop)
 
     def _view(self, supervisor: Supervisor, stream: TextIO, mode: str) -> LiveView:
@@ -300,18 +302,25 @@ class Rig:
             "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
 
     def _shutdown(self) -> None:
+        for server in self.servers:
+            server.closed = True  # the monitor restarts nothing from here on
         for ev, _ in self._stops:
             ev.set()
         for _, thread in reversed(self._stops):
             thread.join(10)
+        for server in reversed(self.servers):
+            server.stop()
+        # The monitor thread ends last: a server it restarted gets the Linux
+        # parent-death signal (SIGKILL) the moment that thread exits.
+        if self._monitor_thread is not None:
+            self._monitor_thread[0].set()
+            self._monitor_thread[1].join(10)
         for view in self.views:
             view.close()
         for writer in self._writers:
             writer.close()
             if writer.stream is not self.stream:
                 writer.stream.close()
-        for server in reversed(self.servers):
-            server.stop()
         if self.exporter is not None:
             self.exporter.stop()
         close = getattr(self._source, "close", None)

@@ -12,9 +12,9 @@ launcher (venv ``python.exe``, ``uv run``, a ``.bat``) started.
 No orphans: a child must not outlive the supervisor, however the supervisor ends.
 On Windows the job's kill-on-close does it. On Linux the child asks for a
 parent-death signal (``PR_SET_PDEATHSIG``: SIGTERM for a worker, which can still
-salvage; SIGKILL for a server) between fork and exec. Linux ties that signal to the *thread* that forked, so
-children must be spawned from a thread that outlives them (the main thread, or
-``up``'s monitor, which is stopped only after the servers it restarted).
+salvage; SIGKILL for a server) between fork and exec. Linux ties that signal to
+the *thread* that forked, so children must be spawned from a thread that outlives
+them (the main thread, or ``up``'s monitor, stopped only after the servers).
 Grandchildren are not covered by it; the run record (``runrecord``) lets the next
 ``up`` stop what is left.
 """
