@@ -1,7 +1,8 @@
 """Signal handling for the long-running commands, in one context manager.
 
 ``shutdown_on_signals()`` turns SIGINT/SIGTERM (and CTRL_BREAK_EVENT, which
-Python sees as SIGBREAK, on Windows) into a ``threading.Event`` that the
+Python sees as SIGBREAK, on Windows) into a ``StopEvent`` (a ``threading.Event``
+that a handler can set without taking a lock) that the
 command's main loop waits on; the previous handlers are restored on exit so
 tests can run commands in-process. ``hangup=True`` (``up`` and ``run``) adds
 SIGHUP on POSIX: a closed terminal or SSH session stops them like SIGTERM, so
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -30,6 +32,39 @@ SLICE_S = 0.2
 """Longest uninterruptible wait on the main thread: the delay before Ctrl+C is seen."""
 
 
+class StopEvent(threading.Event):
+    """The stop request: a ``threading.Event`` that a signal handler may set.
+
+    ``Event.set()`` takes the event's lock. A handler runs on the main thread
+    between two bytecodes, possibly while that very thread holds the lock inside
+    ``Event.wait``; ``set()`` there deadlocks the process for good (seen here: a
+    sidecar stuck on a futex after SIGTERM). So the handler only flips a flag
+    (``request``), and the locking ``set()`` happens in ordinary code, the next
+    time anyone asks (``is_set``, or a ``wait`` slice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._requested = False
+
+    def request(self) -> None:
+        """Async-signal-safe: no lock, no allocation beyond a bool."""
+        self._requested = True
+
+    def is_set(self) -> bool:
+        if self._requested and not super().is_set():
+            self.set()
+        return super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = SLICE_S if deadline is None else min(SLICE_S, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
 def wait_for_stop(stop: threading.Event) -> None:
     """Block until ``stop`` is set, in timed slices so signal handlers keep running."""
     while not stop.wait(SLICE_S):
@@ -37,9 +72,9 @@ def wait_for_stop(stop: threading.Event) -> None:
 
 
 @contextmanager
-def shutdown_on_signals(event: threading.Event | None = None,
-                        hangup: bool = False) -> Iterator[threading.Event]:
-    stop = event or threading.Event()
+def shutdown_on_signals(event: StopEvent | None = None,
+                        hangup: bool = False) -> Iterator[StopEvent]:
+    stop = event or StopEvent()
     if threading.current_thread() is not threading.main_thread():
         # Signal handlers can only be installed from the main thread.
         yield stop
@@ -47,7 +82,7 @@ def shutdown_on_signals(event: threading.Event | None = None,
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.request()  # never stop.set() here: see StopEvent
 
     signals = list(HANDLED)
     sigbreak = getattr(signal, "SIGBREAK", None)  # read now: tests model it off Windows

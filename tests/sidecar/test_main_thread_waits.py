@@ -60,3 +60,24 @@ def test_wait_for_stop_returns_once_stop_is_set() -> None:
     lifecycle.wait_for_stop(stop)
     assert stop.is_set()
     setter.join(5)
+
+
+def test_the_signal_handler_takes_no_lock() -> None:
+    """A handler runs on the main thread between two bytecodes, possibly while that
+    thread holds the stop event's lock inside Event.wait. Event.set() there would
+    deadlock for good (a sidecar once hung on a futex after SIGTERM)."""
+    import signal
+
+    with lifecycle.shutdown_on_signals() as stop:
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+
+        def signal_while_holding_the_lock() -> None:
+            with stop._cond:  # type: ignore[attr-defined]  # as inside Event.wait
+                handler(signal.SIGTERM, None)
+
+        t = threading.Thread(target=signal_while_holding_the_lock, daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "the handler blocked on the stop event's lock"
+        assert stop.is_set() and stop.wait(0)
