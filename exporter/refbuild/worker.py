@@ -25,6 +25,7 @@ from types import FrameType
 
 from crawlguard.errors import StateError
 from crawlguard.statedir import safe_device
+from crawlguard.stopevent import StopEvent
 
 from ..tracker import CrawlTracker, physical_gpu
 from .corpus import input_dir, load_manifest, read_genes, shard_root
@@ -65,7 +66,7 @@ class StopSignal:
     """Turns the graceful signals into an Event and remembers which one came."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = StopEvent()  # a handler must not take the event's lock
         self.signum: int | None = None
 
     def install(self) -> None:
@@ -77,7 +78,7 @@ class StopSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-        self.event.set()
+        self.event.request()
 
     @property
     def exit_code(self) -> int:
