@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from crawlguard.errors import ProcessError
 from crawlguard.workers import WorkerIdentity
 
@@ -101,11 +103,11 @@ def _contain(popen: subprocess.Popen[bytes]) -> None:
     try:
         name = winjob.job_name(WorkerIdentity.of_pid(popen.pid).key)
         job = winjob.contain(popen, name)
-    except (OSError, ProcessError) as exc:
+    except (OSError, ProcessError, psutil.Error) as exc:
         # Not resumed: it never ran a line, and must not stay suspended forever.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             popen.kill()
-        popen.wait(KILL_WAIT_S)
+            popen.wait(KILL_WAIT_S)
         raise ProcessError(f"cannot start {popen.args!r}: {exc}") from exc
     if job is not None:
         _jobs[popen.pid] = (job, name)

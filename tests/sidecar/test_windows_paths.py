@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from crawlguard import listen, longpaths
-from crawlguard.errors import ConfigError, StateError, UnsafeNameError
+from crawlguard.errors import ConfigError, ProcessError, StateError, UnsafeNameError
 from crawlguard.statedir import StateDir, write_json_atomic
 from crawlguard.workers import LaunchRecord, WorkerIdentity
 from sidecar import lifecycle
@@ -131,6 +131,7 @@ class FakeJobs:
 
     def __init__(self, fail_create: bool = False) -> None:
         self.fail_create = fail_create
+        self.fail_resume = False
         self.calls: list[tuple[str, Any]] = []
         self.jobs: dict[int, tuple[str, set[int]]] = {}
 
@@ -148,6 +149,8 @@ class FakeJobs:
 
     def resume(self, pid: int) -> None:
         self.calls.append(("resume", pid))
+        if self.fail_resume:
+            raise OSError(5, "access denied")
 
     def terminate(self, job: int) -> None:
         self.calls.append(("terminate", job))
@@ -267,6 +270,23 @@ def test_a_wrappers_child_survives_terminate_process_but_not_the_job(
     finally:
         childproc.release(popen)
         reap(worker)
+
+
+def test_a_child_that_cannot_be_resumed_is_killed_not_left_suspended(
+        jobs: FakeJobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real = PosixPopen
+
+    def recording(args: Any, **kwargs: Any) -> PosixPopen:
+        popen = real(args, **kwargs)
+        started.append(popen)
+        return popen
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    jobs.fail_resume = True
+    with pytest.raises(ProcessError, match="cannot start"):
+        childproc.spawn([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    assert started and started[0].poll() is not None
 
 
 def test_closing_a_job_ends_what_the_child_left_behind(jobs: FakeJobs) -> None:
