@@ -8,6 +8,7 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     metrics/                        prometheus_client multiprocess files of the workers
     audit.jsonl                     the sidecar's decisions, one JSON object a line
     shards/<shard>/worker.json      the registered worker: pid + process creation time
+    shards/<shard>/launch.json      the process the supervisor launched for it (group leader)
     shards/<shard>/baseline-<stage>-<device>.json
     shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
@@ -46,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import longpaths
 from .devices import file_part, gpu_label, parse_device
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
@@ -65,6 +67,7 @@ class StateDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._case_checked: set[str] = set()
 
     def __repr__(self) -> str:
         return f"StateDir({str(self.root)!r})"
@@ -82,10 +85,36 @@ class StateDir:
         return self.root / "vram.jsonl"
 
     def shard_dir(self, shard: str) -> Path:
-        return self.root / "shards" / ShardName.parse(shard)
+        name = ShardName.parse(shard)
+        path = self.root / "shards" / name
+        if name not in self._case_checked:
+            self._check_case(name)
+        if longpaths.too_long(path / "launch.json"):
+            raise UnsafeNameError("shard", shard, "its files would pass Windows' 260-character "
+                                  f"path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
+
+    def _check_case(self, name: str) -> None:
+        """Refuse a shard whose name equals another's under casefold(): on NTFS (case
+        insensitive) both would share one directory, one ladder, one registration."""
+        try:
+            entries = os.listdir(self.root / "shards")
+        except OSError:
+            return  # no shards yet: nothing to collide with
+        folded = name.casefold()
+        for entry in entries:
+            if entry != name and entry.casefold() == folded:
+                raise UnsafeNameError("shard", name, f"differs only in case from shard "
+                                      f"{entry!r} of state dir {self.root}; on Windows both "
+                                      "would be one directory")
+        if name in entries:
+            self._case_checked.add(name)  # it exists: any later twin is refused above
 
     def worker_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "worker.json"
+
+    def launch_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "launch.json"
 
     def ladder_file(self, shard: str) -> Path:
         return self.shard_dir(shard) / "ladder.json"
@@ -95,7 +124,11 @@ class StateDir:
 
     def baseline_file(self, shard: str, stage: str, device: str) -> Path:
         stage_part = ShardName.parse(stage, "stage")
-        return self.shard_dir(shard) / f"baseline-{stage_part}-{file_part(device)}.json"
+        path = self.shard_dir(shard) / f"baseline-{stage_part}-{file_part(device)}.json"
+        if longpaths.too_long(path):
+            raise UnsafeNameError("stage", stage, "its baseline file would pass Windows' "
+                                  f"260-character path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
 
     def knows(self, shard: str) -> bool:
         """Whether ``shard`` has a ladder or a registered worker (else it is a stranger)."""
@@ -185,12 +218,14 @@ def check_present(path: str | os.PathLike[str]) -> None:
             raise StateError(msg)
 
 
-def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir.
 
     ``durable=False`` skips both fsyncs: the new file is visible at once to every
     process (a crash of the writer loses nothing), but only ``sync_file`` makes it
-    survive a crash of the host. An fsync costs 4-20 ms on a small VM's disk."""
+    survive a crash of the host (the sidecar's webhook path; the simulated GPU,
+    whose file describes live processes only, never syncs). An fsync costs 4-20 ms
+    on a small VM's disk."""
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     check_present(path)
     try:

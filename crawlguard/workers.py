@@ -133,3 +133,55 @@ def _parse(shard: str, data: Any) -> Registration:
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptStateError(f"worker registration of shard {shard!r} is malformed "
                                 f"({exc})") from exc
+
+
+@dataclass(frozen=True)
+class LaunchRecord:
+    """What ``shards/<shard>/launch.json`` holds: the process the supervisor started.
+
+    The registered worker may be a child of it (a venv launcher, ``uv run``, a
+    ``.bat``), so this, not the worker, leads the process group that the
+    graceful signal must reach, and ``job`` names the Windows Job Object that
+    holds the whole tree (None elsewhere, or when no job could be made).
+    """
+
+    pid: int
+    create_time: float
+    job: str | None = None
+
+    @property
+    def identity(self) -> WorkerIdentity:
+        return WorkerIdentity(self.pid, self.create_time)
+
+    def leads(self, worker: WorkerIdentity) -> bool:
+        """Whether this launch is ``worker`` itself or one of its living ancestors."""
+        if self.identity.same_as(worker):
+            return True
+        try:
+            parents = psutil.Process(worker.pid).parents()
+            return any(p.pid == self.pid and self.identity.created_at(p.create_time())
+                       for p in parents)
+        except psutil.Error:
+            return False
+
+
+def record_launch(state: StateDir, shard: str, launch: LaunchRecord) -> None:
+    write_json_atomic(state.launch_file(shard), asdict(launch))
+
+
+def read_launch(state: StateDir, shard: str) -> LaunchRecord | None:
+    """The shard's last launch; None when none is recorded (a worker started by hand)."""
+    data = read_json(state.launch_file(shard))
+    if data is None:
+        return None
+    try:
+        pid, created, job = data["pid"], data["create_time"], data.get("job")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ValueError("pid")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise ValueError("create_time")
+        if job is not None and not isinstance(job, str):
+            raise ValueError("job")
+        return LaunchRecord(pid, float(created), job)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptStateError(f"launch record of shard {shard!r} is malformed ({exc})") from exc

@@ -9,15 +9,18 @@ not in any worker's memory.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
 from crawlguard.errors import ConfigError
+from crawlguard.listen import set_listen_options
 from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
@@ -60,6 +63,38 @@ class ExporterConfig:
         )
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """One line per scrape would drown the log."""
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threading server, bound with crawlguard's socket options:
+    its own sets SO_REUSEADDR, which on Windows lets two exporters share a port."""
+
+    allow_reuse_address = False
+
+    def server_bind(self) -> None:
+        set_listen_options(self.socket)
+        super().server_bind()
+
+
+def serve(host: str, port: int, registry: CollectorRegistry) -> tuple[Any, threading.Thread]:
+    """Serve ``registry`` on host:port from a daemon thread (``start_http_server``'s job)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+
+    class Server(_Server):
+        address_family = family
+
+    httpd = make_server(str(sockaddr[0]), port, make_wsgi_app(registry), Server,
+                        handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="crawlguard-exporter",
+                              daemon=True)
+    thread.start()
+    return httpd, thread
+
+
 class Exporter:
     def __init__(self, config: ExporterConfig, source: VramSource | None = None,
                  shared: SharedSource | None = None) -> None:
@@ -88,8 +123,8 @@ class Exporter:
     def start(self) -> None:
         self.state.ensure(self.state.metrics_dir)
         try:
-            self._server, self._thread = start_http_server(
-                self.config.port, addr=self.config.host, registry=self.registry)
+            self._server, self._thread = serve(self.config.host, self.config.port,
+                                               self.registry)
         except OSError as exc:
             raise ConfigError("HELIX_BFM_EXPORTER_PORT", self.config.port,
                               f"cannot listen on {self.config.host}:{self.config.port}: "

@@ -5,23 +5,35 @@ Sequence for one worker (``restart_worker``):
 1. identity: the registered pid must still be the process that registered
    (pid AND creation time, ``WorkerIdentity.status``). A gone worker is
    ``already_gone``; a reused pid is ``identity_mismatch`` and is never signalled.
-2. graceful signal, so the build's salvage can flush the batch it holds:
-   - POSIX: SIGTERM to the worker's process group when the worker leads its
-     own group (``os.getpgid(pid) == pid``, e.g. started with
-     ``start_new_session=True``; its DataLoader children then stop too), and
-     to the pid alone otherwise. A group is never signalled when the sidecar
-     itself belongs to it, so neither the sidecar nor a user's shell is hit.
-     On Linux the worker is pinned with a pidfd first, so the signal cannot
-     reach a process that took over the pid after the identity check.
-   - Windows: ``os.kill(pid, CTRL_BREAK_EVENT)``, which Windows delivers to the
-     process *group* whose id is ``pid``. It therefore only works when the
-     worker was started with ``CREATE_NEW_PROCESS_GROUP`` (``crawlguard run``
-     does this) and shares the sidecar's console; otherwise the graceful step
-     fails and the worker is terminated at once (outcome ``killed``).
+2. graceful signal, so the build's salvage can flush the batch it holds. The
+   group to signal is the one the supervisor launched: ``shards/<shard>/launch.json``
+   names the process it started (``LaunchRecord``), which may be the worker's
+   parent (a venv's ``Scripts/python.exe`` launcher, ``uv run``, a ``.bat``)
+   rather than the worker that registered. The launch is used only when it is
+   still the same process (pid AND creation time) and is the worker itself or one
+   of its ancestors (``LaunchRecord.leads``).
+   - POSIX: SIGTERM to the process group led by the verified launch, when the
+     worker is in it; else to the worker's own group when it leads one
+     (``os.getpgid(pid) == pid``, e.g. started with ``start_new_session=True``;
+     its DataLoader children then stop too); else to the pid alone. A group is
+     never signalled when the sidecar itself belongs to it, so neither the
+     sidecar nor a user's shell is hit. On Linux the worker is pinned with a
+     pidfd first, so the signal cannot reach a process that took over the pid
+     after the identity check.
+   - Windows: ``os.kill(launch_pid, CTRL_BREAK_EVENT)``, which Windows delivers
+     to the process *group* whose id is that pid: the group the supervisor
+     created with ``CREATE_NEW_PROCESS_GROUP``, provided it shares the sidecar's
+     console. Without a verified launch there is no known group, and a pid that
+     is not a group id makes ``GenerateConsoleCtrlEvent`` act like group 0, i.e.
+     every process on the console, ``up`` included (Windows Terminal issue #335).
+     So then no break is sent: the graceful step is impossible and the worker is
+     terminated at once (outcome ``killed``).
 3. wait up to ``grace_seconds`` for it to exit (pidfd poll on Linux, psutil
    wait elsewhere; a zombie counts as exited because its parent, not the
-   sidecar, reaps it), then hard kill: SIGKILL (to the group it leads) or
-   ``TerminateProcess`` via psutil.
+   sidecar, reaps it), then hard kill: SIGKILL (to the group signalled), or on
+   Windows ``TerminateJobObject`` on the launch's Job Object (the whole tree; see
+   ``supervisor.winjob``) and ``TerminateProcess`` of the worker and the launch
+   when there is no job.
 
 Outcomes: ``signalled`` (exited within the grace period), ``killed`` (needed
 the hard kill), ``already_gone``, ``identity_mismatch``, ``no_worker``.
@@ -42,7 +54,9 @@ import psutil
 
 from crawlguard.errors import ProcessError
 from crawlguard.logs import get_logger
-from crawlguard.workers import WorkerIdentity
+from crawlguard.workers import LaunchRecord, WorkerIdentity
+
+from .supervisor import winjob
 
 log = get_logger(__name__)
 
@@ -65,7 +79,8 @@ class ActionResult:
 
 
 def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_at: float,
-                   clock: Callable[[], float] = time.time) -> ActionResult:
+                   clock: Callable[[], float] = time.time,
+                   launch: LaunchRecord | None = None) -> ActionResult:
     """Stop ``worker`` so its supervisor resumes it; never touches any other process."""
     if worker is None:
         return ActionResult("no_worker", decided_at, "no worker registered for the shard")
@@ -80,7 +95,7 @@ def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_
     if status == "reused":
         return ActionResult("identity_mismatch", clock(),
                             f"pid {worker.pid} now belongs to another process; not signalled")
-    with _Target(worker) as target:
+    with _Target(worker, launch) as target:
         if target.mismatch:
             return ActionResult("identity_mismatch", clock(),
                                 f"pid {worker.pid} changed hands or cannot be verified")
@@ -101,8 +116,9 @@ def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_
 class _Target:
     """One verified worker process, pinned by a pidfd where the OS has them."""
 
-    def __init__(self, worker: WorkerIdentity) -> None:
+    def __init__(self, worker: WorkerIdentity, launch: LaunchRecord | None = None) -> None:
         self.worker = worker
+        self.launch = launch
         self.proc: psutil.Process | None = None
         self.pidfd: int | None = None
         self.mismatch = False
@@ -120,28 +136,41 @@ class _Target:
             self.proc = None
         except psutil.Error:
             self.mismatch = True  # cannot verify (e.g. access denied): never signal
+        if self.launch is not None and not self._verified(self.launch):
+            log.warning("launch record pid %s does not lead worker pid %s; not used",
+                        self.launch.pid, self.worker.pid)
+            self.launch = None
         return self
+
+    def _verified(self, launch: LaunchRecord) -> bool:
+        try:
+            return launch.identity.is_alive() and launch.leads(self.worker)
+        except ProcessError:
+            return False
 
     def __exit__(self, *exc: object) -> None:
         if self.pidfd is not None:
             os.close(self.pidfd)
 
     def _own_group(self) -> int | None:
-        """The worker's process group if it leads one that does not contain us."""
+        """The group to signal (POSIX): the launch's or the worker's own, never ours."""
         if sys.platform == "win32":
             return None
         try:
             pgid = os.getpgid(self.worker.pid)
         except ProcessLookupError:
             return None
-        return pgid if pgid == self.worker.pid and pgid != os.getpgrp() else None
+        leader = self.launch.pid if self.launch is not None else self.worker.pid
+        return pgid if pgid == leader and pgid != os.getpgrp() else None
 
     def terminate(self) -> bool | None:
         """Send the graceful signal: True sent, False impossible, None already gone."""
         assert self.proc is not None
         try:
             if sys.platform == "win32":
-                os.kill(self.worker.pid, signal.CTRL_BREAK_EVENT)
+                if self.launch is None:
+                    return False  # no known group: a break could reach the whole console
+                os.kill(self.launch.pid, signal.CTRL_BREAK_EVENT)
                 return True
             group = self._own_group()
             if group is not None:
@@ -161,7 +190,7 @@ class _Target:
         assert self.proc is not None
         try:
             if sys.platform == "win32":
-                self.proc.kill()  # TerminateProcess
+                self._kill_windows()
                 return
             group = self._own_group()
             if group is not None:
@@ -175,12 +204,25 @@ class _Target:
         except (OSError, psutil.Error) as exc:
             log.error("hard kill of pid %s failed: %s", self.worker.pid, exc)
 
+    def _kill_windows(self) -> None:
+        launch = self.launch
+        if launch is not None and launch.job and winjob.api().terminate_named(launch.job):
+            return
+        assert self.proc is not None
+        self.proc.kill()  # TerminateProcess: this process only
+        if launch is not None and launch.pid != self.worker.pid:
+            # The launcher would exit with the worker anyway; ending it now keeps the
+            # supervisor from waiting on it. Verified above, so it is still ours.
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(launch.pid).kill()
+
     def wait(self, timeout: float) -> bool:
         """True once the worker has exited (a zombie counts), False after ``timeout``."""
         if self.pidfd is not None:
             # A pidfd turns readable when the process terminates: exact, no polling.
-            poller = select.poll()
-            poller.register(self.pidfd, select.POLLIN)
+            # (pidfds exist on Linux only: mypy --platform win32 knows no select.poll.)
+            poller = select.poll()  # type: ignore[attr-defined,unused-ignore]
+            poller.register(self.pidfd, select.POLLIN)  # type: ignore[attr-defined,unused-ignore]
             return bool(poller.poll(max(0.0, timeout) * 1000))
         assert self.proc is not None
         deadline = time.monotonic() + timeout

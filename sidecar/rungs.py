@@ -19,7 +19,7 @@ from collections.abc import Callable
 from crawlguard.errors import CrawlguardError
 from crawlguard.logs import get_logger
 from crawlguard.statedir import StateDir
-from crawlguard.workers import read_registration
+from crawlguard.workers import LaunchRecord, read_launch, read_registration
 
 from . import ladder
 from .actions import ActionResult, restart_worker
@@ -79,7 +79,7 @@ class RungRunner:
         try:
             self.store.sync(shard)  # the pending record is durable before any signal
             result = restart_worker(pending.worker, self.grace_seconds,
-                                    pending.decided_at, self.clock)
+                                    pending.decided_at, self.clock, self._launch(shard))
         except Exception as exc:
             # Recorded rather than left pending, which would block the shard's ladder.
             log.exception("shard %s: rung %s failed", shard, pending.id)
@@ -87,6 +87,15 @@ class RungRunner:
         if result.outcome == "already_gone":
             result = self._when_gone(shard, pending, result)
         self._complete(shard, pending, result)
+
+    def _launch(self, shard: str) -> LaunchRecord | None:
+        """The process the supervisor launched for the shard (it leads the group)."""
+        try:
+            return read_launch(self.dir, shard)
+        except CrawlguardError as exc:
+            log.warning("shard %s: launch record unreadable (%s); worker signalled alone",
+                        shard, exc)
+            return None
 
     def _when_gone(self, shard: str, pending: Pending, result: ActionResult) -> ActionResult:
         """The worker died before we looked (e.g. during a sidecar crash): its successor's

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ import uvicorn
 from filelock import FileLock, Timeout
 
 from crawlguard.errors import ConfigError, StateError
+from crawlguard.listen import set_listen_options
 
 from .app import create_app
 from .engine import Engine
@@ -152,10 +152,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise ConfigError("HELIX_BFM_SIDECAR_HOST", host, f"cannot resolve: {exc}") from exc
     try:
-        if sys.platform != "win32":
-            # POSIX: rebind at once after a restart. On Windows the same option would let
-            # another process steal the port, so it is left off there.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        set_listen_options(sock)  # exclusive on Windows: no second sidecar on the port
         # Inherited by accepted connections: without it uvicorn's separate writes of
         # headers and body meet delayed ACKs and every answer takes ~40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

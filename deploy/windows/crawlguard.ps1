@@ -16,6 +16,14 @@
       - if the worker is still alive after HELIX_BFM_GRACE_SECONDS, the
         sidecar kills it hard (TerminateProcess); file-level resume keeps
         that lossless, only the in-flight batch is redone.
+    No pipe: output is logged by crawlguard itself (--log-file). PowerShell
+    kills a native command that feeds a pipeline (Tee-Object) on Ctrl+C, which
+    would end `up` without a grace period and orphan the worker and the sidecar.
+    Without a pipe, Ctrl+C reaches `up`, and `up` stops every child itself.
+    Every child runs in a Job Object with kill-on-close, so closing this window
+    ends them too (without a grace period: Windows allows none).
+    CRAWLGUARD_BUILD_CMD is split on whitespace: a path with spaces cannot be
+    written there (use one without, or its 8.3 short name from `dir /x`).
     Mode 'up' (default) runs `crawlguard up`: exporter, sidecar, embedded
     alert evaluation and supervisor. Mode 'separate' runs the exporter and the
     sidecar as children of this console plus the supervisor in the
@@ -54,9 +62,9 @@ foreach ($s in $shards) { $shardArgs += @('--shard', $s) }
 # '--' goes in as an array element: PowerShell passes splatted elements to a
 # native command verbatim.
 $command = if ($Mode -eq 'up') { 'up' } else { 'run' }
-$argv = @($command) + $shardArgs + @('--') + $build
-
 $log = Join-Path $ConfigDir ("logs\crawlguard-{0:yyyyMMdd-HHmmss}.log" -f (Get-Date))
+New-Item -ItemType Directory -Force -Path (Split-Path -Parent $log) | Out-Null
+$argv = @($command, '--log-file', $log) + $shardArgs + @('--') + $build
 # Native programs log to stderr; under 'Stop', Windows PowerShell 5.1 would
 # turn the first stderr line into a terminating error.
 $ErrorActionPreference = 'Continue'
@@ -67,7 +75,8 @@ if ($Mode -eq 'separate') {
     $children += Start-Process -FilePath $crawlguard -ArgumentList 'sidecar' -NoNewWindow -PassThru
 }
 try {
-    & $crawlguard @argv 2>&1 | Tee-Object -FilePath $log -Append
+    # No pipe here (see .DESCRIPTION): the console shows the live view, the file the lines.
+    & $crawlguard @argv
     $rc = $LASTEXITCODE
 }
 finally {

@@ -40,3 +40,12 @@ if (-not (Test-Path $token)) {
 # S-1-5-18 = SYSTEM, S-1-5-32-544 = Administrators (SIDs: locale-independent).
 icacls $token /inheritance:r /grant:r "${RigUser}:(R)" '*S-1-5-18:(F)' '*S-1-5-32-544:(F)' | Out-Null
 Write-Host "token ACL:"; icacls $token
+
+# Shard and stage names of up to 128 characters pass Windows' 260-character path
+# limit under this state dir unless long paths are on; crawlguard then refuses
+# long names at run time. To lift the limit (system-wide; needs elevation):
+#   Set-ItemProperty HKLM:\SYSTEM\CurrentControlSet\Control\FileSystem LongPathsEnabled 1
+$fs = Get-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\FileSystem' -ErrorAction SilentlyContinue
+if (-not $fs -or $fs.LongPathsEnabled -ne 1) {
+    Write-Host "note: LongPathsEnabled is off: shard/stage names are limited (docs/deploy.md#windows)"
+}

@@ -28,18 +28,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crawlguard.errors import ProcessError
+from crawlguard.errors import ProcessError, StateError
+from crawlguard.logs import get_logger
+from crawlguard.statedir import write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
 from .profiles import GpuModel
 
+log = get_logger(__name__)
+
 
 def _write_fast(path: Path, data: Any) -> None:
-    """Atomic replace without fsync: these files describe live processes and are
-    rewritten many times a second; after a crash nothing in them matters."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    """The state dir's atomic writer without fsync: these files describe live processes
+    and are rewritten many times a second; after a crash nothing in them matters. Its
+    rename is retried on Windows, where a reader holding the file open makes
+    ``os.replace`` fail with a sharing violation for a moment."""
+    write_json_atomic(path, data, durable=False)
 
 
 class SimGpu:
@@ -166,7 +170,11 @@ class Driver:
 
     def run(self, stop: threading.Event, interval: float = 0.05) -> None:
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+            except StateError as exc:
+                # One failed write must not stop the driver: the next step rewrites it.
+                log.warning("simulated GPU: %s", exc)
             stop.wait(interval)
 
     def start_thread(self, stop: threading.Event, interval: float = 0.05) -> threading.Thread:

@@ -26,6 +26,7 @@ from types import FrameType
 from crawlguard.devices import DEFAULT_DEVICE, launch_device, physical_gpu
 from crawlguard.errors import ConfigError
 from crawlguard.settings import device_var_from_env
+from crawlguard.stopevent import StopEvent
 
 from ..tracker import CrawlTracker
 from ..vram import GpuMemory
@@ -79,7 +80,7 @@ class StopSignal:
     """Turns the graceful signals into an Event and remembers which one came."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = StopEvent()  # a handler must not take the event's lock
         self.signum: int | None = None
 
     def install(self) -> None:
@@ -91,7 +92,7 @@ class StopSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-        self.event.set()
+        self.event.request()
 
     @property
     def exit_code(self) -> int:

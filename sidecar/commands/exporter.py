@@ -8,7 +8,7 @@ from typing import Any
 from crawlguard.settings import Settings, port_flag
 from exporter.server import Exporter, ExporterConfig
 
-from ..lifecycle import shutdown_on_signals
+from ..lifecycle import shutdown_on_signals, wait_for_stop
 from . import HELP
 
 
@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"crawlguard exporter listening on http://{config.host}:{exporter.port}/metrics",
               flush=True)
         try:
-            stop.wait()
+            wait_for_stop(stop)
         finally:
             exporter.stop()
     return 0

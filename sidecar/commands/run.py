@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from crawlguard import longpaths
 from crawlguard.errors import ConfigError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
@@ -36,6 +39,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--log-dir", type=Path,
                    help="append each shard's worker output to DIR/<shard>.log "
                         "(default: inherit this terminal)")
+    p.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="also append the supervisor's event lines to FILE (instead of piping "
+                        "the output, which on Windows makes Ctrl+C kill only this process)")
     p.set_defaults(func=main)
 
 
@@ -56,10 +62,13 @@ def command_of(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(cmd)
 
 
-def print_event(prefix: str) -> Any:
+def print_event(prefix: str, copy: TextIO | None = None) -> Any:
     def sink(event: SupervisorEvent) -> None:
         where = "" if event.shard == "*" else f"[{event.shard}] "
         print(f"crawlguard {prefix}: {where}{event.message}", file=sys.stderr, flush=True)
+        if copy is not None:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}{event.message}", file=copy,
+                  flush=True)
 
     return sink
 
@@ -70,12 +79,23 @@ def main(args: argparse.Namespace) -> int:
                               state_dir=settings.state_dir, remediation=settings.remediation,
                               log_dir=args.log_dir)
     StateDir(settings.state_dir).open_for_service()
+    note = longpaths.check_state_dir(settings.state_dir)
+    if note:
+        print(f"crawlguard run: warning: {note}", file=sys.stderr, flush=True)
     source = source_from_spec(settings.vram_source)
-    supervisor = Supervisor(config, source=source, on_event=print_event("run"))
-    with shutdown_on_signals() as stop:
-        try:
-            return supervisor.run(stop)
-        finally:
-            close = getattr(source, "close", None)
-            if callable(close):
-                close()
+    with contextlib.ExitStack() as stack:
+        copy = None
+        if args.log_file is not None:
+            try:
+                copy = stack.enter_context(open(args.log_file, "a", encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError("--log-file", str(args.log_file),
+                                  f"cannot open: {exc.strerror or exc}") from exc
+        supervisor = Supervisor(config, source=source, on_event=print_event("run", copy))
+        with shutdown_on_signals(hangup=True) as stop:
+            try:
+                return supervisor.run(stop)
+            finally:
+                close = getattr(source, "close", None)
+                if callable(close):
+                    close()

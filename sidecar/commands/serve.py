@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from crawlguard import longpaths
 from crawlguard.logs import get_logger
 from crawlguard.settings import Settings, port_flag
 from crawlguard.statedir import StateDir
@@ -15,7 +16,7 @@ from exporter.shared import shared_source_from_spec
 
 from ..engine import Engine
 from ..ladder import Pending
-from ..lifecycle import shutdown_on_signals
+from ..lifecycle import shutdown_on_signals, wait_for_stop
 from ..server import SidecarServer
 from ..verify import VerificationCollector, Verifier
 from . import HELP
@@ -57,6 +58,9 @@ def main(args: argparse.Namespace) -> int:
     if args.host is not None or args.port is not None:
         ep = dataclasses.replace(ep, sidecar_host=args.host or ep.sidecar_host,
                                  sidecar_port=ep.sidecar_port if args.port is None else args.port)
+    note = longpaths.check_state_dir(settings.state_dir)
+    if note:
+        log.warning("%s", note)
     hook = _crash if os.environ.get(CRASH_HOOK) == "1" else None
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
@@ -72,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"crawlguard sidecar listening on {bound.url}", flush=True)
             log.info("action=%s state_dir=%s auth=%s", engine.mode, settings.state_dir,
                      "bearer" if ep.token else "NONE (--insecure-no-token)")
-            stop.wait()
+            wait_for_stop(stop)
         finally:
             server.stop()
     return 0

@@ -46,6 +46,9 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("auto", "tty", "lines", "off"), default="auto",
                    help="live progress on stderr: redrawn lines on a terminal, periodic "
                         "lines otherwise (auto)")
+    p.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="also append the progress and event lines to FILE (instead of piping "
+                        "the output, which on Windows makes Ctrl+C kill only this process)")
 
 
 def interval_timing(interval: float | None) -> AmTiming | None:
@@ -64,6 +67,6 @@ def main(args: argparse.Namespace) -> int:
         shards=tuple(args.shard), command=command_of(args), settings=settings,
         env=dict(os.environ), alert_path=args.alert_path, interval=args.interval,
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
-        progress=args.progress)
-    with shutdown_on_signals() as stop:
+        progress=args.progress, log_file=args.log_file)
+    with shutdown_on_signals(hangup=True) as stop:
         return Rig(config, sys.stderr).run(stop)

@@ -22,6 +22,7 @@ import httpx
 from crawlguard.errors import ProcessError
 
 from ..supervisor import childproc
+from ..supervisor.runrecord import RunRecord
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,13 +47,15 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 class ServerProc:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], ready_url: str,
-                 log_path: Path, start_timeout: float = 60.0) -> None:
+                 log_path: Path, start_timeout: float = 60.0,
+                 record: RunRecord | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
         self.ready_url = ready_url
         self.log_path = log_path
         self.start_timeout = start_timeout
+        self.record = record
         self.popen: subprocess.Popen[bytes] | None = None
         self.closed = False
 
@@ -64,7 +67,9 @@ class ServerProc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.popen = childproc.spawn(self.argv, self.env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, salvage=False)
+        if self.record is not None:
+            self.record.add(self.name, self.popen.pid)
         deadline = time.monotonic() + self.start_timeout
         while not http_ok(self.ready_url):
             if self.popen.poll() is not None:
@@ -85,6 +90,7 @@ class ServerProc:
         if self.popen is None or self.closed or self.alive():
             return None
         how = childproc.describe_exit(self.popen.returncode)
+        self._forget(self.popen)
         try:
             self.start()
         except ProcessError as exc:
@@ -96,3 +102,9 @@ class ServerProc:
         if self.popen is not None:
             with contextlib.suppress(OSError):
                 childproc.stop_gracefully(self.popen, grace)
+            self._forget(self.popen)
+
+    def _forget(self, popen: subprocess.Popen[bytes]) -> None:
+        childproc.release(popen)
+        if self.record is not None:
+            self.record.discard(popen.pid)

@@ -13,13 +13,16 @@
 Everything durable stays in the state dir (ladders, baselines, batches, the
 workers' metrics), so a later `up` on the same state dir resumes where this
 one stopped. ``<state>/run/`` holds this run's ephemera: up.json (pids and
-URLs, for people and tests), the token file (mode 600), generated configs,
-Prometheus/Alertmanager data and the logs of every child.
+URLs, for people and tests), the token file (mode 600; none when
+HELIX_BFM_SIDECAR_TOKEN_FILE is set, whose file is used as it is), generated
+configs, Prometheus/Alertmanager data, the logs of every child and the run
+record (children.json, ``supervisor.runrecord``): a later ``up`` stops what a
+run that died hard left behind before it starts anything.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -33,8 +36,8 @@ from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
-from crawlguard import logs
-from crawlguard.errors import StateError
+from crawlguard import logs, longpaths
+from crawlguard.errors import ConfigError, StateError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir, write_json_atomic
 from exporter.alerting import EmbeddedAlerting
@@ -42,8 +45,10 @@ from exporter.alerting.dispatch import REPEAT_INTERVAL_S
 from exporter.server import Exporter, ExporterConfig
 from exporter.vram import VramSource, source_from_spec
 
-from ..supervisor.loop import Supervisor, SupervisorConfig
-from . import promstack
+from ..supervisor import runrecord
+from ..supervisor.loop import Supervisor, SupervisorConfig, SupervisorEvent
+from . import promstack, secretfile
+from .console import ConsoleWriter
 from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
@@ -68,6 +73,8 @@ class RigConfig:
     vram_log_interval: float = 5.0
     unique_genes: UniqueGenes | None = None
     """Distinct genes per shard for the live view, when the build can tell."""
+    log_file: Path | None = None
+    """Also append the live view's lines here (``up --log-file``): a log without a pipe."""
 
 
 class Rig:
@@ -78,7 +85,16 @@ class Rig:
         self.run_dir = self.state.root / "run"
         self.alert_path, self.alert_note = resolve_alert_path(config.alert_path)
         self.token = config.settings.endpoints.token or secrets.token_urlsafe(32)
-        self.token_file = self.run_dir / "sidecar.token"
+        # A configured token file is used in place: a copy in the state dir would take
+        # that dir's ACL (on Windows readable by Users under %ProgramData%).
+        configured = (self.config.env.get("HELIX_BFM_SIDECAR_TOKEN_FILE")
+                      if not self.config.env.get("HELIX_BFM_SIDECAR_TOKEN") else None)
+        self.token_file = (Path(configured).resolve() if configured
+                           else self.run_dir / "sidecar.token")
+        self._copy_token = not configured
+        self.record = runrecord.RunRecord(self.run_dir / "children.json")
+        self.views: list[LiveView] = []
+        self._writers: list[ConsoleWriter] = []
         self.env = dict(config.env)
         self.env["HELIX_BFM_STATE_DIR"] = str(self.state.root)
         self.vram_source = config.settings.vram_source
@@ -90,9 +106,13 @@ class Rig:
         self.view: LiveView | None = None
         self._source: VramSource | None = None
         self._stops: list[tuple[threading.Event, threading.Thread]] = []
+        self._monitor_thread: tuple[threading.Event, threading.Thread] | None = None
 
     # -- the whole run -------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
+        note = longpaths.check_state_dir(self.state.root)
+        if note:
+            self.stream.write(f"crawlguard {self.config.progress_prefix}: warning: {note}\n")
         # One `up` per state dir: a second one would rewrite the token file
         # under the first one's Alertmanager and fight over the workers.
         self.state.open_for_service()
@@ -104,6 +124,9 @@ class Rig:
             raise StateError(f"another crawlguard up is running on state dir "
                              f"{self.state.root}") from exc
         try:
+            for note in runrecord.sweep(self.record.path,
+                                        self.config.settings.remediation.grace_seconds):
+                self.stream.write(f"crawlguard {self.config.progress_prefix}: {note}\n")
             return self._run(stop)
         finally:
             lock.release()
@@ -123,9 +146,8 @@ class Rig:
 
     def _prepare(self) -> None:
         self.state.ensure(self.run_dir / "logs")
-        self.token_file.write_text(self.token + "\n", encoding="utf-8")
-        with contextlib.suppress(OSError):
-            os.chmod(self.token_file, 0o600)
+        if self._copy_token:
+            secretfile.write_private(self.token_file, self.token + "\n")
         if self.config.simulate_gpu:
             from exporter.refbuild.simgpu import Driver, SimGpu
 
@@ -173,7 +195,7 @@ class Rig:
         self.sidecar = ServerProc(
             "sidecar", [sys.executable, "-m", "sidecar.cli", "sidecar", "--host", "127.0.0.1",
                         "--port", str(port)], env, f"{url}/healthz",
-            self.run_dir / "logs" / "sidecar.log")
+            self.run_dir / "logs" / "sidecar.log", record=self.record)
         self.sidecar.start()
         self.servers.append(self.sidecar)
         self.urls["sidecar"] = url
@@ -221,13 +243,13 @@ class Rig:
         am = ServerProc("alertmanager", promstack.alertmanager_argv(
             binaries.alertmanager, am_cfg, self.run_dir / "alertmanager-data", am_port),
             self.env, f"http://127.0.0.1:{am_port}/-/ready",
-            self.run_dir / "logs" / "alertmanager.log")
+            self.run_dir / "logs" / "alertmanager.log", record=self.record)
         am.start()
         self.servers.append(am)
         prom = ServerProc("prometheus", promstack.prometheus_argv(
             binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port),
             self.env, f"http://127.0.0.1:{prom_port}/-/ready",
-            self.run_dir / "logs" / "prometheus.log")
+            self.run_dir / "logs" / "prometheus.log", record=self.record)
         prom.start()
         self.servers.append(prom)
         self.urls.update(alertmanager=f"http://127.0.0.1:{am_port}",
@@ -241,17 +263,45 @@ class Rig:
             remediation=s.remediation, log_dir=self.run_dir / "logs",
             vram_log_interval=self.config.vram_log_interval)
         source = self._source = source_from_spec(self.vram_source)
-        supervisor = Supervisor(supervisor_config, source=source, base_env=self.env)
-        view = self.view = LiveView(self.state, supervisor.runs, self.stream,
-                                    self.config.progress, self.config.progress_period,
-                                    self.config.progress_prefix, self.config.unique_genes)
-        supervisor.on_event = view.event
-        view.say(f"alert path: {self.alert_path}: {self.alert_note}")
-        view.say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
+        supervisor = Supervisor(supervisor_config, source=source, base_env=self.env,
+                                record=self.record)
+        # Console writes happen on a thread of their own (``console``): a QuickEdit
+        # selection or a hung-up terminal must not stop the supervisor's thread.
+        self.view = self._view(supervisor, self.stream, self.config.progress)
+        if self.config.log_file is not None:
+            try:
+                log_stream = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError("--log-file", str(self.config.log_file),
+                                  f"cannot open: {exc.strerror or exc}") from exc
+            self._view(supervisor, log_stream, "lines")
+
+        def fan_out(event: SupervisorEvent) -> None:
+            for v in self.views:
+                v.event(event)
+
+        supervisor.on_event = fan_out
+        self._say(f"alert path: {self.alert_path}: {self.alert_note}")
+        self._say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
         self._write_up_json()
-        self._thread(lambda ev: self._daemon(view.run, ev))
-        self._thread(lambda ev: self._daemon(self._monitor, ev))
+        for v in self.views:
+            self._thread(functools.partial(self._daemon, v.run))
+        ev = threading.Event()
+        self._monitor_thread = (ev, self._daemon(self._monitor, ev))
         return supervisor.run(stop)
+
+    def _view(self, supervisor: Supervisor, stream: TextIO, mode: str) -> LiveView:
+        writer = ConsoleWriter(stream)
+        self._writers.append(writer)
+        view = LiveView(self.state, supervisor.runs, writer,  # type: ignore[arg-type]
+                        mode, self.config.progress_period, self.config.progress_prefix,
+                        self.config.unique_genes)
+        self.views.append(view)
+        return view
+
+    def _say(self, text: str) -> None:
+        for view in self.views:
+            view.say(text)
 
     @staticmethod
     def _daemon(target: Any, ev: threading.Event) -> threading.Thread:
@@ -265,8 +315,7 @@ class Rig:
             for server in self.servers:
                 note = server.ensure()
                 if note:
-                    if self.view:
-                        self.view.say(note)
+                    self._say(note)
                     self._write_up_json()
 
     def _write_up_json(self) -> None:
@@ -276,14 +325,25 @@ class Rig:
             "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
 
     def _shutdown(self) -> None:
+        for server in self.servers:
+            server.closed = True  # the monitor restarts nothing from here on
         for ev, _ in self._stops:
             ev.set()
         for _, thread in reversed(self._stops):
             thread.join(10)
-        if self.view:
-            self.view.close()
         for server in reversed(self.servers):
             server.stop()
+        # The monitor thread ends last: a server it restarted gets the Linux
+        # parent-death signal (SIGKILL) the moment that thread exits.
+        if self._monitor_thread is not None:
+            self._monitor_thread[0].set()
+            self._monitor_thread[1].join(10)
+        for view in self.views:
+            view.close()
+        for writer in self._writers:
+            writer.close()
+            if writer.stream is not self.stream:
+                writer.stream.close()
         if self.exporter is not None:
             self.exporter.stop()
         close = getattr(self._source, "close", None)

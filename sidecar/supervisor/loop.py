@@ -34,15 +34,18 @@ from pathlib import Path
 from typing import IO
 
 from crawlguard.devices import gpu_of_launch
+from crawlguard.errors import CrawlguardError, ProcessError, UnsafeNameError
 from crawlguard.formats.batchlog import BatchTail
 from crawlguard.names import ShardName
 from crawlguard.settings import Remediation
 from crawlguard.statedir import StateDir
+from crawlguard.workers import LaunchRecord, WorkerIdentity, record_launch
 from exporter.vram import VramSource
 
 from . import childproc, logtail
 from .gpuwait import GpuRelease
 from .launchenv import launch_env, small_rig_policy
+from .runrecord import RunRecord
 from .vramlog import VramLog
 
 EXIT_OK = 0
@@ -68,6 +71,12 @@ class SupervisorConfig:
     def __post_init__(self) -> None:
         # Parsed once here, at the command line's boundary; the type travels inward.
         object.__setattr__(self, "shards", tuple(ShardName.parse(s) for s in self.shards))
+        folded: dict[str, str] = {}
+        for shard in self.shards:
+            # NTFS ignores case: two such shards would share one directory and ladder.
+            if folded.setdefault(shard.casefold(), shard) != shard:
+                raise UnsafeNameError("shard", shard, f"differs from {folded[shard.casefold()]!r} "
+                                      "only in case; on Windows both would share one directory")
         if not self.command:
             raise ValueError("no command to run")
 
@@ -102,8 +111,10 @@ EventSink = Callable[[SupervisorEvent], None]
 class Supervisor:
     def __init__(self, config: SupervisorConfig, source: VramSource | None = None,
                  on_event: EventSink | None = None,
-                 base_env: Mapping[str, str] | None = None) -> None:
+                 base_env: Mapping[str, str] | None = None,
+                 record: RunRecord | None = None) -> None:
         self.config = config
+        self.record = record
         self.state = StateDir(config.state_dir)
         self.source = source
         self.on_event = on_event or (lambda e: None)
@@ -150,9 +161,15 @@ class Supervisor:
             with self._output(shard) as out:
                 popen = childproc.spawn(argv, env, cwd=self.config.cwd, stdout=out, stderr=out)
             run.pid, run.state = popen.pid, "running"
+            self._record_launch(shard, popen)
             self._emit(shard, "launch", f"launch #{run.launches}: pid {popen.pid}"
                        + (f", {rem.device_var}={run.device}" if run.device else ""))
-            rc = self._wait(popen, watch, stop)
+            try:
+                rc = self._wait(popen, watch, stop)
+            finally:
+                childproc.release(popen)
+                if self.record is not None:
+                    self.record.discard(popen.pid)
             log.poll()
             progress = log.genes - genes_before
             if rc is None:
@@ -189,6 +206,18 @@ class Supervisor:
                 if not result.released or result.waited >= 0.05:
                     self._emit(shard, "gpu-wait", ("GPU memory released: " if result.released
                                                    else "GPU release: ") + result.detail)
+
+    def _record_launch(self, shard: str, popen: subprocess.Popen[bytes]) -> None:
+        """Tell the sidecar which process leads the worker's group (the worker may be
+        its child), and the run record what to stop if this supervisor dies hard."""
+        try:
+            ident = WorkerIdentity.of_pid(popen.pid)
+            record_launch(self.state, shard, LaunchRecord(ident.pid, ident.create_time,
+                                                          childproc.job_of(popen)))
+        except (ProcessError, CrawlguardError) as exc:
+            self._emit(shard, "launch", f"launch of pid {popen.pid} not recorded: {exc}")
+        if self.record is not None:
+            self.record.add(f"worker {shard}", popen.pid)
 
     def _wait(self, popen: subprocess.Popen[bytes], watch: GpuRelease | None,
               stop: threading.Event) -> int | None:

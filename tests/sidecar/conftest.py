@@ -107,6 +107,8 @@ class Worker:
 
 @pytest.fixture
 def spawn_worker(state_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    if sys.platform == "win32":
+        pytest.skip("worker_child is stopped with SIGTERM and killpg (POSIX)")
     workers: list[Worker] = []
 
     def spawn(shard: str, *flags: str) -> Worker:

@@ -4,24 +4,43 @@ No Windows machine is available, so these check what crawlguard asks of the OS
 there: workers start in their own process group (CREATE_NEW_PROCESS_GROUP),
 the graceful signal is CTRL_BREAK_EVENT to that group, and the hard kill after
 the grace period still follows. Whether Windows delivers CTRL_BREAK_EVENT is
-documented in docs/deploy.md, not tested.
+documented in docs/deploy.md, not tested (docs/windows-acceptance.md checks it).
+
+Real processes stand in for Windows ones; what is faked is exactly the OS
+boundary: ``sys.platform``, the Job Object API (``FakeJobs``: a job holds a
+process and everything it starts, as a real job does) and ``os.kill`` for
+CTRL_BREAK_EVENT, which is recorded, not delivered. Everything is imported before
+the platform is faked: filelock imports msvcrt at import time on win32.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from crawlguard.workers import WorkerIdentity
+from crawlguard import listen, longpaths
+from crawlguard.errors import ConfigError, ProcessError, StateError, UnsafeNameError
+from crawlguard.statedir import StateDir, write_json_atomic
+from crawlguard.workers import LaunchRecord, WorkerIdentity
+from sidecar import lifecycle
 from sidecar.actions import restart_worker
-from sidecar.supervisor import childproc
+from sidecar.rig import secretfile
+from sidecar.supervisor import childproc, winjob
 
 CTRL_BREAK = 1  # signal.CTRL_BREAK_EVENT's value on Windows
+
+# On a real Windows runner nothing is faked: tests/sidecar/test_windows_real.py runs there.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fakes Windows on POSIX")
 
 
 @pytest.fixture
@@ -39,9 +58,16 @@ def test_a_worker_leads_its_own_process_group(windows: None,
         def __init__(self, argv: list[str], **kwargs: Any) -> None:
             seen.update(kwargs, argv=argv)
 
+        pid = os.getpid()
+        _handle = 1
+
     monkeypatch.setattr(subprocess, "Popen", Recorder)
-    childproc.spawn(["python", "build.py", "--shard", "confluence"], {"A": "1"})
-    assert seen["creationflags"] == 0x200
+    old = winjob.set_api(FakeJobs())
+    try:
+        childproc.spawn(["python", "build.py", "--shard", "confluence"], {"A": "1"})
+    finally:
+        winjob.set_api(old)
+    assert seen["creationflags"] == 0x200 | winjob.CREATE_SUSPENDED
     assert "start_new_session" not in seen
     assert seen["argv"] == ["python", "build.py", "--shard", "confluence"]  # no shell
 
@@ -76,7 +102,9 @@ def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
                 real_kill(pid, sig)
 
         monkeypatch.setattr(os, "kill", kill)
-        result = restart_worker(identity, grace_seconds=0.3, decided_at=0.0)
+        # Launched directly: the launch record names the worker itself.
+        launch = LaunchRecord(identity.pid, identity.create_time, None)
+        result = restart_worker(identity, grace_seconds=0.3, decided_at=0.0, launch=launch)
         # CTRL_BREAK_EVENT went to the worker's pid (its process group), nothing else;
         # the fake Windows did not deliver it, so the hard kill followed the grace period.
         assert calls[0] == (worker.pid, CTRL_BREAK)
@@ -87,3 +115,342 @@ def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+# -- Job Objects, launchers and the group the rung signals -----------------------------------
+
+WRAPPER = ("import subprocess, sys; "
+           "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+           "print(c.pid, flush=True); sys.exit(c.wait())")
+"""A launcher like a venv's Scripts\\python.exe: the real worker is its child."""
+
+
+class FakeJobs:
+    """Job Objects at the OS boundary: a job holds the processes assigned to it and
+    everything they start (modelled as their descendants when it is terminated)."""
+
+    def __init__(self, fail_create: bool = False) -> None:
+        self.fail_create = fail_create
+        self.fail_resume = False
+        self.calls: list[tuple[str, Any]] = []
+        self.jobs: dict[int, tuple[str, set[int]]] = {}
+
+    def create(self, name: str) -> int:
+        self.calls.append(("create", name))
+        if self.fail_create:
+            raise OSError(5, "access denied")
+        handle = 100 + len(self.jobs)
+        self.jobs[handle] = (name, set())
+        return handle
+
+    def assign(self, job: int, process_handle: int) -> None:
+        self.calls.append(("assign", process_handle))
+        self.jobs[job][1].add(process_handle - HANDLE_BASE)
+
+    def resume(self, pid: int) -> None:
+        self.calls.append(("resume", pid))
+        if self.fail_resume:
+            raise OSError(5, "access denied")
+
+    def terminate(self, job: int) -> None:
+        self.calls.append(("terminate", job))
+        procs = []
+        for pid in self.jobs[job][1]:
+            try:
+                root = psutil.Process(pid)
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                continue
+
+    def terminate_named(self, name: str) -> bool:
+        for handle, (job_name, _) in self.jobs.items():
+            if job_name == name:
+                self.terminate(handle)
+                return True
+        return False
+
+    def close(self, job: int) -> None:
+        self.calls.append(("close", job))
+        self.terminate(job)  # kill-on-close
+        self.jobs.pop(job, None)
+
+
+HANDLE_BASE = 1_000_000
+
+
+class PosixPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """The real Popen with Windows' creation flags set aside (Linux refuses them)."""
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        self.creationflags = kwargs.pop("creationflags", 0)
+        super().__init__(args, start_new_session=True, **kwargs)
+        self._handle = HANDLE_BASE + self.pid
+
+
+@pytest.fixture
+def jobs(windows: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobs]:
+    fake = FakeJobs()
+    old = winjob.set_api(fake)
+    monkeypatch.setattr(subprocess, "Popen", PosixPopen)
+    yield fake
+    winjob.set_api(old)
+
+
+@pytest.fixture
+def no_break(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """os.kill records CTRL_BREAK_EVENT (this is not Windows) and delivers the rest."""
+    calls: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        calls.append((pid, sig))
+        if sig != CTRL_BREAK:
+            real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    return calls
+
+
+def launch_wrapper(jobs: FakeJobs) -> tuple[subprocess.Popen[bytes], psutil.Process]:
+    popen = childproc.spawn([sys.executable, "-c", WRAPPER], dict(os.environ),
+                            stdout=subprocess.PIPE)
+    assert popen.stdout is not None
+    worker = psutil.Process(int(popen.stdout.readline()))
+    return popen, worker
+
+
+def reap(*procs: psutil.Process) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+def test_each_child_is_created_suspended_put_in_its_job_then_resumed(jobs: FakeJobs) -> None:
+    popen, worker = launch_wrapper(jobs)
+    try:
+        name = winjob.job_name(WorkerIdentity.of_pid(popen.pid).key)
+        assert popen.creationflags == 0x200 | winjob.CREATE_SUSPENDED  # type: ignore[attr-defined]
+        # In this order: it cannot start a grandchild outside the job.
+        assert [c[0] for c in jobs.calls] == ["create", "assign", "resume"]
+        assert jobs.calls[0] == ("create", name) and childproc.job_of(popen) == name
+    finally:
+        childproc.hard_kill(popen)
+        popen.wait(10)
+        childproc.release(popen)
+        reap(worker)
+
+
+def test_a_wrappers_child_survives_terminate_process_but_not_the_job(
+        jobs: FakeJobs) -> None:
+    # Without a job (e.g. nesting refused): TerminateProcess ends the launcher only.
+    jobs.fail_create = True
+    popen, worker = launch_wrapper(jobs)
+    try:
+        assert childproc.job_of(popen) is None and ("resume", popen.pid) in jobs.calls
+        childproc.hard_kill(popen)
+        popen.wait(10)
+        assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    finally:
+        reap(worker)
+    # With its job: the hard kill ends the tree.
+    jobs.fail_create = False
+    popen, worker = launch_wrapper(jobs)
+    try:
+        childproc.hard_kill(popen)
+        popen.wait(10)
+        psutil.wait_procs([worker], timeout=10)
+        assert not worker.is_running()
+    finally:
+        childproc.release(popen)
+        reap(worker)
+
+
+def test_a_child_that_cannot_be_resumed_is_killed_not_left_suspended(
+        jobs: FakeJobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real = PosixPopen
+
+    def recording(args: Any, **kwargs: Any) -> PosixPopen:
+        popen = real(args, **kwargs)
+        started.append(popen)
+        return popen
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    jobs.fail_resume = True
+    with pytest.raises(ProcessError, match="cannot start"):
+        childproc.spawn([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    assert started and started[0].poll() is not None
+
+
+def test_closing_a_job_ends_what_the_child_left_behind(jobs: FakeJobs) -> None:
+    popen, worker = launch_wrapper(jobs)
+    try:
+        handle = next(iter(jobs.jobs))
+        childproc.release(popen)  # the supervisor forgets it (or dies): kill-on-close
+        assert ("close", handle) in jobs.calls
+        psutil.wait_procs([worker], timeout=10)
+        assert not worker.is_running()
+    finally:
+        popen.wait(10)
+        reap(worker)
+
+
+def test_a_rung_breaks_the_launched_group_not_the_registered_pid_and_kills_the_job(
+        jobs: FakeJobs, no_break: list[tuple[int, int]]) -> None:
+    popen, worker = launch_wrapper(jobs)
+    try:
+        launch = WorkerIdentity.of_pid(popen.pid)
+        record = LaunchRecord(launch.pid, launch.create_time, childproc.job_of(popen))
+        registered = WorkerIdentity.of_pid(worker.pid)  # what the worker registers
+        result = restart_worker(registered, grace_seconds=0.3, decided_at=0.0, launch=record)
+        # The break went to the group the supervisor created (the launcher's pid), never to
+        # the worker's pid, which is no group id: Windows would treat it as group 0.
+        assert [c for c in no_break if c[1] == CTRL_BREAK] == [(popen.pid, CTRL_BREAK)]
+        assert result.outcome == "killed"
+        assert ("terminate", next(iter(jobs.jobs))) in jobs.calls
+        psutil.wait_procs([worker], timeout=10)
+        assert not worker.is_running()
+        assert popen.wait(10) != 0
+    finally:
+        childproc.release(popen)
+        reap(worker)
+
+
+@pytest.mark.parametrize("launch", ["none", "unrelated"])
+def test_without_a_verified_launch_no_break_is_sent_on_windows(
+        launch: str, jobs: FakeJobs, no_break: list[tuple[int, int]]) -> None:
+    popen, worker = launch_wrapper(jobs)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = None
+        if launch == "unrelated":  # alive, but not the worker nor an ancestor of it
+            ident = WorkerIdentity.of_pid(other.pid)
+            record = LaunchRecord(ident.pid, ident.create_time, None)
+        result = restart_worker(WorkerIdentity.of_pid(worker.pid), grace_seconds=5,
+                                decided_at=0.0, launch=record)
+        assert not [c for c in no_break if c[1] == CTRL_BREAK]   # nothing to the console
+        assert result.outcome == "killed" and "impossible" in result.detail
+        psutil.wait_procs([worker], timeout=10)
+        assert not worker.is_running()
+        assert other.poll() is None  # the unrelated process was left alone
+    finally:
+        other.kill()
+        other.wait()
+        childproc.hard_kill(popen)
+        popen.wait(10)
+        childproc.release(popen)
+        reap(worker)
+
+
+def test_sigbreak_stops_a_long_running_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python delivers CTRL_BREAK_EVENT as SIGBREAK; SIGUSR1 stands in for it here.
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    with lifecycle.shutdown_on_signals() as stop:
+        waiter = threading.Thread(target=lambda: os.kill(os.getpid(), signal.SIGUSR1))
+        waiter.start()
+        lifecycle.wait_for_stop(stop)  # returns: the handler ran during the timed wait
+        waiter.join(5)
+    assert stop.is_set()
+
+
+# -- files, ports, names, paths ----------------------------------------------------------------
+
+def test_atomic_writes_retry_a_sharing_violation(windows: None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_replace = os.replace
+    failures = [PermissionError(32, "being used by another process")] * 2
+
+    def replace(src: str, dst: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_json_atomic(tmp_path / "vram.json", {"gpus": []}, durable=False)  # simgpu's writer
+    assert (tmp_path / "vram.json").read_text().strip() == '{\n  "gpus": []\n}'
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+
+def test_listeners_use_exclusive_address_on_windows(windows: None) -> None:
+    sock = RecordingSocket()
+    listen.set_listen_options(sock)  # type: ignore[arg-type]
+    assert sock.options == [(socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 1)]
+    assert all(opt != socket.SO_REUSEADDR for _, opt, _ in sock.options)
+
+
+def test_the_generated_token_gets_an_owner_only_acl(windows: None, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERNAME", "builder")
+    monkeypatch.setenv("USERDOMAIN", "RIG")
+    ran: list[list[str]] = []
+
+    def icacls(argv: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=icacls)
+    assert ran == [["icacls", str(tmp_path / "sidecar.token"), "/inheritance:r", "/grant:r",
+                    "RIG\\builder:F"]]
+
+    def failing(argv: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 5, "", "Access is denied.")
+
+    with pytest.raises(StateError, match="Access is denied"):
+        secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=failing)
+    assert not (tmp_path / "sidecar.token").exists()  # never left readable
+
+
+def test_shard_names_equal_under_casefold_share_nothing(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.ensure(state.shard_dir("Confluence"))
+    assert state.shard_dir("Confluence").name == "Confluence"
+    with pytest.raises(UnsafeNameError, match="only in case"):
+        StateDir(tmp_path).shard_dir("confluence")
+    with pytest.raises(UnsafeNameError, match="only in case"):
+        StateDir(tmp_path).shard_dir("CONFLUENCE")
+    state.ensure(StateDir(tmp_path).shard_dir("jira"))  # others are fine
+
+
+@pytest.fixture
+def short_paths(windows: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(longpaths, "long_paths_enabled", lambda: False)
+
+
+def test_long_paths_are_checked_at_start(short_paths: None) -> None:
+    # The default C:\\ProgramData\\crawlguard\\state: 128-character names never fit.
+    note = longpaths.check_state_dir(Path("/ProgramData/crawlguard/state"))
+    assert note and "LongPathsEnabled" in note and "longer than" in note
+    with pytest.raises(ConfigError, match="LongPathsEnabled"):
+        longpaths.check_state_dir(Path("/" + "d" * 200))
+
+
+def test_names_that_would_pass_max_path_are_refused_not_missed(short_paths: None,
+                                                               tmp_path: Path) -> None:
+    state = StateDir(Path("/ProgramData/crawlguard/state") / ("d" * 100))
+    state.shard_dir("confluence")
+    state.baseline_file("confluence", "embed", "cuda:0")
+    with pytest.raises(UnsafeNameError, match="LongPathsEnabled"):
+        state.shard_dir("s" * 128)
+    with pytest.raises(UnsafeNameError, match="LongPathsEnabled"):
+        state.baseline_file("confluence", "e" * 128, "cuda:0")
+
+
+def test_long_paths_enabled_lifts_the_limits(windows: None, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(longpaths, "long_paths_enabled", lambda: True)
+    assert longpaths.check_state_dir(Path("/" + "d" * 200)) is None
+    StateDir(tmp_path).baseline_file("s" * 128, "e" * 128, "cuda:0")
