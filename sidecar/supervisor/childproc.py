@@ -38,7 +38,7 @@ from crawlguard.errors import ProcessError
 from crawlguard.logs import get_logger
 from crawlguard.workers import WorkerIdentity
 
-from . import winjob
+from .. import winjob
 
 log = get_logger(__name__)
 

@@ -29,7 +29,7 @@ from crawlguard.logs import get_logger
 from crawlguard.statedir import read_json, write_json_atomic
 from crawlguard.workers import WorkerIdentity
 
-from . import winjob
+from .. import winjob
 
 log = get_logger(__name__)
 

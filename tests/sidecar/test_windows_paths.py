@@ -32,10 +32,10 @@ from crawlguard import listen, longpaths
 from crawlguard.errors import ConfigError, ProcessError, StateError, UnsafeNameError
 from crawlguard.statedir import StateDir, write_json_atomic
 from crawlguard.workers import LaunchRecord, WorkerIdentity
-from sidecar import lifecycle
+from sidecar import lifecycle, winjob
 from sidecar.actions import restart_worker
 from sidecar.rig import secretfile
-from sidecar.supervisor import childproc, winjob
+from sidecar.supervisor import childproc
 
 CTRL_BREAK = 1  # signal.CTRL_BREAK_EVENT's value on Windows
 

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import psutil
 
+from crawlguard.logs import get_logger
+
 log = get_logger(__name__)
 
 CREATE_SUSPENDED = 0x00000004
