@@ -12,6 +12,8 @@ WORKER_LABELS = ("shard", "stage", "device", "gpu")
 WORKER_COUNTERS: dict[str, str] = {
     "bfm_genes": "Genes embedded by the workers of this shard/stage/device.",
     "bfm_batches": "Batches finished by the workers of this shard/stage/device.",
+    "bfm_tokens": "Non-padding tokens embedded (batches that carry an attention mask).",
+    "bfm_oom_batches": "Batches that raised torch's out-of-memory error.",
 }
 
 WORKER_GAUGES: dict[str, str] = {
@@ -28,6 +30,10 @@ WORKER_GAUGES: dict[str, str] = {
     "bfm_worker_vram_reserved_bytes":
         "torch's caching-allocator reservation on the worker's GPU (only when the build "
         "imported torch); above the dedicated total it means the driver spilled.",
+    "bfm_tokens_per_second":
+        "Non-padding tokens/s of the last finished batch (only when batches carry tokens).",
+    "bfm_genes_remaining":
+        "Genes of the tracker's total= not yet embedded by this worker (only with total=).",
     "bfm_worker_vram_allocated_bytes":
         "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
 }
