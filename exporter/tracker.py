@@ -218,10 +218,12 @@ class CrawlTracker:
                                "bfm_batch_inflight_genes": float(genes)})
         return start
 
-    def finish(self, genes: float, start: float, tokens: float | None = None) -> Verdict:
-        """The batch begun at ``start`` finished now."""
+    def finish(self, genes: float, start: float, tokens: float | None = None,
+               cost: float | None = None) -> Verdict:
+        """The batch begun at ``start`` finished now; ``cost``: its tokens weighted
+        by length (``exporter.instrument.work``), judged instead of ``tokens``."""
         return self._record(genes, max(self._clock() - start, 0.0), start,
-                            {"bfm_batch_inflight_genes": 0.0}, tokens)
+                            {"bfm_batch_inflight_genes": 0.0}, tokens, cost)
 
     def fail(self, genes: float, exc: BaseException) -> None:
         """The batch raised ``exc``: clear the in-flight pair; record an OOM."""
@@ -255,14 +257,16 @@ class CrawlTracker:
             self._scale = 1.0
 
     def _record(self, genes: float, seconds: float, start: float,
-                extra: dict[str, float], tokens: float | None = None) -> Verdict:
+                extra: dict[str, float], tokens: float | None = None,
+                cost: float | None = None) -> Verdict:
         # Plain floats from here on: numpy scalars would print as np.float64(...).
         genes, seconds = float(genes), float(seconds)
         if self._unit is None:
             self._judge_unit("genes" if tokens is None else "tokens")
         if self._unit == "tokens":
             # A batch without tokens in a token-judged tracker: estimate them.
-            work = float(tokens) if tokens is not None else genes / self._scale
+            work = (float(cost) if cost is not None else float(tokens) if tokens is not None
+                    else genes / self._scale)
         else:
             work = genes
         establishing = self._rate.baseline is None

@@ -46,7 +46,7 @@ def config(vocab_size: int, hidden: int = 64, layers: int = 2) -> XLMRobertaConf
     # offset by pad_token_id + 1 in XLM-R, hence the +2.
     return XLMRobertaConfig(
         vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=4, intermediate_size=hidden * 2,
+        num_attention_heads=2 if hidden < 64 else 4, intermediate_size=hidden * 2,
         max_position_embeddings=MAX_TOKENS + 2, pad_token_id=0, bos_token_id=2,
         eos_token_id=3, type_vocab_size=1)
 
