@@ -38,6 +38,12 @@ WORKER_GAUGES: dict[str, str] = {
         "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
 }
 
+OOM_GAUGES: dict[str, str] = {
+    "bfm_worker_oom_timestamp_seconds":
+        "Unix time of a worker's out-of-memory batch, served while that worker is dead "
+        "(an OOM death) and for 15 minutes at most; labels add pid and worker.",
+}
+
 VRAM_LABELS = ("gpu",)
 
 VRAM_GAUGES: dict[str, str] = {
@@ -56,5 +62,5 @@ EXPORTER_GAUGES: dict[str, str] = {
 def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
     names = {f"{n}_total" for n in WORKER_COUNTERS}
-    names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
+    names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES) | set(OOM_GAUGES)
     return names

@@ -22,7 +22,8 @@ from crawlguard.errors import ConfigError
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
-from .collector import LiveWorkersCollector, VramCollector, WorkerCollector
+from .collector import LiveWorkersCollector, VramCollector, WorkerCollector, _default_alive
+from .oomseries import OomCollector
 from .vram import VramSource, source_from_spec
 
 log = logging.getLogger("crawlguard.exporter")
@@ -66,6 +67,7 @@ class Exporter:
         self.registry.register(self.workers)
         self.registry.register(LiveWorkersCollector(self.workers))
         self.registry.register(VramCollector(self.source, config.vram_full_ratio))
+        self.registry.register(OomCollector(self.state, _default_alive))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

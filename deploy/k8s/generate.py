@@ -39,7 +39,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "crawlguard-rebuild.jso
 STATIC = ["namespace.yaml", "service.yaml", "statefulset.yaml", "podmonitor.yaml"]
 SIDECAR_PORT = 9848
 # The alerts the sidecar acts on; the others are for people (rules/ comments).
-SIDECAR_ALERTS = "BFMShardCrawl|BFMShardStalled"
+SIDECAR_ALERTS = "BFMShardCrawl|BFMShardStalled|BFMShardOOM"
 HUMAN_ALERTS = "BFMShardCrawlOnCPU|BFMMetricsAbsent"
 SAFE_SHARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

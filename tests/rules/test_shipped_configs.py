@@ -32,7 +32,8 @@ PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 AM_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 SUITES = sorted((RULES_DIR / "tests").glob("*.yml"))
-RUNBOOK_ANCHORS = {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent"}
+RUNBOOK_ANCHORS = {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent",
+                   "bfmshardoom"}
 
 
 def _run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
