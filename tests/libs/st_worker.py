@@ -26,14 +26,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.libs import models  # sets HF_HUB_OFFLINE before the libraries load
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
-from sentence_transformers.sentence_transformer.modules import Pooling, Transformer  # noqa: E402
-
-from exporter import CrawlTracker  # noqa: E402
+from exporter import CrawlTracker
+from tests.libs import models
 
 CHUNK = 4
 

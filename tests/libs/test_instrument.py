@@ -115,7 +115,7 @@ def test_bge_m3_flag_model(libs: Any, encoder_dir: Path, state_dir: Path) -> Non
 
 
 def test_refuses_what_is_no_model(libs: Any, state_dir: Path) -> None:
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         _tracker(state_dir).instrument(object())
 
 
