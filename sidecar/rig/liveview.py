@@ -16,9 +16,30 @@ from typing import TextIO
 
 from crawlguard.statedir import StateDir
 
+from ..report.summary import fmt_duration
 from ..supervisor.loop import ShardRun, SupervisorEvent
 from ..supervisor.progress import BatchLog
 from .shardview import read_ladder
+
+
+def progress_text(last: dict[str, object]) -> str:
+    """`` 42% done, ETA 1.1 h`` from a batch line of a tracker with ``total=``.
+
+    The percentage is of the worker's own total (what it had left when it
+    started: a relaunched worker counts the rest of the shard), and the ETA is
+    the genes remaining at the shard's baseline pace, the rate it has when
+    healthy: a crawl does not stretch it, which is the point of showing it.
+    """
+    total, remaining, base = last.get("total"), last.get("remaining"), last.get("baseline")
+    if not isinstance(total, (int, float)) or not isinstance(remaining, (int, float)):
+        return ""
+    done = 100.0 if total <= 0 else 100.0 * (total - remaining) / total
+    text = f" {done:3.0f}% done"
+    if remaining <= 0:
+        return text
+    if isinstance(base, (int, float)) and base > 0:
+        return f"{text}, ETA {fmt_duration(remaining / base)}"
+    return f"{text}, ETA -"
 
 
 class LiveView:
@@ -50,6 +71,7 @@ class LiveView:
         speed = "" if rate is None else f" {float(rate):7.1f} genes/s"
         if isinstance(ema, (int, float)) and isinstance(base, (int, float)) and base:
             speed += f" ({100 * ema / base:4.0f}% of baseline)"
+        speed += progress_text(last)
         rungs = ",".join(ladder.rung_names) or "-"
         # Genes embedded, redone ones included; the demo's summary counts distinct ones.
         return (f"{shard:<20.20} {run.state:<8} {device:<7} {int(log.genes):>7} embedded"

@@ -169,6 +169,7 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 embedded" in text
     assert "crawlguard up: [a] launch #2: pid 7" in text
+    assert "done" not in text  # no total=, no progress
     tty = io.StringIO()
     view = LiveView(state, runs, tty, mode="tty")
     view.tick()
@@ -229,3 +230,15 @@ def test_shipped_configs_are_found_from_a_checkout() -> None:
 
     found = Shipped.find()
     assert found is not None and found.rules.name == "crawlguard.rules.yml"
+
+
+def test_live_view_progress_and_eta_at_the_baseline_pace() -> None:
+    from sidecar.rig.liveview import progress_text
+
+    line = {"genes": 8, "rate": 2.0, "ema": 2.0, "baseline": 10.0, "total": 1000,
+            "remaining": 400.0}
+    # 60 % done; 400 genes at the baseline's 10 genes/s, not at the crawl's 2.
+    assert progress_text(line) == "  60% done, ETA 40 s"
+    assert progress_text({**line, "baseline": None}) == "  60% done, ETA -"
+    assert progress_text({**line, "remaining": 0.0}) == " 100% done"
+    assert progress_text({"genes": 8}) == ""
