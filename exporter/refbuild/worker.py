@@ -97,7 +97,8 @@ def run_worker(opts: WorkerOptions, stop: threading.Event, env: Mapping[str, str
             if not is_complete(output_path(opts.data_dir, opts.shard, name), per_file)]
     if not todo:
         return 0
-    tracker = CrawlTracker(opts.shard, stage="backfill", device=opts.device, env=env)
+    tracker = CrawlTracker(opts.shard, stage="backfill", device=opts.device, env=env,
+                           total=per_file * len(todo))
     claim = None
     if opts.simgpu_dir is not None:
         gpu_device = opts.device if opts.device != "cpu" else DEFAULT_DEVICE
