@@ -94,6 +94,7 @@ def test_amtool_check_config() -> None:
 @pytest.mark.parametrize(("labels", "receiver"), [
     (["alertname=BFMShardCrawl", "shard=confluence"], "crawlguard-sidecar"),
     (["alertname=BFMShardStalled", "shard=confluence"], "crawlguard-sidecar"),
+    (["alertname=BFMShardOOM", "shard=confluence"], "crawlguard-sidecar"),
     (["alertname=BFMShardCrawlOnCPU", "shard=jira"], "crawlguard-humans"),
     (["alertname=BFMMetricsAbsent", "instance=127.0.0.1:9847"], "crawlguard-humans"),
     (["alertname=NodeDown", "shard=confluence"], "blackhole"),
