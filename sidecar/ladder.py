@@ -235,6 +235,8 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
     state = replace(state, crawls=state.crawls + 1, episode=episode)
     target = next_rung(ctx.mode, state.rung)
     crawl = _alert_entry("crawl", alert, ctx)
+    if dead is not None:
+        crawl = replace(crawl, worker=dead)
     if ctx.mode == "off":
         note = "HELIX_BFM_CRAWL_ACTION=off: alert only"
         return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
@@ -249,7 +251,6 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
         return Transition(replace(state, history=_log(state, crawl, refusal)), "refused",
                           note=f"paused: {target} not taken")
     if dead is not None:
-        crawl = replace(crawl, worker=dead)
         successor = ctx.worker is not None and not ctx.worker.same_as(dead)
         ctx = replace(ctx, worker=ctx.worker if target == "cpu" and successor else dead)
     return _start(state, target, ctx, "alert", f"{alert.alertname} crawl #{state.crawls}",
