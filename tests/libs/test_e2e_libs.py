@@ -25,7 +25,7 @@ import pytest
 
 from crawlguard.statedir import StateDir
 from crawlguard.workers import read_registration
-from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until
+from tests.helpers import REPO, Proc, crawlguard_cmd
 
 from .conftest import require_libs
 
@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP/SIGCONT")]
 
 SHARD = "docs"
-CHUNKS = 60
+CHUNKS = 400
+"""Enough that the shard cannot finish on the GPU before two crawls were acted on
+(a slowed chunk takes a whole 100 ms period; on CPU the rest takes seconds)."""
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,8 @@ def _check_outputs(data: Path, model: Path) -> None:
 
 
 class DutyCycle:
-    """Stops the shard's registered worker 90 % of the time while it is on the GPU."""
+    """Stops the shard's registered worker 90 % of the time while it is on the GPU,
+    once the shard has its (healthy) GPU baseline."""
 
     def __init__(self, state: Path, period: float = 0.1, stopped: float = 0.9) -> None:
         self.state, self.period, self.stopped = StateDir(state), period, stopped
@@ -104,8 +107,9 @@ class DutyCycle:
         return None
 
     def _run(self) -> None:
+        baseline = self.state.baseline_file(SHARD, "backfill", "cuda:0")
         while not self.halt.is_set():
-            proc = self._gpu_worker()
+            proc = self._gpu_worker() if baseline.exists() else None
             if proc is None:
                 self.halt.wait(self.period)
                 continue
@@ -131,16 +135,14 @@ class DutyCycle:
 
 def test_real_library_crawl_climbs_restart_then_cpu(tmp_path: Path, model_dir: Path) -> None:
     state, data = tmp_path / "state", tmp_path / "data"
-    up = Proc(_up(state, data, model_dir), env=_env(tmp_path), cwd=REPO)
-    try:
-        # A healthy start sets the shard's baseline; then the "spill" begins.
-        wait_until(lambda: list(StateDir(state).shard_dir(SHARD).glob("baseline-*.json")),
-                   timeout=120, what="the shard's baseline")
-        with DutyCycle(state) as duty:
+    # A healthy start sets the shard's baseline; then the "spill" begins.
+    with DutyCycle(state) as duty:
+        up = Proc(_up(state, data, model_dir), env=_env(tmp_path), cwd=REPO)
+        try:
             assert up.wait(300) == 0, up.output[-4000:]
-        assert duty.cycles > 0
-    finally:
-        up.stop()
+        finally:
+            up.stop()
+    assert duty.cycles > 0
     ladder = _ladder(state)
     rungs = [e["rung"] for e in ladder["history"] if e["kind"] == "rung"]
     assert rungs == ["restart", "cpu"], ladder["history"]

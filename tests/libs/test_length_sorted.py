@@ -128,4 +128,5 @@ def test_ten_times_slower_part_way_is_caught(setup: tuple[Any, list[str]],
     print(f"\nslowed 10x from batch {SLOW_FROM}: crawl signature on batch {caught}, "
           f"{delay} batches after the slowdown began (window "
           f"{tracker.detection.window})")
-    assert delay <= tracker.detection.window + 3
+    # The EMA needs 3-4 batches to fall under baseline / factor, then a window.
+    assert delay <= tracker.detection.window + 5
