@@ -235,9 +235,9 @@ class CrawlTracker:
     def _record_oom(self, genes: float, exc: BaseException) -> None:
         """Make the OOM durable before the exception can kill the process."""
         key = self.identity_key
-        if not key:
+        if not key:  # a tracker created with register=False
             from crawlguard.workers import WorkerIdentity
-            key = WorkerIdentity.current().key
+            key = self.identity_key = WorkerIdentity.current().key
         pid, _, ms = key.partition("-")
         record = oom.OomRecord(
             shard=self.shard, stage=self.stage, device=self.device, gpu=self.gpu,
