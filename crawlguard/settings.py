@@ -211,6 +211,11 @@ class Remediation:
     cpu_backfill_max_vram_gb: float = 0.0
     """Policy 'CPU backfill by default on small rigs': when > 0 and the GPU
     has at most this many GB, the backfill stage starts on CPU. 0 = off."""
+    oom_wait_seconds: float = 60.0
+    """Seconds the supervisor holds the relaunch of a worker that died of OOM
+    until the sidecar has taken its BFMShardOOM alert, so a CPU rung's
+    environment reaches that relaunch. Covers scrape, evaluation and delivery
+    (seconds on the embedded path, group_wait 10 s with Alertmanager); 0 = no wait."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Remediation:
@@ -226,6 +231,8 @@ class Remediation:
                                      _int(1, 1000)),
             cpu_backfill_max_vram_gb=_get(env, PREFIX + "CPU_BACKFILL_MAX_VRAM_GB",
                                           d.cpu_backfill_max_vram_gb, _float(0.0)),
+            oom_wait_seconds=_get(env, PREFIX + "OOM_WAIT_SECONDS", d.oom_wait_seconds,
+                                  _float(0.0)),
         )
 
 

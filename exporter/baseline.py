@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawlguard.errors import StateError
 from crawlguard.logs import get_logger
@@ -18,7 +18,21 @@ from crawlguard.statedir import StateDir, read_json, write_json_atomic
 log = get_logger(__name__)
 
 
+class BaselineRecord(NamedTuple):
+    value: float
+    """In the unit the tracker judges (genes/s, or non-padding tokens/s)."""
+    unit: str
+    genes_per_unit: float
+    """Genes per unit over the baseline batches: value x this is genes/s."""
+
+
 def load_baseline(state: StateDir, shard: str, stage: str, device: str) -> float | None:
+    record = load_baseline_record(state, shard, stage, device)
+    return None if record is None else record.value
+
+
+def load_baseline_record(state: StateDir, shard: str, stage: str,
+                         device: str) -> BaselineRecord | None:
     path = state.baseline_file(shard, stage, device)
     try:
         data: Any = read_json(path)
@@ -33,12 +47,21 @@ def load_baseline(state: StateDir, shard: str, stage: str, device: str) -> float
         log.warning("ignoring baseline of %s/%s/%s: %s holds no positive 'baseline'",
                     shard, stage, device, path)
         return None
-    return float(value)
+    unit = data.get("unit", "genes")
+    scale = data.get("genes_per_unit", 1.0)
+    if (unit not in ("genes", "tokens") or not isinstance(scale, (int, float))
+            or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0):
+        log.warning("ignoring baseline of %s/%s/%s: %s has a bad unit or genes_per_unit",
+                    shard, stage, device, path)
+        return None
+    return BaselineRecord(float(value), str(unit), float(scale))
 
 
 def save_baseline(state: StateDir, shard: str, stage: str, device: str, baseline: float,
-                  samples: list[float], now: float | None = None) -> None:
+                  samples: list[float], now: float | None = None, unit: str = "genes",
+                  genes_per_unit: float = 1.0) -> None:
     write_json_atomic(state.baseline_file(shard, stage, device), {
         "shard": shard, "stage": stage, "device": device, "baseline": baseline,
         "samples": samples, "established_at": time.time() if now is None else now,
+        "unit": unit, "genes_per_unit": genes_per_unit,
     })

@@ -12,6 +12,8 @@ WORKER_LABELS = ("shard", "stage", "device", "gpu")
 WORKER_COUNTERS: dict[str, str] = {
     "bfm_genes": "Genes embedded by the workers of this shard/stage/device.",
     "bfm_batches": "Batches finished by the workers of this shard/stage/device.",
+    "bfm_tokens": "Non-padding tokens embedded (batches that carry an attention mask).",
+    "bfm_oom_batches": "Batches that raised torch's out-of-memory error.",
 }
 
 WORKER_GAUGES: dict[str, str] = {
@@ -28,11 +30,21 @@ WORKER_GAUGES: dict[str, str] = {
     "bfm_worker_vram_reserved_bytes":
         "torch's caching-allocator reservation on the worker's GPU (only when the build "
         "imported torch); above the dedicated total it means the driver spilled.",
+    "bfm_tokens_per_second":
+        "Non-padding tokens/s of the last finished batch (only when batches carry tokens).",
+    "bfm_genes_remaining":
+        "Genes of the tracker's total= not yet embedded by this worker (only with total=).",
     "bfm_worker_vram_allocated_bytes":
         "Bytes in live torch tensors on the worker's GPU (only when the build imported torch).",
     "bfm_shared_min_bytes":
         "HELIX_BFM_SHARED_MIN_BYTES as the worker uses it: shared GPU memory at or above "
         "which the worker has spilled.",
+}
+
+OOM_GAUGES: dict[str, str] = {
+    "bfm_worker_oom_timestamp_seconds":
+        "Unix time of a worker's out-of-memory batch, served while that worker is dead "
+        "(an OOM death) and for 15 minutes at most; labels add pid and worker.",
 }
 
 VRAM_LABELS = ("gpu",)
@@ -69,6 +81,6 @@ EXPORTER_COUNTERS: dict[str, str] = {
 def all_metric_names() -> set[str]:
     """Every sample name the exporter can serve (counters with their _total)."""
     names = {f"{n}_total" for n in (*WORKER_COUNTERS, *EXPORTER_COUNTERS)}
-    names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES)
+    names |= set(WORKER_GAUGES) | set(VRAM_GAUGES) | set(EXPORTER_GAUGES) | set(OOM_GAUGES)
     names |= set(SHARED_GAUGES)
     return names

@@ -25,7 +25,14 @@ from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
 
-from .collector import LiveWorkersCollector, VramCollector, WorkerCollector, WorkerInfoCollector
+from .collector import (
+    LiveWorkersCollector,
+    VramCollector,
+    WorkerCollector,
+    WorkerInfoCollector,
+    _default_alive,
+)
+from .oomseries import OomCollector
 from .shared import OFF_REASON, SharedSource, shared_source_from_spec
 from .sharedcollector import SharedMemoryCollector
 from .vram import VramSource, source_from_spec
@@ -110,6 +117,7 @@ class Exporter:
         self.shared = shared or shared_source_from_spec(config.shared_source)
         if self.shared is not None:
             self.registry.register(SharedMemoryCollector(self.state.metrics_dir, self.shared))
+        self.registry.register(OomCollector(self.state, _default_alive))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

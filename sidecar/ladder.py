@@ -27,6 +27,17 @@ Episode rules for a firing alert, in this order (the first that matches wins):
 
 An episode stays open until a rung of the shard takes effect (its worker is
 then gone), so with action=off or while paused one worker is one episode.
+
+``BFMShardOOM`` (a worker died of torch's out-of-memory error, the crawl's
+twin) climbs the same ladder, with the dead worker's identity (the alert's
+``worker`` label, ``AlertFacts.worker``) in place of the registered worker's:
+its successor may already be registered, so rule 4's "began before the
+registered worker was created" does not apply, the episode is the dead
+worker's (its own crawl alert and its OOM are one episode), and a restart
+rung targets the dead worker: there is nothing left to kill, the supervisor's
+relaunch is the fresh CUDA context. A CPU rung targets the registered worker
+unless that is the dead one: a successor launched on the GPU before the
+environment changed must be restarted to take it.
 """
 
 from __future__ import annotations
@@ -43,7 +54,8 @@ ManualRung = Literal["restart", "cpu", "next"]
 Mode = Literal["ladder", "cpu", "off"]
 AlertStatus = Literal["firing", "resolved"]
 
-KNOWN_ALERTS = frozenset({"BFMShardCrawl", "BFMShardStalled"})
+KNOWN_ALERTS = frozenset({"BFMShardCrawl", "BFMShardStalled", "BFMShardOOM"})
+OOM_ALERT = "BFMShardOOM"
 RUNG_LEVEL: Mapping[str, int] = {"none": 0, "restart": 1, "cpu": 2}
 MAX_SEEN = 256
 """Alert keys remembered per shard. Older repeats still meet the stale and
@@ -62,6 +74,8 @@ class AlertFacts:
     starts_at: float
     pid: int | None = None
     """The worker the alert describes (its ``pid`` label); None when absent."""
+    worker: str | None = None
+    """For BFMShardOOM: the dead worker's identity key (``<pid>-<creation ms>``)."""
 
     @property
     def key(self) -> str:
@@ -213,7 +227,10 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
     if same is not None:
         return same
     state = replace(state, seen=(*state.seen, alert.key)[-MAX_SEEN:])
+    dead = WorkerIdentity.from_key(alert.worker) if alert.worker else None
     wkey = ctx.worker.key if ctx.worker else None
+    if dead is not None:
+        wkey = dead.key
     last_effect = state.last_rung_effective_at
     suppressed: tuple[str, str] | None = None
     if alert.status == "resolved":
@@ -222,7 +239,8 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
         suppressed = ("in_progress", f"rung {state.pending.id} is in progress")
     elif last_effect is not None and alert.starts_at < last_effect:
         suppressed = ("stale", "began before the last rung took effect")
-    elif ctx.worker is not None and alert.starts_at < ctx.worker.create_time:
+    elif (dead is None and ctx.worker is not None
+          and alert.starts_at < ctx.worker.create_time):
         suppressed = ("stale", "began before the registered worker was created")
     elif ctx.worker is None:
         # Nobody to signal: a rung would be used up for nothing (a typo'd or stray
@@ -242,6 +260,8 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
     state = replace(state, crawls=state.crawls + 1, episode=episode)
     target = next_rung(ctx.mode, state.rung)
     crawl = _alert_entry("crawl", alert, ctx)
+    if dead is not None:
+        crawl = replace(crawl, worker=dead)
     if ctx.mode == "off":
         note = "HELIX_BFM_CRAWL_ACTION=off: alert only"
         return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
@@ -255,6 +275,9 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
                         reason="paused", worker=ctx.worker)
         return Transition(replace(state, history=_log(state, crawl, refusal)), "refused",
                           note=f"paused: {target} not taken")
+    if dead is not None:
+        successor = ctx.worker is not None and not ctx.worker.same_as(dead)
+        ctx = replace(ctx, worker=ctx.worker if target == "cpu" and successor else dead)
     return _start(state, target, ctx, "alert", f"{alert.alertname} crawl #{state.crawls}",
                   before=(crawl,))
 

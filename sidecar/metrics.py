@@ -9,7 +9,8 @@ Series (all ``crawlguard_sidecar_*``):
   alert of every accepted payload; ``alertname`` is ``other`` for names
   crawlguard does not act on.
 - ``crawlguard_sidecar_alerts_ignored_total{reason}`` counter: alerts refused
-  one by one, ``reason`` = ``unknown_alertname`` | ``unsafe_shard`` | ``state_error``.
+  one by one, ``reason`` = ``unknown_alertname`` | ``unsafe_shard`` | ``unsafe_worker``
+  (a BFMShardOOM without a worker identity) | ``state_error``.
 - ``crawlguard_sidecar_duplicates_suppressed_total{reason}`` counter: alerts
   that took no rung because they belong to an episode already handled,
   ``reason`` = ``duplicate`` | ``same_episode`` | ``stale`` | ``in_progress``.

@@ -112,7 +112,8 @@ class AlertDecision(BaseModel):
     shard: str | None
     decision: str = Field(
         description="rung, alert_only, terminal, refused, duplicate, same_episode, stale, "
-                    "in_progress, resolved, unknown_alertname, unsafe_shard, state_error")
+                    "in_progress, resolved, unknown_alertname, unsafe_shard, unsafe_worker, "
+                    "state_error")
     note: str
 
 

@@ -30,8 +30,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from crawlguard.errors import UnsafeNameError
 from crawlguard.statedir import safe_name
+from crawlguard.workers import WorkerIdentity
 
-from .ladder import KNOWN_ALERTS, AlertFacts
+from .ladder import KNOWN_ALERTS, OOM_ALERT, AlertFacts
 
 MAX_ALERTS = 10_000
 
@@ -99,8 +100,17 @@ def triage(alert: Alert) -> Triage:
         shard = safe_name(raw_shard)
     except UnsafeNameError as exc:
         return Triage(name, alert.status, alert.fingerprint, None, None, "unsafe_shard", str(exc))
+    worker = None
+    if name == OOM_ALERT:
+        # The dead worker's identity, as the exporter's OOM series labels it.
+        worker = alert.labels.get("worker", "")
+        if WorkerIdentity.from_key(worker) is None:
+            return Triage(name, alert.status, alert.fingerprint, None, None, "unsafe_worker",
+                          f"{OOM_ALERT} needs a worker label <pid>-<creation ms>, "
+                          f"got {worker!r}")
     facts = AlertFacts(alertname=name, status=alert.status, fingerprint=alert.fingerprint,
-                       starts_at=alert.starts_at.timestamp(), pid=_pid(alert.labels.get("pid")))
+                       starts_at=alert.starts_at.timestamp(), pid=_pid(alert.labels.get("pid")),
+                       worker=worker)
     return Triage(name, alert.status, alert.fingerprint, shard, facts)
 
 

@@ -53,6 +53,12 @@ class Batch:
     baseline: float | None
     streak: int
     factor: float
+    tokens: float | None = None
+    """Non-padding tokens of the batch, when the build's batches carry a mask."""
+    total: int | None = None
+    """The genes the worker's tracker was told to do (``CrawlTracker(total=)``)."""
+    remaining: float | None = None
+    """Of ``total``, what was left after this batch."""
 
     @property
     def threshold(self) -> float | None:
@@ -94,10 +100,12 @@ class BatchWriter:
         self._format = (
             f'{{"{VERSION_KEY}":{VERSION},"stage":"{stage}","device":"{device}",'
             f'"gpu":"{gpu}","pid":{int(pid)},"factor":{float(factor)!r},'
-            '"t":%.3f,"genes":%r,"seconds":%r,"rate":%r,"ema":%s,"baseline":%s,"streak":%d}\n')
+            '"t":%.3f,"genes":%r,"seconds":%r,"rate":%r,"ema":%s,"baseline":%s,"streak":%d')
 
     def append(self, t: float, genes: float, seconds: float, rate: float,
-               ema: float | None, baseline: float | None, streak: int) -> None:
+               ema: float | None, baseline: float | None, streak: int, *,
+               tokens: float | None = None, total: int | None = None,
+               remaining: float | None = None) -> None:
         fd = self._fd
         if fd is None:
             try:
@@ -106,8 +114,12 @@ class BatchWriter:
             except OSError:
                 return
         line = self._format % (t, genes, seconds, rate, _num(ema), _num(baseline), streak)
+        if tokens is not None:
+            line += f',"tokens":{float(tokens)!r}'
+        if total is not None:
+            line += f',"total":{int(total)},"remaining":{float(remaining or 0.0)!r}'
         with contextlib.suppress(OSError):
-            os.write(fd, line.encode())
+            os.write(fd, (line + "}\n").encode())
 
     def close(self) -> None:
         if self._fd is not None:
@@ -132,12 +144,15 @@ def parse_line(obj: Mapping[str, Any]) -> Batch | None:
             or factor <= 0 or not isinstance(stage, str) or not isinstance(device, str)):
         return None
     baseline = _number(obj.get("baseline"))
+    total = _number(obj.get("total"))
     return Batch(
         t=t, stage=stage, device=device, gpu=str(obj.get("gpu") or ""),
         pid=int(_number(obj.get("pid")) or 0), genes=genes, seconds=seconds, rate=rate,
         ema=_number(obj.get("ema")),
         baseline=baseline if baseline is not None and baseline > 0 else None,
-        streak=int(_number(obj.get("streak")) or 0), factor=factor)
+        streak=int(_number(obj.get("streak")) or 0), factor=factor,
+        tokens=_number(obj.get("tokens")), total=None if total is None else int(total),
+        remaining=_number(obj.get("remaining")))
 
 
 def read(path: Path) -> tuple[list[Batch], int]:

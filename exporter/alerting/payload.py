@@ -25,7 +25,7 @@ from typing import Any
 from .evaluator import Alert
 
 VERSION = "4"
-ROUTE_KEY = '{}/{alertname=~"BFMShardCrawl|BFMShardStalled"}'
+ROUTE_KEY = '{}/{alertname=~"BFMShardCrawl|BFMShardStalled|BFMShardOOM"}'
 RECEIVER = "crawlguard-sidecar"
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 

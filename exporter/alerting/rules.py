@@ -228,6 +228,11 @@ def metrics_absent(s: Snapshot, now: float, history: History) -> dict[LabelSet, 
             for k, c in counts.items() if k not in present}
 
 
+def oom_death(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
+    """``bfm_worker_oom_timestamp_seconds > 0``; value: the OOM's time."""
+    return {ls: v for ls, v in s.series("bfm_worker_oom_timestamp_seconds").items() if v > 0}
+
+
 def _annotations(summary: str, description: str, anchor: str) -> dict[str, str]:
     return {"summary": summary, "description": description,
             "runbook_url": f"{RUNBOOK}#{anchor}"}
@@ -267,6 +272,14 @@ RULES: tuple[Rule, ...] = (
         "last hour and serves none now: the exporter is down or unreachable, or the state "
         "directory it reads was removed. Crawls are not detected until its metrics are back.",
         "bfmmetricsabsent"), for_s=120.0),
+    Rule("BFMShardOOM", oom_death, {"severity": "critical"}, _annotations(
+        "Worker {{ $labels.pid }} of shard {{ $labels.shard }} ({{ $labels.stage }}) died of "
+        "GPU out-of-memory on {{ $labels.device }}",
+        "The worker {{ $labels.worker }} of {{ $labels.shard }}/{{ $labels.stage }} on "
+        "{{ $labels.device }} raised torch's out-of-memory error and is gone: with sysmem "
+        "fallback off, this is how a VRAM spill ends. crawlguard treats it like a crawl: the "
+        "relaunch is the restart rung, a second OOM death demotes the shard to CPU.",
+        "bfmshardoom")),
 )
 
 def with_runbook(base: str) -> tuple[Rule, ...]:
@@ -276,5 +289,5 @@ def with_runbook(base: str) -> tuple[Rule, ...]:
         for k, v in r.annotations.items()}) for r in RULES)
 
 
-ACTIONABLE = ("BFMShardCrawl", "BFMShardStalled")
+ACTIONABLE = ("BFMShardCrawl", "BFMShardStalled", "BFMShardOOM")
 """The alerts the sidecar acts on (the Alertmanager route sends only these)."""

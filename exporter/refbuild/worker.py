@@ -121,7 +121,7 @@ def run_worker(opts: WorkerOptions, stop: threading.Event, env: Mapping[str, str
         if opts.device != "cpu" and total:
             memory = SimTorchMemory(claim, int(gpu_device.partition(":")[2] or 0), total)
     tracker = CrawlTracker(opts.shard, stage="backfill", device=opts.device, env=env,
-                           memory=memory)
+                           memory=memory, total=per_file * len(todo))
     events = EventLog(shard_root(opts.data_dir, opts.shard) / "sim.jsonl")
     total_batches = math.ceil(manifest.genes / manifest.batch_size)
     sim = SimDevice(opts.device, profile, total_batches, opts.timing, seed=opts.shard,

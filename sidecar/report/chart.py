@@ -20,6 +20,7 @@ from .evidence import MARKERS, Batch, ReportError, ShardEvidence, VramSample, vr
 from .summary import fmt_rate
 
 RUNG_COLOURS = {"restart": "tab:orange", "cpu": "tab:purple", "reset": "tab:green"}
+OOM_COLOUR = "tab:brown"
 # A spread this large means a crawl: only a log axis shows 15 and 0.02 genes/s together.
 LOG_SPREAD = 20.0
 
@@ -94,6 +95,22 @@ def _mark_rungs(axes: list[Any], ev: ShardEvidence) -> None:
             top.plot([], [], color=RUNG_COLOURS[kind], ls=":", lw=1.5, label=label)
 
 
+def _mark_ooms(axes: list[Any], ev: ShardEvidence) -> None:
+    """A red dash-dot line per out-of-memory batch: the crawl's twin."""
+    top = axes[0]
+    for rec in ev.ooms:
+        x = datetime.fromtimestamp(rec.at, tz=timezone.utc)
+        for ax in axes:
+            ax.axvline(x, color=OOM_COLOUR, lw=1.2, ls="-.")
+        label = f"OOM{' x' + str(rec.count) if rec.count > 1 else ''}" + (
+            " (survived)" if rec.recovered else f" (pid {rec.pid} died)")
+        top.annotate(label, xy=(x, 0.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, 12), textcoords="offset points", color=OOM_COLOUR,
+                     fontsize=8, rotation=90, va="bottom")
+    if ev.ooms:
+        top.plot([], [], color=OOM_COLOUR, ls="-.", lw=1.2, label="out of memory")
+
+
 def _plot_vram(ax: Any, samples: list[VramSample], full_ratio: float) -> None:
     gib = 2.0 ** 30
     for gpu in sorted({s.gpu for s in samples}):
@@ -127,6 +144,7 @@ def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
     bases = ", ".join(f"{fmt_rate(v)} on {d}" for (_, d), v in ev.baselines().items())
     fig.suptitle(f"{ev.shard}: {ev.genes:g} genes in {len(ev.batches)} batches; crawls "
                  f"{ev.crawls}, rung {ev.rung}, final device {ev.final_device}"
+                 + (f", OOM deaths {ev.oom_deaths}" if ev.ooms else "")
                  + (f"\nbaseline {bases} genes/s" if bases else ""), fontsize=11)
     if ev.batches:
         _plot_rates(axes[0], ev)
@@ -136,6 +154,7 @@ def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
     if samples:
         _plot_vram(axes[1], samples, full_ratio)
     _mark_rungs(axes, ev)
+    _mark_ooms(axes, ev)
     if ev.batches:
         # Outside the axes: a crawl fills the bottom of the plot, health the top.
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crawlguard import oom
 from crawlguard.errors import CorruptStateError, ReportError
 from crawlguard.formats import batchlog, ladderfile, vramlog
 from crawlguard.formats.batchlog import Batch
@@ -64,6 +65,13 @@ class ShardEvidence:
     ladder_error: str | None = None
     rungs: list[RungEvent] = field(default_factory=list)
     skipped_lines: int = 0
+    ooms: list[oom.OomRecord] = field(default_factory=list)
+    """Out-of-memory records of the shard's workers (``crawlguard.oom``), oldest first."""
+
+    @property
+    def oom_deaths(self) -> int:
+        """OOM records whose worker did not survive (no later batch finished)."""
+        return sum(1 for r in self.ooms if not r.recovered)
 
     @property
     def genes(self) -> float:
@@ -223,6 +231,7 @@ def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
         ev.rungs = [r for r in (parse_rung(a, "audit") for a in audit
                                 if a.get("shard") == shard) if r is not None]
     ev.rungs.sort(key=lambda r: (r.t is None, r.t or 0.0))
+    ev.ooms = oom.read_records(state, shard)
     return ev
 
 

@@ -60,6 +60,11 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
             f"{fmt_rate(emas[-1] if emas else None)}")
     lines.append(f"- crawls: {ev.crawls}, highest rung: {ev.rung}, final device: "
                  f"{ev.final_device}")
+    if ev.ooms:
+        lines.append(f"- out-of-memory batches: {sum(r.count for r in ev.ooms)} in "
+                     f"{len(ev.ooms)} worker(s), {ev.oom_deaths} of them died of it: "
+                     + ", ".join(f"pid {r.pid} at {fmt_time(r.at)} on {r.device}"
+                                 + (" (survived)" if r.recovered else "") for r in ev.ooms))
     if ev.env:
         lines.append("- resume overrides: " + ", ".join(f"`{k}={v}`" for k, v in
                                                         sorted(ev.env.items())))

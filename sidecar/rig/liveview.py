@@ -15,15 +15,36 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from crawlguard.formats.batchlog import BatchTail
+from crawlguard.formats.batchlog import Batch, BatchTail
 from crawlguard.statedir import StateDir
 
+from ..report.summary import fmt_duration
 from ..supervisor.loop import ShardRun, SupervisorEvent
 from .shardview import read_ladder
 
 UniqueGenes = Callable[[str], int]
 """Distinct genes a shard has finished, when the build can tell (the reference
 build's outputs); without it the view shows genes done, redone ones included."""
+
+
+def progress_text(last: Batch | None) -> str:
+    """`` 42% done, ETA 1.1 h`` from a batch line of a tracker with ``total=``.
+
+    The percentage is of the worker's own total (what it had left when it
+    started: a relaunched worker counts the rest of the shard), and the ETA is
+    the genes remaining at the shard's baseline pace, the rate it has when
+    healthy: a crawl does not stretch it, which is the point of showing it.
+    """
+    if last is None or last.total is None or last.remaining is None:
+        return ""
+    total, remaining = last.total, last.remaining
+    done = 100.0 if total <= 0 else 100.0 * (total - remaining) / total
+    text = f" {done:3.0f}% done"
+    if remaining <= 0:
+        return text
+    if last.baseline:
+        return f"{text}, ETA {fmt_duration(remaining / last.baseline)}"
+    return f"{text}, ETA -"
 
 
 class LiveView:
@@ -55,6 +76,7 @@ class LiveView:
         speed = "" if last is None else f" {last.rate:7.1f} genes/s"
         if last is not None and last.ema is not None and last.baseline:
             speed += f" ({100 * last.ema / last.baseline:4.0f}% of baseline)"
+        speed += progress_text(last)
         rungs = ",".join(ladder.rung_names) or "-"
         # Distinct genes when the build can tell (as the demo's summary counts them);
         # otherwise the batch log's sum, which counts work redone after a restart again.

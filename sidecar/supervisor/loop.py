@@ -11,7 +11,9 @@ Runs CMD once per shard, in order. Each launch:
 3. waits for it, sampling its GPU's VRAM;
 4. exit 0 ends the shard. Any other end (a rung's SIGTERM, a crash, a signal
    death) is a relaunch, after the dead worker's GPU memory was released
-   (``gpuwait``, bounded by HELIX_BFM_GPU_RELEASE_TIMEOUT);
+   (``gpuwait``, bounded by HELIX_BFM_GPU_RELEASE_TIMEOUT); after an OOM
+   death, also after the sidecar took its alert (``oomwait``, bounded by
+   HELIX_BFM_OOM_WAIT_SECONDS), so a CPU rung reaches the relaunch;
 5. progress is the genes the shard's tracker logged (``progress``). After
    HELIX_BFM_MAX_FUTILE_RESTARTS relaunches in a row that each ended without
    a single new gene, the supervisor gives up: exit status 3.
@@ -45,6 +47,7 @@ from exporter.vram import VramSource
 from . import childproc, logtail
 from .gpuwait import GpuRelease
 from .launchenv import launch_env, small_rig_policy
+from .oomwait import death_record, wait_for_verdict
 from .runrecord import RunRecord
 from .vramlog import VramLog
 
@@ -87,7 +90,7 @@ class ShardRun:
 
     shard: str
     state: str = "pending"
-    """pending, running, gpu-wait, done, failed, stopped."""
+    """pending, running, oom-wait, gpu-wait, done, failed, stopped."""
     launches: int = 0
     pid: int | None = None
     device: str = ""
@@ -101,7 +104,7 @@ class ShardRun:
 class SupervisorEvent:
     shard: str
     kind: str
-    """launch, exit, log-tail, gpu-wait, done, gave-up, stopping, policy."""
+    """launch, exit, log-tail, oom, gpu-wait, done, gave-up, stopping, policy."""
     message: str
 
 
@@ -154,6 +157,7 @@ class Supervisor:
             if watch:
                 watch.at_launch()
             genes_before = log.genes
+            launched_at = time.time()
             run.device = env.get(rem.device_var, "")
             run.launches += 1
             log_path = (self.config.log_dir / f"{shard}.log") if self.config.log_dir else None
@@ -200,6 +204,7 @@ class Supervisor:
                     f"HELIX_BFM_MAX_FUTILE_RESTARTS={rem.max_futile_restarts}). Fix the "
                     "cause and run again: finished work is kept."))
                 return EXIT_FUTILE
+            self._oom_wait(shard, popen.pid, launched_at, stop)
             if watch:
                 run.state = "gpu-wait"
                 result = watch.wait(rem.gpu_release_timeout, stop)
@@ -218,6 +223,19 @@ class Supervisor:
             self._emit(shard, "launch", f"launch of pid {popen.pid} not recorded: {exc}")
         if self.record is not None:
             self.record.add(f"worker {shard}", popen.pid)
+    def _oom_wait(self, shard: str, pid: int, launched_at: float,
+                  stop: threading.Event) -> None:
+        """After an OOM death, hold the relaunch until the sidecar took its alert."""
+        timeout = self.config.remediation.oom_wait_seconds
+        record = death_record(self.state, shard, pid, launched_at - 1.0)
+        if record is None or timeout <= 0:
+            return
+        run = self.runs[shard]
+        run.state = "oom-wait"
+        taken, waited = wait_for_verdict(self.state, shard, record, timeout, stop)
+        self._emit(shard, "oom", f"worker pid {pid} died of GPU out-of-memory; " + (
+            f"the sidecar took its alert after {waited:.1f}s" if taken else
+            f"no verdict from the sidecar within {waited:.0f}s (HELIX_BFM_OOM_WAIT_SECONDS)"))
 
     def _wait(self, popen: subprocess.Popen[bytes], watch: GpuRelease | None,
               stop: threading.Event) -> int | None:

@@ -85,7 +85,7 @@ def test_dashboard_draws_what_operators_need(dashboard: dict[str, Any]) -> None:
         "bfm_vram_used_bytes", "bfm_vram_total_bytes", "* bfm_vram_full_ratio",
         "bfm_crawl_streak_batches", "bfm_crawl_window_batches",
         "time() - bfm_batch_started_timestamp_seconds", "bfm_batch_inflight_genes",
-        "$genes_remaining / bfm_genes_per_second_ema",                # ETA
+        "bfm_genes_remaining",                                         # progress and ETA
         "crawlguard_sidecar_rung{", "ALERTS{", "crawlguard_sidecar_rungs_total",
         "bfm_worker_shared_memory_bytes{", "crawlguard_sidecar_restart_verified{",
         "crawlguard_sidecar_restart_verified_rate_ratio{",

@@ -203,3 +203,27 @@ def test_charts_leave_the_process_backend_alone(recorded: tuple[Path, dict[str, 
     path = render_shard_chart(run.shards[0], run.vram, tmp_path / "wiki.png")
     assert png_size(path)[0] > 0
     assert had_pyplot or "matplotlib.pyplot" not in sys.modules
+
+
+def test_report_charts_and_counts_ooms(tmp_path: Path) -> None:
+    from crawlguard import oom
+    from crawlguard.statedir import StateDir
+    from sidecar.report.chart import render_shard_chart
+
+    state = StateDir(tmp_path / "state")
+    state.batches_file("docs").parent.mkdir(parents=True)
+    lines = [{"t": 1000.0 + i, "genes": 8, "seconds": 1.0, "rate": 8.0, "ema": 8.0,
+              "baseline": 8.0, "streak": 0, "stage": "backfill", "device": "cuda:0",
+              "gpu": "0", "factor": 5} for i in range(10)]
+    state.batches_file("docs").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for pid, at, recovered in ((41, 1003.5, True), (42, 1006.5, False), (43, 1009.5, False)):
+        oom.write_record(state, oom.OomRecord("docs", "backfill", "cuda:0", "0", pid, 900.0,
+                                              at, 8.0, "OutOfMemoryError: CUDA out of memory",
+                                              recovered=recovered))
+    (ev,) = load_run(state.root).shards
+    assert [r.pid for r in ev.ooms] == [41, 42, 43] and ev.oom_deaths == 2
+    text = summary_markdown(load_run(state.root))
+    assert "- out-of-memory batches: 3 in 3 worker(s), 2 of them died of it" in text
+    assert "pid 41 at" in text and "(survived)" in text
+    png = render_shard_chart(ev, [], tmp_path / "docs.png")
+    assert png_size(png)[0] > 800

@@ -172,7 +172,7 @@ def test_payload_is_alertmanager_v4() -> None:
                        "groupLabels", "commonLabels", "commonAnnotations", "externalURL",
                        "alerts"]
     assert p["version"] == "4" and p["status"] == "firing" and p["truncatedAlerts"] == 0
-    assert p["groupKey"] == ('{}/{alertname=~"BFMShardCrawl|BFMShardStalled"}:'
+    assert p["groupKey"] == ('{}/{alertname=~"BFMShardCrawl|BFMShardStalled|BFMShardOOM"}:'
                              '{shard="confluence"}')
     assert p["commonLabels"] == a.labels and p["commonAnnotations"] == a.annotations
     (j,) = p["alerts"]

@@ -33,7 +33,8 @@ PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 AM_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 SUITES = sorted((RULES_DIR / "tests").glob("*.yml"))
-RUNBOOK_ANCHORS = {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent"}
+RUNBOOK_ANCHORS = {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent",
+                   "bfmshardoom"}
 
 
 def _run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -94,6 +95,7 @@ def test_amtool_check_config() -> None:
 @pytest.mark.parametrize(("labels", "receiver"), [
     (["alertname=BFMShardCrawl", "shard=confluence"], "crawlguard-sidecar"),
     (["alertname=BFMShardStalled", "shard=confluence"], "crawlguard-sidecar"),
+    (["alertname=BFMShardOOM", "shard=confluence"], "crawlguard-sidecar"),
     (["alertname=BFMShardCrawlOnCPU", "shard=jira"], "crawlguard-humans"),
     (["alertname=BFMMetricsAbsent", "instance=127.0.0.1:9847"], "crawlguard-humans"),
     (["alertname=NodeDown", "shard=confluence"], "blackhole"),

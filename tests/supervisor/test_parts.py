@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,7 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 genes done" in text
     assert "embedded" not in text
     assert "crawlguard up: [a] launch #2: pid 7" in text
+    assert "done" not in text  # no total=, no progress
     tty = io.StringIO()
     view = LiveView(state, runs, tty, mode="tty")
     view.tick()
@@ -256,3 +258,18 @@ def test_the_live_view_counts_distinct_genes_when_the_build_can_tell(tmp_path: P
                     unique_genes=DistinctGenes(tmp_path / "data"))
     view.tick(force=True)
     assert "      2 genes" in stream.getvalue() and "embedded" not in stream.getvalue()
+
+
+def test_live_view_progress_and_eta_at_the_baseline_pace() -> None:
+    from crawlguard.formats.batchlog import Batch
+    from sidecar.rig.liveview import progress_text
+
+    line = Batch(t=1.0, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=8,
+                 seconds=4.0, rate=2.0, ema=2.0, baseline=10.0, streak=0, factor=5,
+                 total=1000, remaining=400.0)
+    # 60 % done; 400 genes at the baseline's 10 genes/s, not at the crawl's 2.
+    assert progress_text(line) == "  60% done, ETA 40 s"
+    assert progress_text(replace(line, baseline=None)) == "  60% done, ETA -"
+    assert progress_text(replace(line, remaining=0.0)) == " 100% done"
+    assert progress_text(replace(line, total=None, remaining=None)) == ""
+    assert progress_text(None) == ""
