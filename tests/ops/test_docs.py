@@ -77,7 +77,7 @@ def command_lines(text: str) -> tuple[list[str], list[str]]:
     for block in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip().removeprefix("$ ").strip()
-            if re.match(r"crawlguard [a-z-]", line):
+            if re.match(r"crawlguard [a-z][\w-]*(\s|$)", line):
                 lines.append(line)
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     return lines, re.findall(r"`crawlguard ([a-z][\w-]*)", prose)
