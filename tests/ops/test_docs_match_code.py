@@ -22,8 +22,8 @@ SOURCES = sorted(p for top in ("crawlguard", "exporter", "sidecar", "bench", "te
 TOP = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
 FOREIGN = {"scripts/build_fixture_matrix.py"}
 """Paths in the build crawlguard was written for, which lives in its own repository."""
-FILE_SUFFIXES = {"env", "example", "exe", "json", "jsonl", "lock", "log", "md", "ps1", "py", "service",
-                 "target", "token", "toml", "txt", "yml", "yaml"}
+FILE_SUFFIXES = {"env", "example", "exe", "json", "jsonl", "lock", "log", "md", "ps1", "py",
+                 "service", "target", "token", "toml", "txt", "yml", "yaml"}
 """A dotted word ending in one of these is a file name (crawlguard.env), not a module."""
 
 # A path: words joined by "/", not part of a URL, a template (<shard>/, {x}/) or a variable.
