@@ -29,7 +29,7 @@ from typing import Any
 from ..devices import parse_device
 from ..names import ShardName
 from .jsonlines import finite_number as _number
-from .jsonlines import iter_objects, version_of
+from .jsonlines import read_lines, version_of
 
 VERSION = 1
 VERSION_KEY = "v"
@@ -157,15 +157,7 @@ def parse_line(obj: Mapping[str, Any]) -> Batch | None:
 
 def read(path: Path) -> tuple[list[Batch], int]:
     """Every readable batch of ``path`` in file order, and how many lines were not."""
-    batches: list[Batch] = []
-    bad = 0
-    for obj in iter_objects(path):
-        batch = None if obj is None else parse_line(obj)
-        if batch is None:
-            bad += 1
-        else:
-            batches.append(batch)
-    return batches, bad
+    return read_lines(path, parse_line)
 
 
 class BatchTail:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StateError
+
+T = TypeVar("T")
 
 
 def iter_objects(path: Path) -> Iterator[dict[str, Any] | None]:
@@ -33,6 +35,21 @@ def iter_objects(path: Path) -> Iterator[dict[str, Any] | None]:
             yield None
             continue
         yield value if isinstance(value, dict) else None
+
+
+def read_lines(path: Path, parse: Callable[[Mapping[str, Any]], T | None]
+               ) -> tuple[list[T], int]:
+    """Every line of ``path`` that ``parse`` accepts, in file order, and how many it did
+    not (damaged lines included): the read loop of every JSON-lines format."""
+    items: list[T] = []
+    bad = 0
+    for obj in iter_objects(path):
+        item = None if obj is None else parse(obj)
+        if item is None:
+            bad += 1
+        else:
+            items.append(item)
+    return items, bad
 
 
 def version_of(obj: Mapping[str, Any], key: str) -> int | None:

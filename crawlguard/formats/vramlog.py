@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import StateError
 from .jsonlines import finite_number as _number
-from .jsonlines import iter_objects, version_of
+from .jsonlines import read_lines, version_of
 
 VERSION = 1
 VERSION_KEY = "v"
@@ -65,13 +65,6 @@ def parse_line(obj: Mapping[str, Any]) -> VramSample | None:
 
 def read(path: Path) -> tuple[list[VramSample], int]:
     """Every readable sample of ``path``, oldest first, and how many lines were not."""
-    samples: list[VramSample] = []
-    bad = 0
-    for obj in iter_objects(path):
-        sample = None if obj is None else parse_line(obj)
-        if sample is None:
-            bad += 1
-        else:
-            samples.append(sample)
+    samples, bad = read_lines(path, parse_line)
     samples.sort(key=lambda s: s.t)
     return samples, bad

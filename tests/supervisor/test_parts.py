@@ -151,7 +151,7 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 genes done" in text
     assert "embedded" not in text
     assert "crawlguard up: [a] launch #2: pid 7" in text
-    assert "done" not in text  # no total=, no progress
+    assert "% done" not in text  # no total=, no progress
     tty = io.StringIO()
     view = LiveView(state, runs, tty, mode="tty")
     view.tick()
