@@ -9,8 +9,10 @@ delivered many times: exact repeats (Alertmanager's repeat_interval, an HA
 pair) and the same worker's BFMShardStalled, all shuffled. The sidecar must
 take exactly one rung per episode: restart in phase 1, cpu in phase 2.
 
-Shards have no worker (the rung takes effect at once) except the first
---workers, which get a real sleeping process registered in phase 1.
+Every shard has a registered worker (an alert for a shard without one is
+recorded without a rung): the first --workers get a real sleeping process,
+the others a registration of a process that is gone, so their rungs take
+effect at once (outcome ``already_gone``).
 
     .venv/bin/python bench/bench_sidecar.py [--notifications 1000] [--concurrency 32]
 
@@ -193,6 +195,16 @@ async def settle(client: httpx.AsyncClient, timeout: float = 60.0) -> dict[str, 
         await asyncio.sleep(0.05)
 
 
+def register_gone(state: Path, shards: list[str]) -> None:
+    """Register, for each shard, a worker that no longer runs."""
+    from crawlguard.statedir import StateDir
+    from crawlguard.workers import WorkerIdentity, register_worker
+
+    # Above Linux's largest pid_max (2**22): no process has, or will get, these pids.
+    for i, shard in enumerate(shards):
+        register_worker(StateDir(state), shard, WorkerIdentity(2**22 + 1 + i, 1.0))
+
+
 def start_workers(state: Path, shards: list[str]) -> list[subprocess.Popen[str]]:
     code = ("import sys,time; from crawlguard.statedir import StateDir; "
             "from crawlguard.workers import register_worker; "
@@ -257,6 +269,7 @@ def main() -> int:
                 raise SystemExit("the sidecar did not start")
             url = m.group(1)
             workers = start_workers(state, shards[:args.workers])
+            register_gone(state, shards[args.workers:])
             server_cpu0 = _cpu(psutil.Process(server.pid).cpu_times())
             client_cpu0 = time.process_time()
             latencies, wall, data = asyncio.run(run_phases(
