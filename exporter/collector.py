@@ -52,7 +52,22 @@ class WorkerCollector(Collector):
         self.metrics_dir = Path(metrics_dir)
         self._alive = alive
         self.live_workers = 0
-        self.janitor = MetricsJanitor(self.metrics_dir, alive)
+        # One look per worker per scrape: pruning and compaction ask about the same
+        # workers (a psutil read each). A worker found dead stays dead: its identity
+        # (pid + creation time) never comes back.
+        self._this_scrape: dict[WorkerIdentity, bool] = {}
+        self._dead: set[WorkerIdentity] = set()
+        self.janitor = MetricsJanitor(self.metrics_dir, self._is_alive)
+
+    def _is_alive(self, identity: WorkerIdentity) -> bool:
+        if identity in self._dead:
+            return False
+        alive = self._this_scrape.get(identity)
+        if alive is None:
+            alive = self._this_scrape[identity] = self._alive(identity)
+            if not alive:
+                self._dead.add(identity)
+        return alive
 
     def prune_dead(self) -> list[str]:
         """Delete live-gauge files of dead workers; returns their identity keys."""
@@ -61,7 +76,7 @@ class WorkerCollector(Collector):
         for path in glob.glob(str(self.metrics_dir / f"gauge_{GAUGE_MODE}_*.db")):
             key = os.path.basename(path)[len(f"gauge_{GAUGE_MODE}_"):-len(".db")]
             identity = WorkerIdentity.from_key(key)
-            if identity is None or self._alive(identity):
+            if identity is None or self._is_alive(identity):
                 live += 1
                 continue
             try:
@@ -77,6 +92,7 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         if not self.metrics_dir.is_dir():
             return []
+        self._this_scrape.clear()
         self.prune_dead()
         with self.janitor.locked() as exclusive:
             if exclusive:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +33,45 @@ class LiveWorker:
     labels: tuple[Labels, ...]
 
 
+_SEEN: dict[str, tuple[int, tuple[Labels, ...]]] = {}
+"""path -> (bytes used, label sets) at the last read. A file's label sets change
+only when a series is added, which grows its used size (MmapedDict's header):
+a scrape re-parses only such files, not every file at every batch."""
+
+
 def live_workers(metrics_dir: Path) -> list[LiveWorker]:
     """Workers with a live-gauge file, with the label sets found in it (sorted by pid)."""
     prefix = f"gauge_{GAUGE_MODE}_"
     out: list[LiveWorker] = []
-    for path in glob.glob(str(Path(metrics_dir) / f"{prefix}*.db")):
+    paths = glob.glob(str(Path(metrics_dir) / f"{prefix}*.db"))
+    for gone in _SEEN.keys() - set(paths):
+        del _SEEN[gone]
+    for path in paths:
         identity = WorkerIdentity.from_key(os.path.basename(path)[len(prefix):-len(".db")])
         if identity is None:
             continue
-        labels = _label_sets(path)
+        used = _used(path)
+        seen = _SEEN.get(path)
+        if seen is not None and seen[0] == used:
+            labels = seen[1]
+        else:
+            labels = _label_sets(path)
+            if labels:
+                _SEEN[path] = (used, labels)
         if labels:
             out.append(LiveWorker(identity, labels))
     out.sort(key=lambda w: w.identity.pid)
     return out
+
+
+def _used(path: str) -> int:
+    """The used size in a MmapedDict file's header (-1 when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return -1
+    return struct.unpack("i", head)[0] if len(head) == 4 else -1
 
 
 def _label_sets(path: str) -> tuple[Labels, ...]:
