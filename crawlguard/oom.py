@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
-from .statedir import StateDir, read_json, safe_name, write_json_atomic
+from .names import ShardName
+from .statedir import StateDir, read_json, write_json_atomic
 
 OOM_DIR = "oom"
 OOM_MESSAGES = ("CUDA out of memory", "out of memory")
@@ -130,7 +131,7 @@ def _parse(shard: str, path: Path) -> OomRecord | None:
         return None
     try:
         rec = OomRecord(
-            shard=safe_name(data["shard"]), stage=str(data["stage"]),
+            shard=ShardName.parse(data["shard"]), stage=str(data["stage"]),
             device=str(data["device"]), gpu=str(data.get("gpu", "")), pid=int(data["pid"]),
             create_time=float(data["create_time"]), at=float(data["at"]),
             genes=float(data.get("genes", 0.0)), error=str(data.get("error", ""))[:500],

@@ -48,15 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from . import longpaths
-from .devices import file_part, gpu_label, parse_device
+from .devices import file_part, gpu_label
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
 
-# The rules live in names.py and devices.py; these keep their old import path.
-safe_name = ShardName.parse
-safe_device = parse_device
-__all__ = ["StateDir", "gpu_label", "read_json", "safe_device", "safe_name",
-           "write_json_atomic"]
+__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic"]
 log = logging.getLogger("crawlguard.statedir")
 # Roots opened for service by this process -> (st_dev, st_ino) when opened.
 _ESTABLISHED: dict[str, tuple[int, int]] = {}

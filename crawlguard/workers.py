@@ -18,7 +18,8 @@ from typing import Any
 import psutil
 
 from .errors import CorruptStateError, ProcessError
-from .statedir import StateDir, read_json, safe_name, write_json_atomic
+from .names import ShardName
+from .statedir import StateDir, read_json, write_json_atomic
 
 # psutil derives creation time from boot time + start ticks on Linux and from a
 # 100 ns FILETIME on Windows; two readings of the same process agree far
@@ -102,7 +103,7 @@ def register_worker(state: StateDir, shard: str, identity: WorkerIdentity | None
     """Record ``identity`` (default: this process) as the worker of ``shard``."""
     ident = identity or WorkerIdentity.current()
     reg = Registration(
-        shard=safe_name(shard), pid=ident.pid, create_time=ident.create_time,
+        shard=ShardName.parse(shard), pid=ident.pid, create_time=ident.create_time,
         registered_at=time.time() if now is None else now, host=socket.gethostname(),
         argv=list(sys.argv),
     )

@@ -40,8 +40,9 @@ from crawlguard.errors import (
     UnknownShardError,
 )
 from crawlguard.logs import get_logger
+from crawlguard.names import ShardName
 from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir, safe_name
+from crawlguard.statedir import StateDir
 from crawlguard.workers import WorkerIdentity, read_registration
 
 from . import ladder
@@ -198,7 +199,7 @@ class Engine:
     def _load_known(self, shard: str) -> ShardLadder:
         """The shard's ladder; UnknownShardError (404) for a shard with neither a ladder
         nor a registered worker, so a typo never uses up a rung or shows a made-up row."""
-        if not self.dir.knows(safe_name(shard)) and shard not in self.store.shards():
+        if not self.dir.knows(ShardName.parse(shard)) and shard not in self.store.shards():
             raise UnknownShardError(shard, self.dir.root)
         return self.store.load(shard)
 

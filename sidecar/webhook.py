@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from crawlguard.errors import UnsafeNameError
-from crawlguard.statedir import safe_name
+from crawlguard.names import ShardName
 from crawlguard.workers import WorkerIdentity
 
 from .ladder import KNOWN_ALERTS, OOM_ALERT, AlertFacts
@@ -97,7 +97,7 @@ def triage(alert: Alert) -> Triage:
         return Triage(name, alert.status, alert.fingerprint, None, None, "unknown_alertname",
                       f"alertname {name!r} is not one crawlguard acts on")
     try:
-        shard = safe_name(raw_shard)
+        shard = ShardName.parse(raw_shard)
     except UnsafeNameError as exc:
         return Triage(name, alert.status, alert.fingerprint, None, None, "unsafe_shard", str(exc))
     worker = None

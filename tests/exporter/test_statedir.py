@@ -5,20 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from crawlguard.devices import parse_device
 from crawlguard.errors import CorruptStateError, UnsafeNameError
-from crawlguard.statedir import (
-    StateDir,
-    gpu_label,
-    read_json,
-    safe_device,
-    safe_name,
-    write_json_atomic,
-)
+from crawlguard.names import ShardName
+from crawlguard.statedir import StateDir, gpu_label, read_json, write_json_atomic
 
 
 @pytest.mark.parametrize("name", ["confluence", "slack__eng-oncall", "a", "A.b-c_d", "x" * 128])
 def test_safe_names(name: str) -> None:
-    assert safe_name(name) == name
+    assert ShardName.parse(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "..", "../etc", "a/b", "a\\b", ".hidden", "-x", "a..b",
@@ -26,17 +21,17 @@ def test_safe_names(name: str) -> None:
                                   "trailing.", 7, None])
 def test_unsafe_names(name: object) -> None:
     with pytest.raises(UnsafeNameError):
-        safe_name(name)
+        ShardName.parse(name)
 
 
 def test_devices() -> None:
-    assert safe_device("cuda:0") == "cuda:0"
+    assert parse_device("cuda:0") == "cuda:0"
     assert gpu_label("cuda:3") == "3"
     assert gpu_label("cuda") == "0"
     assert gpu_label("cpu") == ""
     for bad in ("cuda:", "CUDA:0", "cuda:0/..", "", "cpu:x"):
         with pytest.raises(UnsafeNameError):
-            safe_device(bad)
+            parse_device(bad)
 
 
 def test_paths_stay_inside_the_state_dir(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crawlguard.errors import UnsafeNameError
-from crawlguard.statedir import safe_name
+from crawlguard.names import ShardName
 from sidecar.ladder import KNOWN_ALERTS
 from tests.sidecar.conftest import Live, Worker, alert, payload
 
@@ -37,7 +37,7 @@ json_values = st.recursive(
 
 def _unsafe(value: str) -> bool:
     try:
-        safe_name(value)
+        ShardName.parse(value)
     except UnsafeNameError:
         return True
     return False
