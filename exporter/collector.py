@@ -39,7 +39,7 @@ log = get_logger(__name__)
 AliveCheck = Callable[[WorkerIdentity], bool]
 
 
-def _default_alive(identity: WorkerIdentity) -> bool:
+def default_alive(identity: WorkerIdentity) -> bool:
     try:
         return identity.is_alive()
     except ProcessError:
@@ -48,7 +48,7 @@ def _default_alive(identity: WorkerIdentity) -> bool:
 
 
 class WorkerCollector(Collector):
-    def __init__(self, metrics_dir: Path, alive: AliveCheck = _default_alive) -> None:
+    def __init__(self, metrics_dir: Path, alive: AliveCheck = default_alive) -> None:
         self.metrics_dir = Path(metrics_dir)
         self._alive = alive
         self.live_workers = 0

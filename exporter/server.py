@@ -8,7 +8,6 @@ not in any worker's memory.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
 from crawlguard.errors import ConfigError
-from crawlguard.listen import set_listen_options
+from crawlguard.listen import is_loopback, set_listen_options
 from crawlguard.logs import get_logger
 from crawlguard.settings import Settings
 from crawlguard.statedir import StateDir
@@ -30,7 +29,7 @@ from .collector import (
     VramCollector,
     WorkerCollector,
     WorkerInfoCollector,
-    _default_alive,
+    default_alive,
 )
 from .oomseries import OomCollector
 from .shared import OFF_REASON, SharedSource, shared_source_from_spec
@@ -38,15 +37,6 @@ from .sharedcollector import SharedMemoryCollector
 from .vram import VramSource, source_from_spec
 
 log = get_logger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -117,7 +107,7 @@ class Exporter:
         self.shared = shared or shared_source_from_spec(config.shared_source)
         if self.shared is not None:
             self.registry.register(SharedMemoryCollector(self.state.metrics_dir, self.shared))
-        self.registry.register(OomCollector(self.state, _default_alive))
+        self.registry.register(OomCollector(self.state, default_alive))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

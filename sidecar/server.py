@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import threading
 from dataclasses import dataclass
@@ -30,21 +29,12 @@ import uvicorn
 from filelock import FileLock, Timeout
 
 from crawlguard.errors import ConfigError, StateError
-from crawlguard.listen import set_listen_options
+from crawlguard.listen import is_loopback, set_listen_options
 
 from .app import create_app
 from .engine import Engine
 
 START_TIMEOUT_S = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def check_security(host: str, token: str | None, insecure_no_token: bool) -> None:
