@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,24 +52,23 @@ def config(vocab_size: int, hidden: int = 64, layers: int = 2) -> XLMRobertaConf
         eos_token_id=3, type_vocab_size=1)
 
 
-def save_encoder(directory: Path, seed: int = 0, hidden: int = 64) -> Path:
-    """A random 2-layer XLM-R encoder plus its tokenizer, saved to ``directory``."""
+def _save(directory: Path, model_class: Any, seed: int, hidden: int) -> Path:
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     tok = tokenizer(directory)
-    XLMRobertaModel(config(len(tok), hidden)).save_pretrained(directory)
+    model_class(config(len(tok), hidden)).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def save_encoder(directory: Path, seed: int = 0, hidden: int = 64) -> Path:
+    """A random 2-layer XLM-R encoder plus its tokenizer, saved to ``directory``."""
+    return _save(directory, XLMRobertaModel, seed, hidden)
 
 
 def save_masked_lm(directory: Path, seed: int = 0, hidden: int = 64) -> Path:
     """A random 2-layer XLM-R masked LM (for SPLADE) plus its tokenizer."""
-    torch.manual_seed(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    tok = tokenizer(directory)
-    XLMRobertaForMaskedLM(config(len(tok), hidden)).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
+    return _save(directory, XLMRobertaForMaskedLM, seed, hidden)
 
 
 def texts(count: int, lo: int, hi: int, seed: int = 1) -> list[str]:
