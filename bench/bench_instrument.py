@@ -43,8 +43,8 @@ def main() -> int:
     except ImportError:
         print("needs the libs extra: pip install torch==2.13.0 && pip install -e '.[libs]'")
         return 2
-    from exporter import CrawlTracker
-    from exporter.instrument import ATTR, uninstrument
+    from crawlguard import CrawlTracker
+    from crawlguard.exporter.instrument import ATTR, uninstrument
     from tests.libs import models
 
     torch.manual_seed(0)

@@ -43,7 +43,7 @@ print(json.dumps(out))
 
 OBSERVE = r"""
 import json, sys, time
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
 n = int(sys.argv[2])
 t = CrawlTracker("confluence", "backfill", "cuda:0", state_dir=sys.argv[1], env={})
 out = []
@@ -56,7 +56,7 @@ print(json.dumps(out))
 
 WORKER = r"""
 import sys, threading
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
 for stage in ("drain", "backfill"):
     t = CrawlTracker(sys.argv[2], stage, "cuda:0", state_dir=sys.argv[1], env={})
     for _ in range(20):
@@ -98,7 +98,7 @@ def bench_observe(batches: int) -> None:
 def bench_scrape(shards: int, dead_per_shard: int, scrapes: int) -> None:
     import httpx
 
-    from exporter.server import Exporter, ExporterConfig
+    from crawlguard.exporter.server import Exporter, ExporterConfig
     from tests.helpers import Proc
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,9 @@
 """Rebuild wall time with crawlguard vs. without remediation vs. a wall-clock timeout.
 
-For each incident profile of the reference rebuild (exporter.refbuild), one
+For each incident profile of the reference rebuild (crawlguard.refbuild), one
 shard the size of the demo's is rebuilt for real with every part of crawlguard
 (`up` with the simulated GPU), and the same shard is projected through the
-same simulator model (exporter.refbuild.simdevice.SimDevice.step, no waiting)
+same simulator model (crawlguard.refbuild.simdevice.SimDevice.step, no waiting)
 under two alternatives nobody wants to wait for:
 
 - no remediation: one worker runs the shard to its end, crawl and all;
@@ -44,16 +44,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from crawlguard.formats import batchlog
-from crawlguard.settings import Settings
-from crawlguard.statedir import StateDir
-from exporter.refbuild.corpus import DEMO_SHARDS, ShardSpec, generate, shard_root
-from exporter.refbuild.profiles import Timing, get_profile
-from exporter.refbuild.simdevice import SimDevice
-from sidecar.rig.demo import clean_env
-from sidecar.rig.promstack import AmTiming, resolve_alert_path
-from sidecar.rig.shardview import summarise_batches
-from sidecar.rig.up import Rig, RigConfig
+from crawlguard.kernel.formats import batchlog
+from crawlguard.kernel.settings import Settings
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.refbuild.corpus import DEMO_SHARDS, ShardSpec, generate, shard_root
+from crawlguard.refbuild.profiles import Timing, get_profile
+from crawlguard.refbuild.simdevice import SimDevice
+from crawlguard.rig.demo import clean_env
+from crawlguard.rig.promstack import AmTiming, resolve_alert_path
+from crawlguard.rig.shardview import summarise_batches
+from crawlguard.rig.up import Rig, RigConfig
 
 TIMEOUT_FACTOR = 2.0
 LARGEST = 10.0
@@ -142,7 +142,7 @@ def run_real(spec: ShardSpec, alert_path: str, root: Path, am_timing: AmTiming |
     path, _ = resolve_alert_path(alert_path)
     config = RigConfig(
         shards=(spec.shard,),
-        command=(sys.executable, "-m", "exporter.refbuild", "work", "--data", str(data),
+        command=(sys.executable, "-m", "crawlguard.refbuild", "work", "--data", str(data),
                  "--shard", "{shard}"),
         settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(root)}), env=env,
         alert_path=path, interval=1.0 if path == "prometheus" else 0.5,

@@ -1,4 +1,5 @@
-"""Scrape time after 1,000 worker starts: before and after compaction (exporter.compaction).
+"""Scrape time after 1,000 worker starts: before and after compaction
+(crawlguard.exporter.compaction).
 
     .venv/bin/python bench/bench_scrape.py [--starts 1000] [--shards 16] [--scrapes 30]
 
@@ -29,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 def make_files(metrics: Path, starts: int, shards: int) -> None:
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    from crawlguard.workers import WorkerIdentity
-    from exporter import catalog
+    from crawlguard.exporter import catalog
+    from crawlguard.kernel.workers import WorkerIdentity
 
     metrics.mkdir(parents=True)
     labels = list(catalog.WORKER_LABELS)
@@ -78,7 +79,7 @@ def main() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from exporter.collector import WorkerCollector
+    from crawlguard.exporter.collector import WorkerCollector
 
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics"

@@ -197,8 +197,8 @@ async def settle(client: httpx.AsyncClient, timeout: float = 60.0) -> dict[str, 
 
 def register_gone(state: Path, shards: list[str]) -> None:
     """Register, for each shard, a worker that no longer runs."""
-    from crawlguard.statedir import StateDir
-    from crawlguard.workers import WorkerIdentity, register_worker
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.kernel.workers import WorkerIdentity, register_worker
 
     # Above Linux's largest pid_max (2**22): no process has, or will get, these pids.
     for i, shard in enumerate(shards):
@@ -206,8 +206,8 @@ def register_gone(state: Path, shards: list[str]) -> None:
 
 
 def start_workers(state: Path, shards: list[str]) -> list[subprocess.Popen[str]]:
-    code = ("import sys,time; from crawlguard.statedir import StateDir; "
-            "from crawlguard.workers import register_worker; "
+    code = ("import sys,time; from crawlguard.kernel.statedir import StateDir; "
+            "from crawlguard.kernel.workers import register_worker; "
             "register_worker(StateDir(sys.argv[1]), sys.argv[2]); print('ok', flush=True); "
             "time.sleep(3600)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(state), s], cwd=REPO,
@@ -258,7 +258,7 @@ def main() -> int:
         state = Path(tmp) / "state"
         env = {**os.environ, "HELIX_BFM_STATE_DIR": str(state),
                "HELIX_BFM_SIDECAR_TOKEN": token, "HELIX_BFM_GRACE_SECONDS": "5"}
-        server = subprocess.Popen([sys.executable, "-m", "sidecar.cli", "sidecar", "--host",
+        server = subprocess.Popen([sys.executable, "-m", "crawlguard", "sidecar", "--host",
                                    "127.0.0.1", "--port", "0"], cwd=REPO, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         workers: list[subprocess.Popen[str]] = []

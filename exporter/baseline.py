@@ -11,9 +11,9 @@ import math
 import time
 from typing import Any, NamedTuple
 
-from crawlguard.errors import StateError
-from crawlguard.logs import get_logger
-from crawlguard.statedir import StateDir, read_json, write_json_atomic
+from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.statedir import StateDir, read_json, write_json_atomic
 
 log = get_logger(__name__)
 

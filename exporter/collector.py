@@ -6,7 +6,7 @@ another process): a dead worker's crawl gauges would otherwise keep an alert
 firing against its healthy successor. Counters are never lost, so totals
 continue across restarts: dead workers' counter files are merged into one
 archive, and an unreadable file is quarantined instead of failing the scrape
-(``exporter.compaction``).
+(``crawlguard.exporter.compaction``).
 
 ``VramCollector`` serves ``bfm_vram_*`` per GPU from a ``VramSource``. When the
 source fails the series are absent (never zero, never "full"), the failure is
@@ -24,15 +24,15 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from crawlguard.errors import ProcessError, StateError, VramError
-from crawlguard.logs import get_logger
-from crawlguard.workers import WorkerIdentity
+from crawlguard.gpu.vram import VramSource
+from crawlguard.kernel.errors import ProcessError, StateError, VramError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
 from .compaction import MetricsJanitor
 from .liveworkers import live_workers
 from .mpfiles import GAUGE_MODE
-from .vram import VramSource
 
 log = get_logger(__name__)
 

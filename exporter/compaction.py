@@ -50,10 +50,10 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from prometheus_client.mmap_dict import MmapedDict
 
-from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.logs import get_logger
-from crawlguard.statedir import fsync_dir, read_json, write_json_atomic
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.statedir import fsync_dir, read_json, write_json_atomic
+from crawlguard.kernel.workers import WorkerIdentity
 
 log = get_logger(__name__)
 

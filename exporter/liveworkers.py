@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict
 
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
 from .mpfiles import GAUGE_MODE

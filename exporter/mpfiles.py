@@ -27,7 +27,7 @@ from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.workers import WorkerIdentity
 
 GAUGE_MODE = "livemostrecent"
 

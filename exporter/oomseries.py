@@ -1,6 +1,6 @@
 """``bfm_worker_oom_timestamp_seconds``: the OOM deaths, served from the state dir.
 
-A worker that ran out of memory wrote ``crawlguard.oom`` records before it
+A worker that ran out of memory wrote ``crawlguard.kernel.oom`` records before it
 died; its own gauges die with it (the ``WorkerCollector`` prunes them), so the
 exporter serves the deaths from those records instead. A record is served
 while
@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from crawlguard import oom
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel import oom
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
 

@@ -25,7 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from crawlguard.settings import Detection
+from crawlguard.kernel.settings import Detection
 
 
 class Verdict(NamedTuple):

@@ -18,11 +18,13 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
-from crawlguard.errors import ConfigError
-from crawlguard.listen import is_loopback, set_listen_options
-from crawlguard.logs import get_logger
-from crawlguard.settings import Settings
-from crawlguard.statedir import StateDir
+from crawlguard.gpu.shared import OFF_REASON, SharedSource, shared_source_from_spec
+from crawlguard.gpu.vram import VramSource, source_from_spec
+from crawlguard.kernel.errors import ConfigError
+from crawlguard.kernel.listen import is_loopback, set_listen_options
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.settings import Settings
+from crawlguard.kernel.statedir import StateDir
 
 from .collector import (
     LiveWorkersCollector,
@@ -32,9 +34,7 @@ from .collector import (
     default_alive,
 )
 from .oomseries import OomCollector
-from .shared import OFF_REASON, SharedSource, shared_source_from_spec
 from .sharedcollector import SharedMemoryCollector
-from .vram import VramSource, source_from_spec
 
 log = get_logger(__name__)
 

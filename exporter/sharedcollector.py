@@ -16,12 +16,12 @@ from pathlib import Path
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from crawlguard.errors import SharedMemoryError
-from crawlguard.logs import get_logger
+from crawlguard.gpu.shared import SharedSource
+from crawlguard.kernel.errors import SharedMemoryError
+from crawlguard.kernel.logs import get_logger
 
 from . import catalog
 from .liveworkers import live_workers
-from .shared import SharedSource
 
 log = get_logger(__name__)
 

@@ -23,20 +23,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from crawlguard import oom
-from crawlguard.devices import gpu_label, parse_device, physical_gpu
-from crawlguard.errors import ConfigError, StateError, VramError
-from crawlguard.formats.batchlog import BatchWriter
-from crawlguard.names import ShardName
-from crawlguard.settings import Detection, state_dir_from_env
-from crawlguard.statedir import StateDir
-from crawlguard.workers import register_worker
+from crawlguard.gpu.vram import TorchSource, VramSource
+from crawlguard.kernel import oom
+from crawlguard.kernel.devices import gpu_label, parse_device, physical_gpu
+from crawlguard.kernel.errors import ConfigError, StateError, VramError
+from crawlguard.kernel.formats.batchlog import BatchWriter
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.settings import Detection, state_dir_from_env
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import register_worker
 
 from . import catalog
 from .baseline import load_baseline_record, save_baseline
 from .mpfiles import SeriesWriter
 from .rate import RateState, Verdict
-from .vram import TorchSource, VramSource
 
 Clock = Callable[[], float]
 TORCH_READ_INTERVAL_S = 1.0
@@ -163,7 +163,7 @@ class CrawlTracker:
 
         A body that raises is not a finished batch: nothing is observed, and the
         in-flight gauges are cleared so a failed batch cannot look stalled. An
-        out-of-memory error is recorded (``crawlguard.oom``) before it propagates.
+        out-of-memory error is recorded (``crawlguard.kernel.oom``) before it propagates.
         """
         if genes < 0:
             raise ValueError(f"genes must be >= 0, got {genes!r}")
@@ -201,7 +201,7 @@ class CrawlTracker:
     def finish(self, genes: float, start: float, tokens: float | None = None,
                cost: float | None = None) -> Verdict:
         """The batch begun at ``start`` finished now; ``cost``: its tokens weighted
-        by length (``exporter.instrument.work``), judged instead of ``tokens``."""
+        by length (``crawlguard.exporter.instrument.work``), judged instead of ``tokens``."""
         return self._record(genes, max(self._clock() - start, 0.0), start,
                             {"bfm_batch_inflight_genes": 0.0}, tokens, cost)
 

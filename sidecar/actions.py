@@ -32,7 +32,7 @@ Sequence for one worker (``restart_worker``):
    wait elsewhere; a zombie counts as exited because its parent, not the
    sidecar, reaps it), then hard kill: SIGKILL (to the group signalled), or on
    Windows ``TerminateJobObject`` on the launch's Job Object (the whole tree; see
-   ``sidecar.winjob``) and ``TerminateProcess`` of the worker and the launch
+   ``crawlguard.kernel.winjob``) and ``TerminateProcess`` of the worker and the launch
    when there is no job.
 
 Outcomes: ``signalled`` (exited within the grace period), ``killed`` (needed
@@ -52,11 +52,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from crawlguard.errors import ProcessError
-from crawlguard.logs import get_logger
-from crawlguard.workers import LaunchRecord, WorkerIdentity
-
-from . import winjob
+from crawlguard.kernel import winjob
+from crawlguard.kernel.errors import ProcessError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ Security choices (the sidecar kills processes and rewrites environments):
   or wrong token is 401 with ``WWW-Authenticate: Bearer`` and changes nothing.
   ``/healthz`` and ``/metrics`` are open: they reveal no more than Prometheus
   scrapes anyway. A token of ``None`` means the operator started the sidecar
-  with ``--insecure-no-token`` on loopback (see ``sidecar.server``);
+  with ``--insecure-no-token`` on loopback (see ``crawlguard.sidecar.server``);
 - bodies are capped before anything parses them (``BodyLimit``): 1 MiB for
   ``/v1/alerts`` (Alertmanager groups can be large), 16 KiB elsewhere; more is
   413. Malformed bodies are 422 and change nothing;
@@ -35,11 +35,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crawlguard.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
-from crawlguard.logs import get_logger
-from crawlguard.names import PATTERN, ShardName
+from crawlguard.kernel.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.names import PATTERN, ShardName
+from crawlguard.sidecar import runbook
 
-from . import runbook
 from .engine import Engine
 from .ladder import ShardLadder
 from .metrics import CONTENT_TYPE

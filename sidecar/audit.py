@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from crawlguard.errors import StateError
-from crawlguard.logs import get_logger
-from crawlguard.statedir import check_present
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.statedir import check_present
+from crawlguard.kernel.workers import WorkerIdentity
 
 log = get_logger(__name__)
 

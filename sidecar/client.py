@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from crawlguard.errors import SidecarRefused, SidecarUnavailable
-from crawlguard.names import ShardName
-from crawlguard.settings import Endpoints
+from crawlguard.kernel.errors import SidecarRefused, SidecarUnavailable
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.settings import Endpoints
 
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -4,7 +4,7 @@
 around every read-modify-write), ``AlertJudge`` (webhook notifications),
 ``RungRunner`` (rungs carried out on threads of their own), the audit log
 and the metrics. Every decision reads the shard's ladder, applies the pure
-``sidecar.ladder`` rule and writes the ladder back by atomic replace under
+``crawlguard.sidecar.ladder`` rule and writes the ladder back by atomic replace under
 ``LadderStore.lock()``. A rung is written as ``pending`` (with the identity
 of the worker to act on, and for the CPU rung the new ``env``) BEFORE
 anything is signalled; its thread fsyncs that write, and only then acts. When
@@ -32,20 +32,20 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from crawlguard.errors import (
+from crawlguard.kernel.errors import (
     CorruptStateError,
     CrawlguardError,
     RungRefused,
     StateError,
     UnknownShardError,
 )
-from crawlguard.logs import get_logger
-from crawlguard.names import ShardName
-from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, read_registration
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.settings import Remediation
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, read_registration
+from crawlguard.sidecar import ladder
 
-from . import ladder
 from .audit import AuditLog
 from .judging import AlertJudge
 from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition

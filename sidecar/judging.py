@@ -13,7 +13,7 @@ answers at once:
   background thread (``LadderStore.sync_later``).
 
 A rung is started only after the write that records it, and its thread fsyncs
-that write before it signals anyone (``sidecar.rungs``). A shard whose ladder
+that write before it signals anyone (``crawlguard.sidecar.rungs``). A shard whose ladder
 could not be written fails the notification (the app answers 500, so
 Alertmanager sends it again), and a rung whose write failed was never decided.
 """
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from crawlguard.errors import StateError
-from crawlguard.logs import get_logger
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.sidecar import ladder
 
-from . import ladder
 from .audit import AuditLog, worker_json
 from .ladder import AlertFacts, Context, Pending, Transition
 from .metrics import SidecarMetrics

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.workers import WorkerIdentity
 
 Rung = Literal["none", "restart", "cpu"]
 ActionRung = Literal["restart", "cpu"]

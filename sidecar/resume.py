@@ -5,12 +5,12 @@ the CPU rung) into the ``env`` object of ``<state>/shards/<shard>/ladder.json``
 by atomic replace. A build that has its own supervisor loop (instead of
 ``crawlguard run``) applies them before relaunching a worker::
 
-    from sidecar.resume import resume_env
+    from crawlguard.sidecar.resume import resume_env
     env = {**os.environ, **resume_env(".crawlguard", "slack__eng-oncall")}
     subprocess.run(cmd, env=env)
 
 This module imports only the standard library and the kernel's stdlib-only
-modules (``crawlguard.names``, ``statedir``, ``formats.ladderfile``; and
+modules (``crawlguard.kernel.names``, ``statedir``, ``formats.ladderfile``; and
 ``sidecar/__init__.py`` is kept empty of imports), so it costs nothing to a build
 and works while the sidecar is down. It reads the file with the very reader
 the sidecar's own ``LadderStore`` uses. Bad state is an error, never a silent
@@ -23,10 +23,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from crawlguard.errors import ResumeEnvError, StateError
-from crawlguard.formats import ladderfile
-from crawlguard.names import ShardName
-from crawlguard.statedir import StateDir
+from crawlguard.kernel.errors import ResumeEnvError, StateError
+from crawlguard.kernel.formats import ladderfile
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.statedir import StateDir
 
 __all__ = ["ResumeEnvError", "ladder_path", "resume_env"]
 

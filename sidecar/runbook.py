@@ -1,4 +1,4 @@
-"""``GET /runbook``: the rig's own copy of docs/runbook.md, so an alert's link opens.
+"""``GET /runbook``: the rig's own copy of the runbook (``runbook.md`` beside this module).
 
 Every alert's ``runbook_url`` is ``<sidecar>/runbook#<anchor>``: the shipped
 rules name the sidecar's default address (http://127.0.0.1:9848), and
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
-from crawlguard import shipped
+RUNBOOK_FILE = Path(__file__).resolve().with_name("runbook.md")
+"""Package data of ``crawlguard.sidecar``: the operator's runbook, served at GET /runbook."""
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
@@ -51,8 +53,6 @@ def render(markdown: str) -> str:
 
 def page() -> str | None:
     """The rendered runbook; None when this installation has no copy."""
-    root = shipped.locate()
-    path = root.path(shipped.RUNBOOK) if root else None
-    if path is None or not path.is_file():
+    if not RUNBOOK_FILE.is_file():
         return None
-    return render(path.read_text(encoding="utf-8"))
+    return render(RUNBOOK_FILE.read_text(encoding="utf-8"))

@@ -4,7 +4,7 @@ A rung reaches ``RungRunner`` only after the write that records it as
 ``pending`` (``start``, called under ``LadderStore.lock()`` right after that
 write). Its thread first makes that write durable (``LadderStore.sync``: fsync
 of the ladder and its directory), and only then acts on the worker
-(``sidecar.actions.restart_worker``: verify, signal, wait, kill). The outcome is
+(``crawlguard.sidecar.actions.restart_worker``: verify, signal, wait, kill). The outcome is
 a read-modify-write under ``LadderStore.lock()`` like every decision. A rung is
 serialised per shard by construction: no new rung is decided while one is
 pending.
@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from crawlguard.errors import CrawlguardError
-from crawlguard.logs import get_logger
-from crawlguard.statedir import StateDir
-from crawlguard.workers import LaunchRecord, read_launch, read_registration
+from crawlguard.kernel.errors import CrawlguardError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import LaunchRecord, read_launch, read_registration
+from crawlguard.sidecar import ladder
 
-from . import ladder
 from .actions import ActionResult, restart_worker
 from .audit import AuditLog, worker_json
 from .ladder import Pending, ShardLadder

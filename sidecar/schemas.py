@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.workers import WorkerIdentity
 
 from .ladder import Entry, Pending, ShardLadder
 

@@ -5,7 +5,7 @@ so ``--port 0`` works and the real port is known before anyone is told the
 address (``crawlguard sidecar`` prints ``crawlguard sidecar listening on
 http://HOST:PORT`` once it accepts). uvicorn runs on a thread and never
 installs signal handlers there; the command's main thread owns the signals
-(``sidecar.lifecycle``) and stops the server, which also lets tests run a real
+(``crawlguard.cli.lifecycle``) and stops the server, which also lets tests run a real
 server in-process.
 
 Refusals at start (``ConfigError``, one clear line):
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import uvicorn
 from filelock import FileLock, Timeout
 
-from crawlguard.errors import ConfigError, StateError
-from crawlguard.listen import is_loopback, set_listen_options
+from crawlguard.kernel.errors import ConfigError, StateError
+from crawlguard.kernel.listen import is_loopback, set_listen_options
 
 from .app import create_app
 from .engine import Engine

@@ -1,12 +1,12 @@
 """The durable ladder of every shard: ``<state>/shards/<shard>/ladder.json``.
 
-The file is read and written only through ``crawlguard.formats.ladderfile`` (its
+The file is read and written only through ``crawlguard.kernel.formats.ladderfile`` (its
 header: version, crawls, rung, env, history); this module maps the whole
 document to a ``ShardLadder`` and back. Every write is an atomic replace made while
 holding ``LadderStore.lock()``, which includes ``StateDir.lock()``, the lock every
 writer of shard state shares; it is fsync'd after the lock is released
 (``LadderStore.sync``). The ``env``
-object is the resume environment that ``sidecar.resume.resume_env`` (and so
+object is the resume environment that ``crawlguard.sidecar.resume.resume_env`` (and so
 every supervisor loop) reads, so it must always map variable names to strings;
 ``to_json`` below is the only writer of that shape. Schema (version 1)::
 
@@ -46,12 +46,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.formats import ladderfile
-from crawlguard.logs import get_logger
-from crawlguard.names import ShardName
-from crawlguard.statedir import StateDir, read_json, sync_file, write_json_atomic
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.formats import ladderfile
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.statedir import StateDir, read_json, sync_file, write_json_atomic
+from crawlguard.kernel.workers import WorkerIdentity
 
 from .ladder import RUNG_LEVEL, Entry, Episode, Pending, ShardLadder
 

@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from crawlguard.errors import CrawlguardError, SharedMemoryError
-from crawlguard.formats import batchlog
-from crawlguard.formats.batchlog import Batch
-from crawlguard.logs import get_logger
-from crawlguard.settings import Detection
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, read_registration
-from exporter.shared import SharedSource
+from crawlguard.gpu.shared import SharedSource
+from crawlguard.kernel.errors import CrawlguardError, SharedMemoryError
+from crawlguard.kernel.formats import batchlog
+from crawlguard.kernel.formats.batchlog import Batch
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.settings import Detection
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, read_registration
+from crawlguard.sidecar import ladder
 
-from . import ladder
 from .ladder import Entry, ShardLadder
 from .state import LadderStore
 

@@ -28,9 +28,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from crawlguard.errors import UnsafeNameError
-from crawlguard.names import ShardName
-from crawlguard.workers import WorkerIdentity
+from crawlguard.kernel.errors import UnsafeNameError
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.workers import WorkerIdentity
 
 from .ladder import KNOWN_ALERTS, OOM_ALERT, AlertFacts
 

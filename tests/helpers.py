@@ -60,7 +60,7 @@ def require_binary(name: str) -> str:
 
 def crawlguard_cmd(*args: str) -> list[str]:
     """The ``crawlguard`` command run with this interpreter (no PATH lookup)."""
-    return [sys.executable, "-m", "sidecar.cli", *args]
+    return [sys.executable, "-m", "crawlguard", *args]
 
 
 class Proc:

@@ -1,8 +1,10 @@
-"""The import contracts of pyproject.toml ([tool.importlinter]) hold.
+"""The import contracts of pyproject.toml ([tool.importlinter]) hold, and they bind.
 
-CI runs `lint-imports` itself (.ci/run); this runs the same check in a plain
-`pytest`, so a violation shows up before a push. Skipped where import-linter
-(the `test` extra) is not installed.
+The contracts are checked on the tree as it installs (exporter/, sidecar/,
+rules/ and deploy/ map into crawlguard.* only then): a throwaway
+``pip install --target`` of this checkout, as ``.ci/static`` does. Each planted
+violation below, an import a newcomer could add, must break the contract named.
+Skipped where import-linter (the `test` extra) is not installed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,63 @@ import pytest
 
 from tests.helpers import REPO
 
+PLANTED = [
+    # (module in the installed tree, import planted at its end, the contract it breaks)
+    ("crawlguard/sidecar/ladder.py", "from crawlguard.sidecar import actions",
+     "The sidecar service is ordered"),
+    ("crawlguard/exporter/oomseries.py", "from crawlguard.exporter import server",
+     "The exporter is ordered"),
+    ("crawlguard/sidecar/runbook.py", "from crawlguard.sidecar import app",
+     "The sidecar service is ordered"),
+    ("crawlguard/sidecar/state.py", "from crawlguard.exporter import tracker", "Rooms:"),
+    ("crawlguard/rules/loop.py", "from crawlguard.sidecar import client", "Rooms:"),
+    ("crawlguard/exporter/tracker.py", "from crawlguard.rig import up", "Rooms:"),
+    ("crawlguard/kernel/names.py", "from crawlguard.sidecar import ladder",
+     "The kernel, the GPU edge"),
+    ("crawlguard/sidecar/resume.py", "import fastapi", "resume"),
+]
 
-def test_import_contracts_hold() -> None:
+
+def _lint_imports() -> str:
     exe = Path(sys.executable).with_name("lint-imports")
     found = str(exe) if exe.exists() else shutil.which("lint-imports")
     if found is None:
         pytest.skip("import-linter not installed (pip install -e '.[test]')")
-    proc = subprocess.run([found, "--no-cache"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("installed")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--no-compile", "--disable-pip-version-check", "--target",
+                           str(target), str(REPO)], capture_output=True, text=True, timeout=240)
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' in-tree build folder
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+def _run(exe: str, tree: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([exe, "--no-cache", str(REPO / "pyproject.toml")], cwd=tree,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_import_contracts_hold(installed: Path) -> None:
+    proc = _run(_lint_imports(), installed)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "broken" in proc.stdout.lower()  # the summary line: "N kept, 0 broken"
+    assert "0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize(("module", "line", "contract"), PLANTED,
+                         ids=[f"{p[0].rsplit('/', 1)[1]}:{p[1].split()[-1]}" for p in PLANTED])
+def test_a_planted_violation_breaks_its_contract(installed: Path, tmp_path: Path, module: str,
+                                                 line: str, contract: str) -> None:
+    exe = _lint_imports()
+    tree = tmp_path / "tree"
+    shutil.copytree(installed, tree)
+    path = tree / module
+    path.write_text(path.read_text() + f"\n{line}  # planted\n")
+    proc = _run(exe, tree)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    broken = proc.stdout.split("Broken contracts", 1)[-1]
+    assert contract in " ".join(broken.split()), proc.stdout[-3000:]

@@ -19,7 +19,7 @@ Outputs, so nothing is copied by hand and nothing drifts:
 - kustomization.yaml: all of the above plus the static manifests, replicas, image.
 
 Needs only Python 3.9+ and PyYAML: it must run where crawlguard is not installed.
-Shard names are checked by crawlguard's own name type (``crawlguard/names.py``,
+Shard names are checked by crawlguard's own name type (``crawlguard/kernel/names.py``,
 standard library only), imported from this checkout when crawlguard is not
 installed, so a fleet can list no shard a rig would refuse.
 """
@@ -38,12 +38,12 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 try:
-    from crawlguard.errors import UnsafeNameError
-    from crawlguard.names import ShardName
+    from crawlguard.kernel.errors import UnsafeNameError
+    from crawlguard.kernel.names import ShardName
 except ImportError:  # not installed: the checkout this script belongs to has it
     sys.path.insert(0, str(REPO))
-    from crawlguard.errors import UnsafeNameError
-    from crawlguard.names import ShardName
+    from crawlguard.kernel.errors import UnsafeNameError
+    from crawlguard.kernel.names import ShardName
 RULES_DIR = REPO / "rules"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "crawlguard-rebuild.json"
 STATIC = ["namespace.yaml", "service.yaml", "statefulset.yaml", "podmonitor.yaml"]

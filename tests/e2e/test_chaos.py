@@ -41,10 +41,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawlguard.workers import WorkerIdentity
-from exporter.collector import WorkerCollector
-from exporter.refbuild.corpus import ShardSpec, generate
-from exporter.refbuild.verify import verify_shard
+from crawlguard.exporter.collector import WorkerCollector
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.refbuild.corpus import ShardSpec, generate
+from crawlguard.refbuild.verify import verify_shard
 from tests.helpers import REPO, Proc, crawlguard_cmd, start_exporter, wait_until
 
 pytestmark = [pytest.mark.slow,
@@ -61,7 +61,7 @@ def live_worker(up: psutil.Process, killed: set[tuple[int, float]]) -> psutil.Pr
         try:
             cmd = child.cmdline()
             key = (child.pid, child.create_time())
-            if "exporter.refbuild" in cmd and "work" in cmd and key not in killed \
+            if "crawlguard.refbuild" in cmd and "work" in cmd and key not in killed \
                     and child.status() != psutil.STATUS_ZOMBIE:
                 return child
         except psutil.Error:
@@ -204,7 +204,7 @@ def test_random_sigkills_and_a_dead_sidecar_lose_nothing(tmp_path: Path) -> None
     up = Proc(crawlguard_cmd(
         "up", "--state-dir", str(state), "--alert-path", "embedded", "--interval", "0.5",
         "--simulate-gpu", "--progress", "lines", *[a for s in SHARDS for a in ("--shard", s.shard)],
-        "--", sys.executable, "-m", "exporter.refbuild", "work", "--data", str(data),
+        "--", sys.executable, "-m", "crawlguard.refbuild", "work", "--data", str(data),
         "--shard", "{shard}"), env=env, cwd=REPO)
     rng = random.Random(SEED)
     exporters = ExporterChaos(state, random.Random(SEED + 1))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from exporter.refbuild.verify import verify_shard
+from crawlguard.refbuild.verify import verify_shard
 from tests.helpers import REPO, crawlguard_cmd, require_binary
 
 pytestmark = pytest.mark.slow

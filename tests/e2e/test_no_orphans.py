@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter.refbuild.corpus import ShardSpec, generate
-from exporter.refbuild.store import output_dir
-from exporter.refbuild.verify import verify_shard
+from crawlguard.refbuild.corpus import ShardSpec, generate
+from crawlguard.refbuild.store import output_dir
+from crawlguard.refbuild.verify import verify_shard
 from tests.e2e.test_up import up_cmd
 from tests.helpers import REPO, Proc, wait_until
 

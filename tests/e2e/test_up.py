@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter.refbuild.corpus import ShardSpec, generate
-from exporter.refbuild.store import output_dir
-from exporter.refbuild.verify import verify_shard
+from crawlguard.refbuild.corpus import ShardSpec, generate
+from crawlguard.refbuild.store import output_dir
+from crawlguard.refbuild.verify import verify_shard
 from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until
 
 pytestmark = [pytest.mark.slow,
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow,
 def up_cmd(state: Path, data: Path, time_scale: str) -> list[str]:
     return crawlguard_cmd("up", "--state-dir", str(state), "--alert-path", "embedded",
                           "--interval", "0.5", "--simulate-gpu", "--progress", "lines",
-                          "--shard", "big", "--", sys.executable, "-m", "exporter.refbuild",
+                          "--shard", "big", "--", sys.executable, "-m", "crawlguard.refbuild",
                           "work", "--data", str(data), "--shard", "{shard}", "--time-scale",
                           time_scale)
 

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawlguard.workers import WorkerIdentity
-from exporter.collector import LiveWorkersCollector, WorkerCollector
-from exporter.compaction import ARCHIVE, JOURNAL, MetricsJanitor
+from crawlguard.exporter.collector import LiveWorkersCollector, WorkerCollector
+from crawlguard.exporter.compaction import ARCHIVE, JOURNAL, MetricsJanitor
+from crawlguard.kernel.workers import WorkerIdentity
 
 LABELS = ["shard", "stage", "device", "gpu"]
 LIVE = WorkerIdentity(os.getpid(), 1234.5)

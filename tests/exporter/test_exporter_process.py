@@ -14,7 +14,7 @@ from tests.helpers import Proc, start_exporter, wait_until
 
 WORKER = r"""
 import sys, threading, time
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
 rate, batches = float(sys.argv[1]), int(sys.argv[2])
 clock = [time.time()]
 t = CrawlTracker("confluence", "backfill", "cuda:0", clock=lambda: clock[0])

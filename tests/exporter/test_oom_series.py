@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crawlguard import oom
-from crawlguard.statedir import StateDir
-from exporter.oomseries import SERVE_S, OomCollector
+from crawlguard.exporter.oomseries import SERVE_S, OomCollector
+from crawlguard.kernel import oom
+from crawlguard.kernel.statedir import StateDir
 
 
 def _record(pid: int, at: float, recovered: bool = False) -> oom.OomRecord:
@@ -52,7 +52,7 @@ def test_a_second_oom_of_one_worker_bumps_its_record(state_dir: Path) -> None:
 def test_oom_is_recognised_by_class_without_importing_torch() -> None:
     code = (
         "import sys, types\n"
-        "from crawlguard.oom import is_oom\n"
+        "from crawlguard.kernel.oom import is_oom\n"
         "OOM = type('OutOfMemoryError', (RuntimeError,), {'__module__': 'torch.cuda'})\n"
         "print(is_oom(OOM('x')), is_oom(RuntimeError('CUDA out of memory. Tried')),\n"
         "      is_oom(RuntimeError('other')), is_oom(MemoryError()), 'torch' in sys.modules)\n")

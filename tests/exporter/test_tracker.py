@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.settings import Detection
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, read_registration
-from exporter import CrawlTracker
-from exporter.collector import WorkerCollector
+from crawlguard import CrawlTracker
+from crawlguard.exporter.collector import WorkerCollector
+from crawlguard.kernel.settings import Detection
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, read_registration
 
 DET = Detection()  # the contract defaults: factor 5, window 8
 
@@ -235,7 +235,7 @@ def test_cuda_visible_devices_maps_the_gpu_label(state_dir: Path) -> None:
 
 
 def test_bad_names_and_knobs_refuse_before_any_write(state_dir: Path) -> None:
-    from crawlguard.errors import ConfigError, UnsafeNameError
+    from crawlguard.kernel.errors import ConfigError, UnsafeNameError
 
     with pytest.raises(UnsafeNameError):
         CrawlTracker("../etc", state_dir=state_dir, env={})
@@ -260,8 +260,8 @@ def test_worker_info_names_each_live_worker_once(state_dir: Path) -> None:
     rules join on it with group_left); an unreadable file is skipped, not fatal."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    from exporter import catalog
-    from exporter.collector import WorkerInfoCollector
+    from crawlguard.exporter import catalog
+    from crawlguard.exporter.collector import WorkerInfoCollector
 
     metrics = state_dir / "metrics"
     metrics.mkdir(parents=True)
@@ -288,7 +288,7 @@ def test_worker_info_names_each_live_worker_once(state_dir: Path) -> None:
 def test_a_memory_stand_in_publishes_reserved_bytes_for_gpu_workers(state_dir: Path) -> None:
     """``memory`` replaces torch's view (the simulated GPU uses it): its reservation
     becomes bfm_worker_vram_reserved_bytes; a CPU worker never asks it."""
-    from exporter.vram import GpuMemory
+    from crawlguard.gpu.vram import GpuMemory
 
     class Reserved:
         name = "stand-in"

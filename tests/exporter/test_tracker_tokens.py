@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard import oom
-from crawlguard.statedir import StateDir
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
+from crawlguard.kernel import oom
+from crawlguard.kernel.statedir import StateDir
 
 from .test_tracker import FakeClock, make, value
 

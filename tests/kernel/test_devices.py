@@ -1,10 +1,10 @@
-"""crawlguard.devices: device strings, torch and NVML indices, the launch device."""
+"""crawlguard.kernel.devices: device strings, torch and NVML indices, the launch device."""
 
 from __future__ import annotations
 
 import pytest
 
-from crawlguard.devices import (
+from crawlguard.kernel.devices import (
     file_part,
     gpu_label,
     gpu_of_launch,
@@ -12,8 +12,8 @@ from crawlguard.devices import (
     parse_device,
     physical_gpu,
 )
-from crawlguard.errors import ConfigError, UnsafeNameError
-from crawlguard.settings import Remediation, device_var_from_env
+from crawlguard.kernel.errors import ConfigError, UnsafeNameError
+from crawlguard.kernel.settings import Remediation, device_var_from_env
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12", "mps", "xpu:1"])
@@ -66,8 +66,8 @@ def test_gpuwait_no_longer_needs_the_tracker() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, sidecar.supervisor.gpuwait; "
-            "print('exporter.tracker' in sys.modules)")
+    code = ("import sys, crawlguard.supervisor.gpuwait; "
+            "print('crawlguard.exporter.tracker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "False"

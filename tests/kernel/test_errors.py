@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard import errors
-from crawlguard.errors import (
+from crawlguard.kernel import errors
+from crawlguard.kernel.errors import (
     ConfigError,
     CrawlguardError,
     ReportError,
@@ -41,15 +41,15 @@ def test_the_drawn_tree_is_the_class_tree() -> None:
 
 
 def test_the_sidecars_names_are_the_trees_classes() -> None:
-    from sidecar import resume
-    from sidecar.report import evidence
+    from crawlguard.report import evidence
+    from crawlguard.sidecar import resume
 
     assert resume.ResumeEnvError is ResumeEnvError and evidence.ReportError is ReportError
 
 
 def test_demo_refuses_a_bad_time_scale_like_up_refuses_a_bad_interval(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from sidecar.cli import main
+    from crawlguard.cli.main import main
 
     assert main(["demo", "--time-scale", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
@@ -59,10 +59,10 @@ def test_demo_refuses_a_bad_time_scale_like_up_refuses_a_bad_interval(
 
 
 def test_the_reference_builds_bad_arguments_are_config_errors(tmp_path: Path) -> None:
-    from exporter.refbuild.__main__ import main
-    from exporter.refbuild.corpus import ShardSpec, generate
-    from exporter.refbuild.profiles import get_profile
-    from exporter.refbuild.worker import device_from_env
+    from crawlguard.refbuild.__main__ import main
+    from crawlguard.refbuild.corpus import ShardSpec, generate
+    from crawlguard.refbuild.profiles import get_profile
+    from crawlguard.refbuild.worker import device_from_env
 
     with pytest.raises(ConfigError, match="profile='nope'"):
         get_profile("nope")

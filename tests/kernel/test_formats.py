@@ -1,4 +1,4 @@
-"""crawlguard.formats: one reader and one writer per state file, versioned.
+"""crawlguard.kernel.formats: one reader and one writer per state file, versioned.
 
 Each format is written with its writer and read back with its reader; files of
 the first release (no version field) still read; later versions, damaged
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.formats import batchlog, jsonlines, ladderfile, vramlog
-from crawlguard.statedir import StateDir
+from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.formats import batchlog, jsonlines, ladderfile, vramlog
+from crawlguard.kernel.statedir import StateDir
 
 # -- ladder.json ----------------------------------------------------------------
 
@@ -57,9 +57,9 @@ def test_a_damaged_ladder_is_refused(tmp_path: Path, content: str) -> None:
 
 def test_resume_env_reads_what_the_sidecars_writer_wrote(tmp_path: Path) -> None:
     """sidecar/resume.py against the real writer: LadderStore.save, then resume_env."""
-    from sidecar.ladder import ShardLadder
-    from sidecar.resume import resume_env
-    from sidecar.state import LadderStore
+    from crawlguard.sidecar.ladder import ShardLadder
+    from crawlguard.sidecar.resume import resume_env
+    from crawlguard.sidecar.state import LadderStore
 
     store = LadderStore(StateDir(tmp_path))
     env = {"BGEM3_DEVICE": "cpu", "OTHER_VAR": "a b 'c' \"d\" é"}
@@ -70,8 +70,8 @@ def test_resume_env_reads_what_the_sidecars_writer_wrote(tmp_path: Path) -> None
 
 
 def test_resume_env_refuses_instead_of_guessing(tmp_path: Path) -> None:
-    from crawlguard.errors import ResumeEnvError, UnsafeNameError
-    from sidecar.resume import resume_env
+    from crawlguard.kernel.errors import ResumeEnvError, UnsafeNameError
+    from crawlguard.sidecar.resume import resume_env
 
     assert resume_env(tmp_path, "never") == {}
     path = StateDir(tmp_path).ladder_file("s")
@@ -86,7 +86,7 @@ def test_resume_env_refuses_instead_of_guessing(tmp_path: Path) -> None:
 
 
 def test_resume_imports_nothing_beyond_the_standard_library() -> None:
-    code = ("import sys, sidecar.resume; "
+    code = ("import sys, crawlguard.sidecar.resume; "
             "print(sorted(m for m in ('filelock', 'psutil', 'prometheus_client', 'fastapi', "
             "'pydantic', 'yaml', 'httpx', 'exporter') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -121,7 +121,7 @@ def test_batch_lines_round_trip(tmp_path: Path) -> None:
 
 
 def test_the_writer_refuses_what_would_not_be_json() -> None:
-    from crawlguard.errors import UnsafeNameError
+    from crawlguard.kernel.errors import UnsafeNameError
 
     with pytest.raises(UnsafeNameError):
         _writer(Path("x"), stage='a"b')
@@ -174,7 +174,7 @@ def test_the_tail_counts_whole_lines_once(tmp_path: Path) -> None:
 
 
 def test_the_tracker_writes_through_the_one_writer(tmp_path: Path) -> None:
-    from exporter import CrawlTracker
+    from crawlguard import CrawlTracker
 
     tracker = CrawlTracker("s", device="cuda:1", state_dir=tmp_path, clock=lambda: 100.0,
                            env={"CUDA_VISIBLE_DEVICES": "3,4"})

@@ -1,4 +1,4 @@
-"""crawlguard.names: the one shard/stage name type, and every boundary that parses it."""
+"""crawlguard.kernel.names: the one shard/stage name type, and every boundary that parses it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crawlguard.errors import UnsafeNameError
-from crawlguard.names import PATTERN, ShardName, is_env_name
-from crawlguard.statedir import StateDir
+from crawlguard.kernel.errors import UnsafeNameError
+from crawlguard.kernel.names import PATTERN, ShardName, is_env_name
+from crawlguard.kernel.statedir import StateDir
 
 UNSAFE = ["", "..", "../etc", "a/b", "a\\b", ".hidden", "-x", "a..b", "x" * 129, "con",
           "NUL.txt", "com1", "Lpt9", "a ", "é", "a\x00b", "trailing.", "a\n", "a\r\n",
@@ -78,7 +78,7 @@ def test_env_names() -> None:
 
 
 def test_the_tracker_parses_its_names_once(tmp_path: Path) -> None:
-    from exporter import CrawlTracker
+    from crawlguard import CrawlTracker
 
     tracker = CrawlTracker("confluence", stage="backfill", device="cpu", state_dir=tmp_path)
     try:
@@ -92,8 +92,8 @@ def test_the_tracker_parses_its_names_once(tmp_path: Path) -> None:
 
 
 def test_clients_parse_a_shard_before_it_goes_into_a_url(tmp_path: Path) -> None:
-    from sidecar.client import SidecarClient
-    from sidecar.report.evidence import load_run
+    from crawlguard.report.evidence import load_run
+    from crawlguard.sidecar.client import SidecarClient
     from tests.helpers import free_port
 
     # Nothing listens there: refusing without a request is the only way to pass.
@@ -107,7 +107,7 @@ def test_clients_parse_a_shard_before_it_goes_into_a_url(tmp_path: Path) -> None
 
 
 def test_the_http_path_parameter_is_parsed_by_the_type(tmp_path: Path) -> None:
-    from sidecar.app import _shard
+    from crawlguard.sidecar.app import _shard
 
     assert type(_shard("confluence")) is ShardName
     with pytest.raises(UnsafeNameError):

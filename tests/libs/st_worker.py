@@ -31,7 +31,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
 from tests.libs import models
 
 CHUNK = 4

@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from crawlguard.statedir import StateDir
-from crawlguard.workers import read_registration
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import read_registration
 from tests.helpers import REPO, Proc, crawlguard_cmd
 
 from .conftest import require_libs

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from crawlguard import oom
-from crawlguard.statedir import StateDir
-from exporter import CrawlTracker
-from exporter.instrument import uninstrument
+from crawlguard import CrawlTracker
+from crawlguard.exporter.instrument import uninstrument
+from crawlguard.kernel import oom
+from crawlguard.kernel.statedir import StateDir
 
 from .conftest import require_libs
 
@@ -175,8 +175,8 @@ def test_oom_through_batch_and_other_errors(libs: Any, state_dir: Path) -> None:
 def test_tracker_and_instrument_never_import_torch(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from exporter import CrawlTracker\n"
-        "import exporter.instrument\n"
+        "from crawlguard import CrawlTracker\n"
+        "import crawlguard.exporter.instrument\n"
         f"t = CrawlTracker('docs', 'backfill', 'cpu', state_dir={str(tmp_path)!r}, total=3)\n"
         "with t.batch(genes=3): pass\n"
         "try:\n"

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from crawlguard.settings import Detection
-from crawlguard.statedir import StateDir
-from exporter import CrawlTracker
-from exporter.rate import RateState
+from crawlguard import CrawlTracker
+from crawlguard.exporter.rate import RateState
+from crawlguard.kernel.settings import Detection
+from crawlguard.kernel.statedir import StateDir
 
 from .conftest import require_libs
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crawlguard.settings import Detection
-from exporter.rate import RateState
+from crawlguard.exporter.rate import RateState
+from crawlguard.kernel.settings import Detection
 
 T0 = 1_781_049_600.0  # 2026-06-10 00:00:00 UTC
 TOTAL = 12 * 2**30  # a 12 GB card

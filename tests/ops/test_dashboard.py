@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.catalog import all_metric_names
-from sidecar.metrics import SidecarMetrics
-from sidecar.verify import VERIFICATION_METRICS
+from crawlguard.exporter.catalog import all_metric_names
+from crawlguard.sidecar.metrics import SidecarMetrics
+from crawlguard.sidecar.verify import VERIFICATION_METRICS
 from tests.helpers import REPO, require_binary
 
 from .promql import (

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import yaml
 
-from crawlguard.settings import Settings, knob_names
+from crawlguard.kernel.settings import Settings, knob_names
 from tests.helpers import REPO, require_binary, wait_until
 
 from .promql import promtool_check
@@ -143,7 +143,7 @@ def test_alertmanager_routes_each_pod_to_its_own_sidecar(tmp_path: Path) -> None
 @pytest.mark.parametrize("change, message", [
     ({"rigs": [{"shards": ["a", "b"]}, {"shards": ["b"]}]}, "is in rig 0 and rig 1"),
     ({"rigs": [{"shards": ["../etc"]}]}, "shard '../etc' is not a safe name"),
-    # The rules are crawlguard.names.ShardName's, not a copy: a copy missed these two.
+    # The rules are crawlguard.kernel.names.ShardName's, not a copy: a copy missed these two.
     ({"rigs": [{"shards": ["con"]}]}, "shard 'con' is not a safe name"),
     ({"rigs": [{"shards": ["a."]}]}, "shard 'a.' is not a safe name"),
     ({"build_command": "python -m build"}, "{shard}"),
@@ -161,7 +161,7 @@ def test_generator_refuses_a_bad_fleet(tmp_path: Path, change: dict[str, Any],
 
 def test_generator_runs_where_crawlguard_is_not_installed(tmp_path: Path) -> None:
     """Only PyYAML on the path (no site-packages, no crawlguard): the checkout's own
-    crawlguard/names.py still checks the shards."""
+    crawlguard/kernel/names.py still checks the shards."""
     only_yaml = tmp_path / "path"
     only_yaml.mkdir()
     (only_yaml / "yaml").symlink_to(Path(yaml.__file__).parent)

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crawlguard.settings import knob_names
-from sidecar.cli import build_parser, chosen_command
-from sidecar.commands import COMMANDS
-from sidecar.commands.serve import CRASH_HOOK
+from crawlguard.cli import COMMANDS
+from crawlguard.cli.main import build_parser, chosen_command
+from crawlguard.cli.serve import CRASH_HOOK
+from crawlguard.kernel.settings import knob_names
 from tests.helpers import REPO
 
 DOCS = REPO / "docs"
-ALL_DOCS = [*sorted(DOCS.glob("*.md")), REPO / "README.md", REPO / "deploy" / "README.md"]
+RUNBOOK = REPO / "sidecar" / "runbook.md"
+ALL_DOCS = [*sorted(DOCS.glob("*.md")), RUNBOOK, REPO / "README.md", REPO / "deploy" / "README.md"]
 
 
 def slug(heading: str) -> str:
@@ -38,11 +39,11 @@ def test_every_alert_runbook_url_has_its_section() -> None:
             urls += [r["annotations"]["runbook_url"] for r in group["rules"]
                      if "alert" in r and "runbook_url" in r.get("annotations", {})]
     assert len(urls) >= 4
-    have = anchors(DOCS / "runbook.md")
+    have = anchors(RUNBOOK)
     for url in urls:
         page, _, anchor = url.partition("#")
         assert page == "http://127.0.0.1:9848/runbook", url   # the sidecar serves it
-        assert anchor in have, f"{url}: no such section in docs/runbook.md"
+        assert anchor in have, f"{url}: no such section in sidecar/runbook.md"
     assert {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent"} <= have
 
 
@@ -55,9 +56,9 @@ def links(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("doc", ["runbook.md", "deploy.md"])
-def test_links_between_the_docs_resolve(doc: str) -> None:
-    for target, anchor in links(DOCS / doc):
+@pytest.mark.parametrize("doc", [RUNBOOK, DOCS / "deploy.md"], ids=["runbook", "deploy"])
+def test_links_between_the_docs_resolve(doc: Path) -> None:
+    for target, anchor in links(doc):
         assert anchor in anchors(Path(target)), f"{doc}: #{anchor} not in {target}"
 
 

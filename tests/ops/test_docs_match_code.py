@@ -16,8 +16,10 @@ import pytest
 
 from tests.helpers import REPO
 
-DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md", REPO / "deploy" / "README.md"]
-SOURCES = sorted(p for top in ("crawlguard", "exporter", "sidecar", "bench", "tests")
+DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md", REPO / "deploy" / "README.md",
+        REPO / "sidecar" / "runbook.md"]
+SOURCES = sorted(p for top in ("crawlguard", "exporter", "sidecar", "rules", "deploy",
+                                             "bench", "tests")
                  for p in (REPO / top).rglob("*.py"))
 TOP = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
 FOREIGN = {"scripts/build_fixture_matrix.py"}
@@ -46,11 +48,25 @@ def ignored() -> frozenset[str]:
     return frozenset(line.strip().lstrip("/") for line in lines)
 
 
+MAPPED = {"crawlguard/exporter/": "exporter/", "crawlguard/sidecar/": "sidecar/",
+          "crawlguard/rules/": "rules/", "crawlguard/deploy/": "deploy/"}
+"""Installed paths (crawlguard/exporter/...) and their folders in the repository
+(pyproject.toml's package-dir)."""
+
+
+def unmapped(token: str) -> str:
+    for installed, folder in MAPPED.items():
+        if token.startswith(installed):
+            return folder + token[len(installed):]
+    return token
+
+
 def path_exists(token: str) -> bool:
     files, made = repo_files(), ignored()
     token = token.split("#")[0].rstrip(".,:;")
     if not token or token.startswith(("./", "../")) or token in FOREIGN or token in made:
         return True
+    token = unmapped(token)
     if token.split("/")[0] in TOP:
         return (REPO / token).exists()
     if token.endswith(".py"):  # a path relative to its package: refbuild/verify.py
@@ -103,7 +119,7 @@ def test_every_module_named_in_the_docs_exists(doc: Path) -> None:
 
 
 def test_metrics_doc_names_every_rung_outcome() -> None:
-    from sidecar import actions, metrics
+    from crawlguard.sidecar import actions, metrics
 
     doc = metrics.__doc__ or ""
     listed = set(re.findall(r"``(\w+)``", doc))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.report.evidence import load_run, parse_rung
-from sidecar.report.summary import fmt_time, summary_markdown
+from crawlguard.report.evidence import load_run, parse_rung
+from crawlguard.report.summary import fmt_time, summary_markdown
 from tests.helpers import REPO, crawlguard_cmd
 
 from .recorded_run import write_recorded_run
@@ -141,7 +141,7 @@ def test_missing_matplotlib_gives_a_clear_message(recorded: tuple[Path, dict[str
         "        if name == 'matplotlib' or name.startswith('matplotlib.'):\n"
         "            raise ImportError('No module named ' + repr(name))\n"
         "sys.meta_path.insert(0, NoMpl())\n"
-        "from sidecar.cli import main\n"
+        "from crawlguard.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
     out = tmp_path / "out"
     argv = [sys.executable, "-c", code, "report", "--state-dir", str(state), "--out", str(out)]
@@ -171,7 +171,7 @@ def test_report_during_a_rebuild_reads_a_growing_file(tmp_path: Path) -> None:
 
 def test_a_stalled_batch_cut_short_by_a_rung_counts_as_time_lost() -> None:
     """Incident 2: the crawling batch never finishes, so only the rung bounds it."""
-    from sidecar.report.evidence import Batch, RungEvent, ShardEvidence
+    from crawlguard.report.evidence import Batch, RungEvent, ShardEvidence
 
     def batch(t: float) -> Batch:
         return Batch(t=t, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=64,
@@ -191,7 +191,7 @@ def test_charts_leave_the_process_backend_alone(recorded: tuple[Path, dict[str, 
     """A program that imports crawlguard keeps its own matplotlib backend."""
     import matplotlib
 
-    from sidecar.report.chart import render_shard_chart
+    from crawlguard.report.chart import render_shard_chart
 
     def use(backend: str, force: bool = True) -> None:
         raise AssertionError(f"the report switched the process's backend to {backend}")
@@ -206,9 +206,9 @@ def test_charts_leave_the_process_backend_alone(recorded: tuple[Path, dict[str, 
 
 
 def test_report_charts_and_counts_ooms(tmp_path: Path) -> None:
-    from crawlguard import oom
-    from crawlguard.statedir import StateDir
-    from sidecar.report.chart import render_shard_chart
+    from crawlguard.kernel import oom
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.report.chart import render_shard_chart
 
     state = StateDir(tmp_path / "state")
     state.batches_file("docs").parent.mkdir(parents=True)

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.workers import WorkerIdentity
-from exporter.refbuild import store
-from exporter.refbuild.corpus import ShardSpec, generate, load_manifest, read_genes
-from exporter.refbuild.profiles import (
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.refbuild import store
+from crawlguard.refbuild.corpus import ShardSpec, generate, load_manifest, read_genes
+from crawlguard.refbuild.profiles import (
     INCIDENT1_FLOOR,
     INCIDENT2_FLOOR,
     GpuModel,
     Timing,
     get_profile,
 )
-from exporter.refbuild.simdevice import SimDevice
-from exporter.refbuild.simgpu import Claim, Driver, SimGpu
-from exporter.refbuild.vectors import DIM, VECTOR_BYTES, embed, unpack
-from exporter.refbuild.verify import verify_shard
-from exporter.refbuild.worker import device_from_env
+from crawlguard.refbuild.simdevice import SimDevice
+from crawlguard.refbuild.simgpu import Claim, Driver, SimGpu
+from crawlguard.refbuild.vectors import DIM, VECTOR_BYTES, embed, unpack
+from crawlguard.refbuild.verify import verify_shard
+from crawlguard.refbuild.worker import device_from_env
 from tests.helpers import REPO, Proc, wait_until
 
 
@@ -158,7 +158,7 @@ def test_worker_salvages_on_sigterm_and_resumes_losslessly(tmp_path: Path) -> No
     data, state = tmp_path / "data", tmp_path / "state"
     generate(data, ShardSpec("s", files=12, genes_per_file=16))
     env = {"HELIX_BFM_STATE_DIR": str(state), "BGEM3_DEVICE": "cpu"}
-    argv = [sys.executable, "-m", "exporter.refbuild", "work", "--data", str(data), "--shard",
+    argv = [sys.executable, "-m", "crawlguard.refbuild", "work", "--data", str(data), "--shard",
             "s", "--time-scale", "2"]
     worker = Proc(argv, env=env, cwd=REPO)
     out_dir = store.output_dir(data, "s")

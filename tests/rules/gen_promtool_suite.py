@@ -24,7 +24,7 @@ HEADER = """\
 #
 # Every check lists every alert of the four crawlguard alerts at that minute
 # (an empty exp_alerts asserts that alert does not fire). The embedded
-# evaluator (exporter/alerting) is held to the same verdicts by
+# evaluator (rules/twin.py) is held to the same verdicts by
 # tests/rules/test_parity.py.
 """
 

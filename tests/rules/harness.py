@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from exporter.alerting import Alert, Evaluator, Sample, Snapshot
-from exporter.alerting.evaluator import FIRING
-from exporter.alerting.samples import label_set
+from crawlguard.rules import Alert, Evaluator, Sample, Snapshot
+from crawlguard.rules.evaluator import FIRING
+from crawlguard.rules.samples import label_set
 
 from .scenarios import ALERTNAMES, STEP_S, Scenario
 

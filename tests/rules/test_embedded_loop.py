@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from crawlguard.errors import ConfigError, CrawlguardError
-from exporter.alerting import EmbeddedAlerting
+from crawlguard.kernel.errors import ConfigError, CrawlguardError
+from crawlguard.rules import EmbeddedAlerting
 
 ALERTING_LOG = "crawlguard.exporter.alerting"
 

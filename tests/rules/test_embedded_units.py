@@ -1,4 +1,4 @@
-"""Unit tests of exporter/alerting: templating, samples, evaluator state, payload."""
+"""Unit tests of rules: templating, samples, evaluator state, payload."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import math
 
 import pytest
 
-from exporter.alerting import Evaluator, Sample, Snapshot, build_payload, fingerprint
-from exporter.alerting.evaluator import FIRING, INACTIVE, PENDING
-from exporter.alerting.payload import GO_ZERO_TIME, group_key, label_string, rfc3339
-from exporter.alerting.rules import prom_div
-from exporter.alerting.samples import label_set, parse_exposition
-from exporter.alerting.templating import (
+from crawlguard.rules import Evaluator, Sample, Snapshot, build_payload, fingerprint
+from crawlguard.rules.evaluator import FIRING, INACTIVE, PENDING
+from crawlguard.rules.payload import GO_ZERO_TIME, group_key, label_string, rfc3339
+from crawlguard.rules.samples import label_set, parse_exposition
+from crawlguard.rules.templating import (
     TemplateError,
     humanize,
     humanize_duration,
     humanize_percentage,
     render,
 )
+from crawlguard.rules.twin import prom_div
 
 # -- templating (values from Prometheus' own template tests and docs) ---------------
 

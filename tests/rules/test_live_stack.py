@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.alerting import EmbeddedAlerting, fingerprint
+from crawlguard.rules import EmbeddedAlerting, fingerprint
 from tests.helpers import REPO, Proc, free_port, require_binary, start_exporter, wait_until
 
 PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
@@ -35,7 +35,7 @@ WORKER_LABELS = {"shard": "confluence", "stage": "backfill", "device": "cuda:0",
 
 WORKER = """\
 import threading
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
 
 t = CrawlTracker(shard="confluence", stage="backfill", device="cuda:0")
 for _ in range(12):          # warm-up, then the baseline (~15.2 genes/s)

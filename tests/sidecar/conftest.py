@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, register_worker
-from sidecar.engine import Engine
-from sidecar.server import SidecarServer
+from crawlguard.kernel.settings import Remediation
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, register_worker
+from crawlguard.sidecar.engine import Engine
+from crawlguard.sidecar.server import SidecarServer
 from tests.helpers import REPO, Proc, crawlguard_cmd, wait_until
 
 TOKEN = "test-token-0123456789"
@@ -53,8 +53,8 @@ def known(state_dir: Path, *shards: str) -> None:
 
 def laddered(state_dir: Path, *shards: str) -> None:
     """Give each shard an empty ladder (known, and no worker to signal)."""
-    from sidecar.ladder import ShardLadder
-    from sidecar.state import LadderStore
+    from crawlguard.sidecar.ladder import ShardLadder
+    from crawlguard.sidecar.state import LadderStore
 
     for shard in shards:
         LadderStore(StateDir(state_dir)).save(ShardLadder(shard))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.workers import WorkerIdentity
-from sidecar.actions import restart_worker
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.sidecar.actions import restart_worker
 from tests.helpers import wait_until
 from tests.sidecar.conftest import Worker
 
@@ -80,7 +80,7 @@ def test_non_leader_gets_only_its_pid_signalled(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("registered")
         assert os.getpgid(proc.pid) == os.getpgrp()
-        from crawlguard.workers import WorkerIdentity
+        from crawlguard.kernel.workers import WorkerIdentity
         ident = WorkerIdentity.of_pid(proc.pid)
         result = restart_worker(WorkerIdentity(ident.pid, ident.create_time), 10, time.time())
         assert result.outcome == "signalled"

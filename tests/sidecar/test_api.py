@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crawlguard.errors import StateError
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, register_worker
+from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, register_worker
 from tests.helpers import wait_until
 from tests.sidecar.conftest import TOKEN, Live, Worker, alert, known, laddered, payload
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.statedir import StateDir
-from crawlguard.workers import register_worker
-from sidecar.cli import main
-from sidecar.commands.env import render
-from sidecar.ladder import ShardLadder
-from sidecar.state import LadderStore
+from crawlguard.cli.env import render
+from crawlguard.cli.main import main
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import register_worker
+from crawlguard.sidecar.ladder import ShardLadder
+from crawlguard.sidecar.state import LadderStore
 from tests.helpers import REPO, crawlguard_cmd, free_port
 from tests.sidecar.conftest import GONE, TOKEN, Live, laddered
 

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.cli import build_parser
-from sidecar.commands import COMMANDS, load
+from crawlguard.cli import COMMANDS, load
+from crawlguard.cli.main import build_parser
 from tests.helpers import REPO, free_port
 
 HEAVY = ("fastapi", "uvicorn", "starlette", "yaml")
 
 PROBE = """
 import json, sys
-from sidecar.cli import main
+from crawlguard.cli.main import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if "." not in m)}))
+print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules
+                                                  if m.count(".") <= 1)}))
 """
 
 
@@ -44,7 +45,7 @@ def test_light_commands_do_not_import_the_server_stack(args: list[str], tmp_path
     (tmp_path / "shards" / "s1" / "ladder.json").write_text('{"schema": 1}')
     code, modules = imported_by(args, env)
     assert code == (0 if args[0] == "env" else 2)
-    assert "sidecar" in modules  # the probe ran the real command line
+    assert "crawlguard.cli" in modules  # the probe ran the real command line
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 

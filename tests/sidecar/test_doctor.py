@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from crawlguard.errors import VramError
-from crawlguard.settings import Endpoints, Preflight, Remediation, Settings
-from exporter.shared import PdhSharedSource
-from sidecar.cli import main
-from sidecar.preflight import checks
-from sidecar.preflight.checks import Check, Rig, run_checks
-from sidecar.preflight.probes import Gpu
-from sidecar.rig import promstack
+from crawlguard.cli.main import main
+from crawlguard.doctor import checks
+from crawlguard.doctor.checks import Check, Rig, run_checks
+from crawlguard.doctor.probes import Gpu
+from crawlguard.gpu.shared import PdhSharedSource
+from crawlguard.kernel.errors import VramError
+from crawlguard.kernel.settings import Endpoints, Preflight, Remediation, Settings
+from crawlguard.rig import promstack
 from tests.exporter.test_shared import PDH_CSTATUS_NO_OBJECT, FakePdh, inst
 from tests.helpers import Proc, free_port, require_binary, wait_until
 from tests.sidecar.conftest import TOKEN, Live

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity, register_worker
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity, register_worker
 from tests.helpers import REPO, crawlguard_cmd, wait_until
 from tests.sidecar.conftest import Live, Worker, alert, payload
 

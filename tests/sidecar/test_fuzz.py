@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crawlguard.errors import UnsafeNameError
-from crawlguard.names import ShardName
-from sidecar.ladder import KNOWN_ALERTS
+from crawlguard.kernel.errors import UnsafeNameError
+from crawlguard.kernel.names import ShardName
+from crawlguard.sidecar.ladder import KNOWN_ALERTS
 from tests.sidecar.conftest import Live, Worker, alert, payload
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")

@@ -7,9 +7,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawlguard.workers import WorkerIdentity
-from sidecar import ladder
-from sidecar.ladder import AlertFacts, Context, ShardLadder
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.sidecar import ladder
+from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
 
 W1 = WorkerIdentity(pid=100, create_time=1000.0)
 W2 = WorkerIdentity(pid=200, create_time=2000.0)

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import lifecycle
+from crawlguard.cli import lifecycle
 from tests.helpers import REPO
 
 MAIN_THREAD = [
-    *sorted((REPO / "sidecar" / "commands").glob("*.py")),
-    *sorted((REPO / "sidecar" / "supervisor").glob("*.py")),
-    REPO / "sidecar" / "rig" / "up.py",
-    REPO / "sidecar" / "rig" / "servers.py",
-    REPO / "sidecar" / "rig" / "demo.py",
-    REPO / "sidecar" / "lifecycle.py",
+    *sorted((REPO / "crawlguard" / "cli").glob("*.py")),
+    *sorted((REPO / "crawlguard" / "supervisor").glob("*.py")),
+    REPO / "crawlguard" / "rig" / "up.py",
+    REPO / "crawlguard" / "rig" / "servers.py",
+    REPO / "crawlguard" / "rig" / "demo.py",
     REPO / "sidecar" / "server.py",
     REPO / "exporter" / "server.py",
 ]

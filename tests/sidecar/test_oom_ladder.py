@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from crawlguard.workers import WorkerIdentity
-from sidecar import ladder
-from sidecar.ladder import AlertFacts, Context, ShardLadder
-from sidecar.webhook import Alert, triage
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.sidecar import ladder
+from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
+from crawlguard.sidecar.webhook import Alert, triage
 
 DEAD1 = WorkerIdentity(pid=100, create_time=1000.0)
 DEAD2 = WorkerIdentity(pid=200, create_time=2000.0)

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from crawlguard.shipped import RUNBOOK_URL
-from exporter.alerting.rules import RULES, with_runbook
-from sidecar.rig import promstack
+from crawlguard.rig import promstack
+from crawlguard.rules.files import RUNBOOK_URL
+from crawlguard.rules.twin import RULES, with_runbook
 from tests.helpers import REPO
 from tests.sidecar.conftest import Live
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from sidecar import app as sidecar_app
+from crawlguard.sidecar import app as sidecar_app
 from tests.sidecar.conftest import TOKEN, Live
 
 

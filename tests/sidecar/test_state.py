@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.errors import CorruptStateError, StateError
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity
-from sidecar import ladder
-from sidecar.ladder import AlertFacts, Context, ShardLadder
-from sidecar.resume import resume_env
-from sidecar.state import LadderStore, from_json, to_json
+from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.sidecar import ladder
+from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
+from crawlguard.sidecar.resume import resume_env
+from crawlguard.sidecar.state import LadderStore, from_json, to_json
 
 
 def _busy_state() -> ShardLadder:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.errors import StateError
-from crawlguard.statedir import StateDir
-from exporter import CrawlTracker
+from crawlguard import CrawlTracker
+from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.statedir import StateDir
 from tests.helpers import REPO, crawlguard_cmd
 from tests.sidecar.conftest import TOKEN, Live, alert, known, payload
 
@@ -74,14 +74,14 @@ def test_a_vanished_state_dir_is_not_recreated(
     live.post_alerts(payload(alert("s", time.time(), "a1")))
     live.settled("s")
     state_dir.rename(tmp_path / "moved")
-    with caplog.at_level(logging.CRITICAL, "crawlguard.statedir"):
+    with caplog.at_level(logging.CRITICAL, "crawlguard.kernel.statedir"):
         r = live.client.post("/v1/alerts", json=payload(alert("t", time.time(), "b1")))
         assert r.status_code == 500 and "vanished" in r.json()["detail"]
         assert live.client.post("/v1/shards/s/rung", json={"rung": "cpu"}).status_code >= 500
     assert not state_dir.exists()
     assert any("refusing to recreate" in r.getMessage() for r in caplog.records)
     # The supervisor would read "no overrides" (GPU) from a vanished dir: it refuses too.
-    from sidecar.supervisor.launchenv import read_overrides
+    from crawlguard.supervisor.launchenv import read_overrides
 
     with pytest.raises(StateError, match="vanished"):
         read_overrides(StateDir(state_dir), "s")

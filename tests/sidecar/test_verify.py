@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from crawlguard.settings import Detection
-from crawlguard.statedir import StateDir
-from crawlguard.workers import WorkerIdentity
-from exporter.shared import FileSharedSource
-from sidecar import ladder
-from sidecar.cli import main
-from sidecar.ladder import Context, Entry, ShardLadder
-from sidecar.report.evidence import Batch, load_run
-from sidecar.report.summary import summary_markdown
-from sidecar.state import LadderStore
-from sidecar.verify import (
+from crawlguard.cli.main import main
+from crawlguard.gpu.shared import FileSharedSource
+from crawlguard.kernel.settings import Detection
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.report.evidence import Batch, load_run
+from crawlguard.report.summary import summary_markdown
+from crawlguard.sidecar import ladder
+from crawlguard.sidecar.ladder import Context, Entry, ShardLadder
+from crawlguard.sidecar.state import LadderStore
+from crawlguard.sidecar.verify import (
     SHARED_CLEAR_BYTES,
     VerificationCollector,
     Verifier,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sidecar.webhook import WebhookPayload, triage
+from crawlguard.sidecar.webhook import WebhookPayload, triage
 from tests.sidecar.conftest import alert, payload
 
 

@@ -28,14 +28,14 @@ from typing import Any
 import psutil
 import pytest
 
-from crawlguard import listen, longpaths
-from crawlguard.errors import ConfigError, ProcessError, StateError, UnsafeNameError
-from crawlguard.statedir import StateDir, write_json_atomic
-from crawlguard.workers import LaunchRecord, WorkerIdentity
-from sidecar import lifecycle, winjob
-from sidecar.actions import restart_worker
-from sidecar.rig import secretfile
-from sidecar.supervisor import childproc
+from crawlguard.cli import lifecycle
+from crawlguard.kernel import listen, longpaths, winjob
+from crawlguard.kernel.errors import ConfigError, ProcessError, StateError, UnsafeNameError
+from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
+from crawlguard.rig import secretfile
+from crawlguard.sidecar.actions import restart_worker
+from crawlguard.supervisor import childproc
 
 CTRL_BREAK = 1  # signal.CTRL_BREAK_EVENT's value on Windows
 

@@ -16,8 +16,8 @@ import sys
 import psutil
 import pytest
 
-from crawlguard import listen, longpaths
-from sidecar.supervisor import childproc
+from crawlguard.kernel import listen, longpaths
+from crawlguard.supervisor import childproc
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="real Windows only")
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from crawlguard.statedir import StateDir
-from crawlguard.workers import register_worker
-from sidecar.resume import resume_env
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import register_worker
+from crawlguard.sidecar.resume import resume_env
 
 
 def main(argv: list[str]) -> None:

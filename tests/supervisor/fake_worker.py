@@ -33,7 +33,7 @@ def main() -> int:
 
     def progress() -> None:
         # The tracker's own writer, so the supervisor reads what a real worker writes.
-        from crawlguard.formats.batchlog import BatchWriter
+        from crawlguard.kernel.formats.batchlog import BatchWriter
 
         writer = BatchWriter(state / "shards" / shard / "batches.jsonl", stage="backfill",
                              device="cuda:0", gpu="0", pid=os.getpid(), factor=5.0)

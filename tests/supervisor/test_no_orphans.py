@@ -21,11 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from crawlguard.statedir import StateDir
-from crawlguard.workers import LaunchRecord, WorkerIdentity, read_launch
-from sidecar.actions import restart_worker
-from sidecar.supervisor import childproc, runrecord
-from sidecar.supervisor.loop import Supervisor, SupervisorConfig
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity, read_launch
+from crawlguard.sidecar.actions import restart_worker
+from crawlguard.supervisor import childproc, runrecord
+from crawlguard.supervisor.loop import Supervisor, SupervisorConfig
 from tests.helpers import REPO, Proc
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and groups")
@@ -45,7 +45,7 @@ def gone(*procs: psutil.Process, timeout: float = 10.0) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
 def test_a_child_dies_with_its_supervisor_killed_hard() -> None:
     parent = Proc([sys.executable, "-c",
-                   "import os, sys, time; from sidecar.supervisor import childproc; "
+                   "import os, sys, time; from crawlguard.supervisor import childproc; "
                    "p = childproc.spawn([sys.executable, '-c', 'import time; time.sleep(120)'], "
                    "os.environ); print('child', p.pid, flush=True); time.sleep(120)"], cwd=REPO)
     try:
@@ -123,7 +123,7 @@ def test_the_supervisor_records_each_launch(tmp_path: Path) -> None:
 
 
 def test_shards_equal_under_casefold_are_refused_in_one_run(tmp_path: Path) -> None:
-    from crawlguard.errors import UnsafeNameError
+    from crawlguard.kernel.errors import UnsafeNameError
     with pytest.raises(UnsafeNameError, match="only in case"):
         SupervisorConfig(shards=("Confluence", "confluence"), command=("x",),
                          state_dir=tmp_path)

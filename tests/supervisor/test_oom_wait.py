@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from crawlguard import oom
-from crawlguard.statedir import StateDir, write_json_atomic
-from crawlguard.workers import WorkerIdentity
-from sidecar.supervisor.oomwait import acknowledged, death_record, wait_for_verdict
+from crawlguard.kernel import oom
+from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.supervisor.oomwait import acknowledged, death_record, wait_for_verdict
 
 
 def _record(pid: int, at: float) -> oom.OomRecord:

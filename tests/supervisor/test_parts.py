@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crawlguard.errors import VramError
-from exporter.vram import GpuMemory
-from sidecar.rig import promstack as promstack
-from sidecar.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease
+from crawlguard.gpu.vram import GpuMemory
+from crawlguard.kernel.errors import VramError
+from crawlguard.rig import promstack as promstack
+from crawlguard.supervisor.gpuwait import MIN_SLACK_BYTES, GpuRelease
 from tests.helpers import REPO, crawlguard_cmd, require_binary
 
 GIB = 1 << 30
@@ -132,10 +132,10 @@ def test_run_command_exit_codes(tmp_path: Path) -> None:
 def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     import io
 
-    from crawlguard.formats.batchlog import BatchWriter
-    from crawlguard.statedir import StateDir
-    from sidecar.rig.liveview import LiveView
-    from sidecar.supervisor.loop import ShardRun, SupervisorEvent
+    from crawlguard.kernel.formats.batchlog import BatchWriter
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.rig.liveview import LiveView
+    from crawlguard.supervisor.loop import ShardRun, SupervisorEvent
 
     state = StateDir(tmp_path)
     writer = BatchWriter(state.batches_file("a"), stage="backfill", device="cuda:0", gpu="0",
@@ -160,8 +160,8 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
 
 
 def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crawlguard.errors import ConfigError
-    from sidecar.rig.promstack import resolve_alert_path
+    from crawlguard.kernel.errors import ConfigError
+    from crawlguard.rig.promstack import resolve_alert_path
 
     monkeypatch.setenv("PATH", "")
     assert resolve_alert_path("auto")[0] == "embedded"
@@ -173,9 +173,9 @@ def test_alert_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     from filelock import FileLock
 
-    from crawlguard.errors import StateError
-    from crawlguard.settings import Settings
-    from sidecar.rig.up import Rig, RigConfig
+    from crawlguard.kernel.errors import StateError
+    from crawlguard.kernel.settings import Settings
+    from crawlguard.rig.up import Rig, RigConfig
 
     (tmp_path / "run").mkdir()
     with FileLock(str(tmp_path / "run" / ".up.lock")):
@@ -187,9 +187,9 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
-    from crawlguard.formats import vramlog
-    from crawlguard.statedir import StateDir
-    from sidecar.supervisor.vramlog import VramLog
+    from crawlguard.kernel.formats import vramlog
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.supervisor.vramlog import VramLog
 
     now = [100.0]
     log = VramLog(StateDir(tmp_path), Readings(GIB), interval=1.0, clock=lambda: now[0])
@@ -208,7 +208,7 @@ def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_found_from_a_checkout() -> None:
     """`up` derives Prometheus/Alertmanager configs from deploy/ and rules/ of the checkout."""
-    from sidecar.rig.promstack import Shipped
+    from crawlguard.rig.promstack import Shipped
 
     found = Shipped.find()
     assert found is not None and found.rules.name == "crawlguard.rules.yml"
@@ -217,21 +217,20 @@ def test_shipped_configs_are_found_from_a_checkout() -> None:
 def test_the_embedded_fallback_says_the_real_reason(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path) -> None:
     """Binaries present, shipped files absent: the reason names the files, not PATH."""
-    from crawlguard import shipped
-    from crawlguard.errors import ConfigError
-    from sidecar.rig.promstack import resolve_alert_path
+    from crawlguard import deploy
+    from crawlguard.kernel.errors import ConfigError
+    from crawlguard.rig.promstack import resolve_alert_path
 
     for name in ("prometheus", "prometheus-alertmanager"):
         fake = tmp_path / name
         fake.write_text("#!/bin/sh\n")
         fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(shipped, "_CHECKOUT", tmp_path / "nowhere")
-    monkeypatch.setattr(shipped, "PACKAGE_DIR", "_not_shipped")
+    monkeypatch.setattr(deploy, "PROMETHEUS", tmp_path / "nowhere" / "prometheus.yml")
     path, why = resolve_alert_path("auto")
     assert path == "embedded" and "not on PATH" not in why and "asked for" not in why
-    assert "rules/crawlguard.rules.yml" in why
-    with pytest.raises(ConfigError, match="were not found"):
+    assert str(tmp_path / "nowhere" / "prometheus.yml") in why
+    with pytest.raises(ConfigError, match="lacks"):
         resolve_alert_path("prometheus")
 
 
@@ -239,12 +238,12 @@ def test_the_live_view_counts_distinct_genes_when_the_build_can_tell(tmp_path: P
     """A batch redone after a restart is two lines in the batch log but one gene count."""
     import io
 
-    from crawlguard.statedir import StateDir
-    from exporter.refbuild.store import output_dir, write_output
-    from exporter.refbuild.vectors import VECTOR_BYTES
-    from sidecar.rig.demo import DistinctGenes
-    from sidecar.rig.liveview import LiveView
-    from sidecar.supervisor.loop import ShardRun
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.refbuild.store import output_dir, write_output
+    from crawlguard.refbuild.vectors import VECTOR_BYTES
+    from crawlguard.rig.demo import DistinctGenes
+    from crawlguard.rig.liveview import LiveView
+    from crawlguard.supervisor.loop import ShardRun
 
     state = StateDir(tmp_path / "state")
     state.batches_file("a").parent.mkdir(parents=True)
@@ -261,8 +260,8 @@ def test_the_live_view_counts_distinct_genes_when_the_build_can_tell(tmp_path: P
 
 
 def test_live_view_progress_and_eta_at_the_baseline_pace() -> None:
-    from crawlguard.formats.batchlog import Batch
-    from sidecar.rig.liveview import progress_text
+    from crawlguard.kernel.formats.batchlog import Batch
+    from crawlguard.rig.liveview import progress_text
 
     line = Batch(t=1.0, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=8,
                  seconds=4.0, rate=2.0, ema=2.0, baseline=10.0, streak=0, factor=5,

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.settings import Settings
-from crawlguard.statedir import StateDir
-from sidecar.rig import secretfile
-from sidecar.rig.console import ConsoleWriter
-from sidecar.rig.liveview import LiveView
-from sidecar.rig.up import Rig, RigConfig
-from sidecar.supervisor.loop import ShardRun, SupervisorEvent
+from crawlguard.kernel.settings import Settings
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.rig import secretfile
+from crawlguard.rig.console import ConsoleWriter
+from crawlguard.rig.liveview import LiveView
+from crawlguard.rig.up import Rig, RigConfig
+from crawlguard.supervisor.loop import ShardRun, SupervisorEvent
 from tests.helpers import wait_until
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from crawlguard.errors import VramError
-from crawlguard.settings import Remediation
-from crawlguard.statedir import StateDir, write_json_atomic
-from exporter.vram import GpuMemory
-from sidecar.supervisor.loop import (
+from crawlguard.gpu.vram import GpuMemory
+from crawlguard.kernel.errors import VramError
+from crawlguard.kernel.settings import Remediation
+from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.supervisor.loop import (
     EXIT_FUTILE,
     EXIT_OK,
     EXIT_STOPPED,
@@ -201,7 +201,7 @@ def test_resume_overrides_win_over_the_policy(tmp_path: Path) -> None:
 
 
 def test_malformed_overrides_stop_the_supervisor(tmp_path: Path) -> None:
-    from crawlguard.errors import StateError
+    from crawlguard.kernel.errors import StateError
 
     h = Harness(tmp_path, "ok")
     h.state.ladder_file("a").parent.mkdir(parents=True)

@@ -1,0 +1,118 @@
+"""`crawlguard rung`, `status`, `pause`, `resume`: clients of the sidecar API.
+
+They reach the sidecar at HELIX_BFM_SIDECAR_URL (default http://127.0.0.1:9848)
+with the token from HELIX_BFM_SIDECAR_TOKEN or HELIX_BFM_SIDECAR_TOKEN_FILE. An
+unreachable sidecar or a refusal is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from crawlguard.kernel.settings import Detection
+from crawlguard.sidecar.client import SidecarClient
+
+from . import HELP
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "rung", help=HELP["rung"],
+        description="Force a rung by hand: restart (kill the worker so its supervisor "
+                    "resumes it), cpu (set the device variable to cpu, then restart), next "
+                    "(climb one rung), or reset (forget the ladder: back to GPU).")
+    p.add_argument("shard")
+    p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
+    p.add_argument("--reason", default="", help="recorded in the shard's history")
+    p.set_defaults(func=rung)
+    p = sub.add_parser(
+        "status", help=HELP["status"],
+        description="Ask the sidecar (HELIX_BFM_SIDECAR_URL, with HELIX_BFM_SIDECAR_TOKEN or "
+                    "_TOKEN_FILE) for the ladder of every shard: crawls counted, the highest "
+                    "rung taken, the resume overrides, a rung in progress. With SHARD, that "
+                    "shard's history too; a shard the sidecar does not know is an error "
+                    "(exit 2). A shard whose state is unreadable is listed as such.")
+    p.add_argument("shard", nargs="?", help="one shard (default: all)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=status)
+    descriptions = {
+        "pause": "Stop the sidecar taking rungs, alerts and manual ones alike, until "
+                 "'crawlguard resume'. Alerts are still judged and recorded (crawls count); "
+                 "the switch is durable across sidecar restarts. For maintenance, or while "
+                 "you look at a shard by hand.",
+        "resume": "Let the sidecar take rungs again after 'crawlguard pause'. Crawls "
+                  "recorded while paused are not acted on afterwards: if a worker is still "
+                  "crawling, force its rung with 'crawlguard rung SHARD next'."}
+    for name, paused in (("pause", True), ("resume", False)):
+        p = sub.add_parser(name, help=HELP[name], description=descriptions[name])
+        p.add_argument("--reason", default="", help="recorded in the sidecar's audit log")
+        p.set_defaults(func=pause, paused=paused)
+
+
+def rung(args: argparse.Namespace) -> int:
+    with SidecarClient.from_env() as client:
+        if args.rung == "reset":
+            view = client.reset(args.shard, args.reason)
+            print(f"{args.shard}: reset (rung none, env cleared)")
+            return 0
+        view = client.rung(args.shard, args.rung, args.reason)
+    taken: dict[str, Any] = next(
+        (h for h in reversed(view["history"]) if h["kind"] == "rung"), {})
+    outcome = taken.get("outcome") or "in progress (carried out in the background)"
+    print(f"{args.shard}: {taken.get('rung', args.rung)} decided as {taken.get('id', '?')}: "
+          f"{outcome}; the shard's rung is now {view['rung']}")
+    return 0
+
+
+def pause(args: argparse.Namespace) -> int:
+    with SidecarClient.from_env() as client:
+        client.pause(args.paused, args.reason)
+    print("sidecar paused: no rungs until 'crawlguard resume'" if args.paused
+          else "sidecar resumed")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _env(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"
+
+
+def status(args: argparse.Namespace) -> int:
+    Detection.from_env()  # the same knobs the rig runs with: a bad one is reported here too
+    with SidecarClient.from_env() as client:
+        data = client.shard(args.shard) if args.shard else client.shards()
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    shards = [data] if args.shard else data["shards"]
+    print(f"action={data['action']} paused={'yes' if data['paused'] else 'no'}")
+    rows = [("SHARD", "CRAWLS", "RUNG", "ENV", "IN PROGRESS", "LAST RUNG EFFECTIVE",
+             "LAST RESTART")]
+    for s in shards:
+        pending = s.get("pending")
+        verified = next((h for h in reversed(s["history"]) if h["kind"] == "verified"), None)
+        rows.append((s["shard"], str(s["crawls"]), s["rung"], _env(s["env"]),
+                     f"{pending['id']} {pending['rung']}" if pending else "-",
+                     _when(s.get("last_rung_effective_at")),
+                     f"{verified['id']} {verified['reason']}" if verified else "-"))
+    for bad in data.get("unreadable", []):
+        rows.append((bad["shard"], "?", "UNREADABLE", "-", "-", "-", "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for bad in data.get("unreadable", []):
+        print(f"{bad['shard']}: {bad['error']} ('crawlguard rung {bad['shard']} reset' "
+              "repairs it)", file=sys.stderr)
+    if args.shard:
+        for h in data["history"]:
+            extra = " ".join(f"{k}={h[k]}" for k in ("rung", "alertname", "outcome", "reason")
+                             if h.get(k))
+            print(f"  {_when(h['at'])}  {h['kind']:<12} {extra}")
+    return 0

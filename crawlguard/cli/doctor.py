@@ -1,0 +1,60 @@
+"""`crawlguard doctor [--json]`: a pre-flight of the rig.
+
+Each check prints ok, warn or fail with one line of advice (crawlguard/doctor/);
+the exit status is 0 unless a check fails (then 1). Prometheus, Alertmanager and
+windows_exporter are checked when their URLs are given (flags or
+HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from crawlguard.doctor.checks import Rig, render, run_checks
+from crawlguard.kernel.settings import Preflight, Settings
+
+from . import HELP
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "doctor", help=HELP["doctor"],
+        description="Check the rig before a rebuild: the driver and its sysmem fallback, "
+                    "PYTORCH_CUDA_ALLOC_CONF, the GPU's size against the CPU-backfill knob, "
+                    "NVML and the shared-memory source, Prometheus and Alertmanager (when "
+                    "given), the sidecar and its token, the state dir. Exit 0 unless a check "
+                    "fails.")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--prometheus", metavar="URL", help="Prometheus to check (default "
+                   "HELIX_BFM_PROMETHEUS_URL; unset: skipped)")
+    p.add_argument("--alertmanager", metavar="URL", help="Alertmanager to check (default "
+                   "HELIX_BFM_ALERTMANAGER_URL; unset: skipped)")
+    p.add_argument("--windows-exporter", metavar="URL", help="windows_exporter to check for "
+                   "the gpu collector (default HELIX_BFM_WINDOWS_EXPORTER_URL)")
+    p.set_defaults(func=main)
+
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    pre = Preflight.from_env()
+    pre = dataclasses.replace(
+        pre, prometheus_url=(args.prometheus or pre.prometheus_url or "").rstrip("/") or None,
+        alertmanager_url=(args.alertmanager or pre.alertmanager_url or "").rstrip("/") or None,
+        windows_exporter_url=(args.windows_exporter or pre.windows_exporter_url or ""
+                              ).rstrip("/") or None)
+    checks = run_checks(Rig(settings, pre))
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_json() for c in checks]},
+                         indent=2))
+    else:
+        render(checks, sys.stdout)
+        worst = "fail" if failed else "warn" if any(c.status == "warn" for c in checks) else "ok"
+        print(f"doctor: {worst} ({sum(c.status == 'fail' for c in checks)} failed, "
+              f"{sum(c.status == 'warn' for c in checks)} warnings)")
+    return 1 if failed else 0

@@ -1,0 +1,212 @@
+"""``shards/<shard>/batches.jsonl``: one line per finished batch of a shard.
+
+One writer per file: ``BatchWriter``, which the worker's ``CrawlTracker``
+holds; every worker of the shard, in turn, appends to the same file. Readers:
+``read`` (the report and the demo's summary, the whole file) and
+``BatchTail`` (the supervisor's progress and ``up``'s live view, incrementally).
+Both accept exactly the lines ``parse_line`` accepts. A line::
+
+    {"v": 1, "stage": "backfill", "device": "cuda:0", "gpu": "0", "pid": 4242,
+     "factor": 5.0, "t": 1714557600.123, "genes": 64.0, "seconds": 4.2,
+     "rate": 15.2, "ema": 15.3, "baseline": 15.3, "streak": 0}
+
+``t`` is when the batch ended (Unix seconds); ``gpu`` the NVML index, '' off
+CUDA; ``ema`` and ``baseline`` are null until known. Lines without ``v`` were
+written by the first release and read as version 1; lines of a later version,
+cut short by a crash or damaged otherwise are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crawlguard.kernel.devices import parse_device
+from crawlguard.kernel.names import ShardName
+
+from .jsonlines import finite_number as _number
+from .jsonlines import read_lines, version_of
+
+VERSION = 1
+VERSION_KEY = "v"
+# Binary on Windows too: text mode would turn each "\n" into "\r\n" behind os.write.
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One line of batches.jsonl."""
+
+    t: float
+    stage: str
+    device: str
+    gpu: str
+    pid: int
+    genes: float
+    seconds: float
+    rate: float
+    ema: float | None
+    baseline: float | None
+    streak: int
+    factor: float
+    tokens: float | None = None
+    """Non-padding tokens of the batch, when the build's batches carry a mask."""
+    total: int | None = None
+    """The genes the worker's tracker was told to do (``CrawlTracker(total=)``)."""
+    remaining: float | None = None
+    """Of ``total``, what was left after this batch."""
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.baseline is None else self.baseline / self.factor
+
+    @property
+    def slow(self) -> bool:
+        """Slower than the crawl threshold of its own (stage, device) baseline."""
+        limit = self.threshold
+        return limit is not None and self.rate < limit
+
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds beyond what the batch would have taken at its baseline, if slow."""
+        if not self.slow or self.baseline is None:
+            return 0.0
+        return max(self.seconds - self.genes / self.baseline, 0.0)
+
+
+class BatchWriter:
+    """Appends the lines of one worker's (stage, device) to a shard's batches.jsonl.
+
+    The one writer of the format. Each line is one ``os.write`` on an
+    ``O_APPEND`` descriptor: appends from several processes never interleave,
+    and nothing is buffered to lose on SIGKILL. The file is opened at the
+    first line; a file that cannot be opened or written loses lines, never
+    the batch (the metrics are the alerting path, this file is evidence).
+    """
+
+    def __init__(self, path: Path, *, stage: str, device: str, gpu: str, pid: int,
+                 factor: float) -> None:
+        self.path = path
+        self._fd: int | None = None
+        # Everything interpolated unquoted is validated, so plain %-formatting is JSON,
+        # and json.dumps would dominate the tracker's observe() (bench/bench_observe.py).
+        stage, device = ShardName.parse(stage, "stage"), parse_device(device)
+        if gpu and not gpu.isdigit():
+            raise ValueError(f"gpu must be an NVML index or '', got {gpu!r}")
+        self._format = (
+            f'{{"{VERSION_KEY}":{VERSION},"stage":"{stage}","device":"{device}",'
+            f'"gpu":"{gpu}","pid":{int(pid)},"factor":{float(factor)!r},'
+            '"t":%.3f,"genes":%r,"seconds":%r,"rate":%r,"ema":%s,"baseline":%s,"streak":%d')
+
+    def append(self, t: float, genes: float, seconds: float, rate: float,
+               ema: float | None, baseline: float | None, streak: int, *,
+               tokens: float | None = None, total: int | None = None,
+               remaining: float | None = None) -> None:
+        fd = self._fd
+        if fd is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = self._fd = os.open(self.path, _OPEN_FLAGS, 0o644)
+            except OSError:
+                return
+        line = self._format % (t, genes, seconds, rate, _num(ema), _num(baseline), streak)
+        if tokens is not None:
+            line += f',"tokens":{float(tokens)!r}'
+        if total is not None:
+            line += f',"total":{int(total)},"remaining":{float(remaining or 0.0)!r}'
+        with contextlib.suppress(OSError):
+            os.write(fd, (line + "}\n").encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _num(value: float | None) -> str:
+    return "null" if value is None else repr(value)
+
+
+def parse_line(obj: Mapping[str, Any]) -> Batch | None:
+    """A batch, or ``None`` for a line of a later version or with a field missing or mistyped."""
+    version = version_of(obj, VERSION_KEY)
+    if version is None or version > VERSION:
+        return None
+    t, genes, seconds, rate, factor = (_number(obj.get(k)) for k in
+                                       ("t", "genes", "seconds", "rate", "factor"))
+    stage, device = obj.get("stage"), obj.get("device")
+    if (t is None or genes is None or seconds is None or rate is None or factor is None
+            or factor <= 0 or not isinstance(stage, str) or not isinstance(device, str)):
+        return None
+    baseline = _number(obj.get("baseline"))
+    total = _number(obj.get("total"))
+    return Batch(
+        t=t, stage=stage, device=device, gpu=str(obj.get("gpu") or ""),
+        pid=int(_number(obj.get("pid")) or 0), genes=genes, seconds=seconds, rate=rate,
+        ema=_number(obj.get("ema")),
+        baseline=baseline if baseline is not None and baseline > 0 else None,
+        streak=int(_number(obj.get("streak")) or 0), factor=factor,
+        tokens=_number(obj.get("tokens")), total=None if total is None else int(total),
+        remaining=_number(obj.get("remaining")))
+
+
+def read(path: Path) -> tuple[list[Batch], int]:
+    """Every readable batch of ``path`` in file order, and how many lines were not."""
+    return read_lines(path, parse_line)
+
+
+class BatchTail:
+    """Reads what was appended to a batches.jsonl since the last poll.
+
+    A trailing line without its newline (the writer is mid-write, or was
+    killed mid-write) is left for the next poll, so nothing is counted twice
+    or half. A file that shrank was replaced by hand: it is read afresh.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.genes = 0.0
+        self.batches = 0
+        self.last: Batch | None = None
+
+    def poll(self) -> float:
+        """Read what was appended since the last poll; returns the new genes."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                if size < self.offset:
+                    self.offset, self.genes, self.batches = 0, 0.0, 0
+                fh.seek(self.offset)
+                chunk = fh.read(size - self.offset)
+        except OSError:  # not there yet, or unreadable for a moment: try next poll
+            return 0.0
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return 0.0
+        self.offset += end + 1
+        added = 0.0
+        for raw in chunk[:end].splitlines():
+            batch = _parse_raw(raw)
+            if batch is None:
+                continue  # a line cut by a crash before its newline was written
+            added += batch.genes
+            self.batches += 1
+            self.last = batch
+        self.genes += added
+        return added
+
+
+def _parse_raw(raw: bytes) -> Batch | None:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    return parse_line(obj) if isinstance(obj, dict) else None

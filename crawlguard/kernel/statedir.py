@@ -1,0 +1,308 @@
+"""The state directory: every durable fact of one rebuild, and how it is written.
+
+Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
+
+    .lock                           one lock shared by every writer of shard state
+    .sidecar.lock                   held by the one sidecar serving this state dir
+    sidecar.json                    the sidecar's pause switch (durable)
+    metrics/                        prometheus_client multiprocess files of the workers
+    audit.jsonl                     the sidecar's decisions, one JSON object a line
+    shards/<shard>/worker.json      the registered worker: pid + process creation time
+    shards/<shard>/launch.json      the process the supervisor launched for it (group leader)
+    shards/<shard>/baseline-<stage>-<device>.json
+    shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
+    shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
+    vram.jsonl                      the supervisor's VRAM samples (the report's evidence)
+
+The state dir is the trust boundary: whoever can write ``worker.json`` decides
+which process a rung signals. A state dir crawlguard creates is mode 0700.
+A long-running process (``sidecar``, ``up``, ``run``) opens it with
+``StateDir.open_for_service()``: it must be writable, and from then on it must
+stay the same directory. One that vanishes (or is replaced by another) is
+never silently recreated: every write refuses with ``StateError`` and a
+critical log line, because a fresh, empty state dir forgets the ladders (a
+CPU-demoted shard would go back to the GPU).
+
+
+What is inside each file is owned by its format module (``crawlguard.kernel.formats``):
+one reader and one writer each. Shard and stage names are ``names.ShardName``
+and devices are parsed by ``devices`` before they become path components, and
+every JSON file is replaced atomically (write to a temporary file, fsync,
+rename), so a crash at any moment leaves either the old or the new file, never
+half of one. Readers still treat a file that does not parse as
+``CorruptStateError`` because a person may have edited it. (The sidecar's
+ladders skip the fsyncs on the webhook's path and ``sync_file`` them after.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import longpaths
+from .devices import file_part, gpu_label
+from .errors import CorruptStateError, StateError, UnsafeNameError
+from .names import ShardName
+
+__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic"]
+log = logging.getLogger("crawlguard.kernel.statedir")
+# Roots opened for service by this process -> (st_dev, st_ino) when opened.
+_ESTABLISHED: dict[str, tuple[int, int]] = {}
+
+
+class StateDir:
+    """Paths and primitives of one state directory. Construction touches nothing."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._case_checked: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"StateDir({str(self.root)!r})"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.jsonl"
+
+    @property
+    def vram_log(self) -> Path:
+        return self.root / "vram.jsonl"
+
+    def shard_dir(self, shard: str) -> Path:
+        name = ShardName.parse(shard)
+        path = self.root / "shards" / name
+        if name not in self._case_checked:
+            self._check_case(name)
+        if longpaths.too_long(path / "launch.json"):
+            raise UnsafeNameError("shard", shard, "its files would pass Windows' 260-character "
+                                  f"path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
+
+    def _check_case(self, name: str) -> None:
+        """Refuse a shard whose name equals another's under casefold(): on NTFS (case
+        insensitive) both would share one directory, one ladder, one registration."""
+        try:
+            entries = os.listdir(self.root / "shards")
+        except OSError:
+            return  # no shards yet: nothing to collide with
+        folded = name.casefold()
+        for entry in entries:
+            if entry != name and entry.casefold() == folded:
+                raise UnsafeNameError("shard", name, f"differs only in case from shard "
+                                      f"{entry!r} of state dir {self.root}; on Windows both "
+                                      "would be one directory")
+        if name in entries:
+            self._case_checked.add(name)  # it exists: any later twin is refused above
+
+    def worker_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "worker.json"
+
+    def launch_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "launch.json"
+
+    def ladder_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "ladder.json"
+
+    def batches_file(self, shard: str) -> Path:
+        return self.shard_dir(shard) / "batches.jsonl"
+
+    def baseline_file(self, shard: str, stage: str, device: str) -> Path:
+        stage_part = ShardName.parse(stage, "stage")
+        path = self.shard_dir(shard) / f"baseline-{stage_part}-{file_part(device)}.json"
+        if longpaths.too_long(path):
+            raise UnsafeNameError("stage", stage, "its baseline file would pass Windows' "
+                                  f"260-character path limit; set {longpaths.REGISTRY_SETTING}")
+        return path
+
+    def knows(self, shard: str) -> bool:
+        """Whether ``shard`` has a ladder or a registered worker (else it is a stranger)."""
+        return self.ladder_file(shard).is_file() or self.worker_file(shard).is_file()
+
+    def shards(self) -> list[ShardName]:
+        """Shards that have any state, sorted; directories with unsafe names are skipped."""
+        base = self.root / "shards"
+        try:
+            entries = sorted(p.name for p in base.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot list {base}: {exc.strerror}") from exc
+        out = []
+        for name in entries:
+            with contextlib.suppress(UnsafeNameError):
+                out.append(ShardName.parse(name))
+        return out
+
+    def ensure(self, path: Path | None = None) -> Path:
+        """Create the root (mode 0700) or a folder in it; never re-creates a root this
+        process opened for service (``check_present``)."""
+        check_present(self.root)
+        target = self.root if path is None else path
+        try:
+            if not self.root.is_dir():
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {target}: {exc.strerror}") from exc
+        return target
+
+    def open_for_service(self) -> None:
+        """At the start of a long-running process: create the root if needed, prove it
+        writable (a probe file), and remember which directory it is from now on."""
+        _ESTABLISHED.pop(os.path.abspath(self.root), None)  # a new start decides afresh
+        self.ensure()
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise StateError(f"state dir {self.root} is not writable: "
+                             f"{exc.strerror or exc} (check its owner and mode, or point "
+                             "HELIX_BFM_STATE_DIR / --state-dir elsewhere)") from exc
+        _ESTABLISHED[os.path.abspath(self.root)] = (st.st_dev, st.st_ino)
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 30.0) -> Iterator[None]:
+        """The lock every writer of shard state holds (sidecar, reset, supervisor)."""
+        # Imported here, not at the top: readers of the layout (crawlguard.sidecar.resume, in a
+        # build's own supervisor loop) must not need anything beyond the standard library.
+        from filelock import FileLock, Timeout
+
+        self.ensure()
+        try:
+            # filelock polls a contended lock; its default 50 ms poll would add up to
+            # 50 ms to a webhook answer whenever the supervisor holds the lock.
+            with FileLock(str(self.root / ".lock"), timeout=timeout, poll_interval=0.002):
+                yield
+        except Timeout as exc:
+            raise StateError(f"state dir {self.root} is locked by another process "
+                             f"for more than {timeout:g}s") from exc
+
+
+def check_present(path: str | os.PathLike[str]) -> None:
+    """Refuse (StateError, logged critical) when ``path`` lies in a state dir this process
+    opened for service and that directory is gone or is no longer the same one."""
+    if not _ESTABLISHED:
+        return
+    full = os.path.abspath(path)
+    for root, ident in _ESTABLISHED.items():
+        if full != root and not full.startswith(root + os.sep):
+            continue
+        try:
+            st = os.stat(root)
+            same = (st.st_dev, st.st_ino) == ident
+        except OSError:
+            same = False
+        if not same:
+            msg = (f"state dir {root} vanished or was replaced while crawlguard was running; "
+                   "refusing to recreate it (an empty one would forget every ladder). "
+                   "Put it back, or stop crawlguard and start it on the new one")
+            log.critical(msg)
+            raise StateError(msg)
+
+
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir.
+
+    ``durable=False`` skips both fsyncs: the new file is visible at once to every
+    process (a crash of the writer loses nothing), but only ``sync_file`` makes it
+    survive a crash of the host (the sidecar's webhook path; the simulated GPU,
+    whose file describes live processes only, never syncs). An fsync costs 4-20 ms
+    on a small VM's disk."""
+    payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    check_present(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            _replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if durable:
+            _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def sync_file(path: Path) -> None:
+    """Make ``path`` as it is now durable: fsync the file, then its directory.
+
+    Safe to call while others replace the file (``write_json_atomic``): if the
+    name points to another file once the directory is synced, that newer file is
+    synced too, so the name never durably points to data that is not on disk."""
+    flags = os.O_RDWR if sys.platform == "win32" else os.O_RDONLY  # Windows: flush needs write
+    try:
+        for _ in range(100):
+            fd = os.open(path, flags)
+            try:
+                os.fsync(fd)
+                synced = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+            if sys.platform == "win32" or os.stat(path).st_ino == synced:
+                return
+        raise OSError(f"{path} was replaced 100 times while being synced")
+    except OSError as exc:
+        raise StateError(f"cannot sync {path}: {exc.strerror or exc}") from exc
+
+
+def _replace(src: str, dst: Path) -> None:
+    # On Windows a reader holding dst open makes the rename fail for a moment.
+    for attempt in range(50):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if sys.platform != "win32" or attempt == 49:
+                raise
+            time.sleep(0.02)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if sys.platform == "win32":  # directories cannot be opened for fsync on Windows
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+fsync_dir = _fsync_dir  # for writers of their own formats (crawlguard.exporter.compaction)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``; ``None`` when it does not exist; CorruptStateError when bad."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptStateError(f"{path} is not valid JSON ({exc}); it was not written "
+                                "by crawlguard or was cut short") from exc

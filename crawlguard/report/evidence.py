@@ -1,0 +1,244 @@
+"""The evidence of one rebuild, read from its state dir (``crawlguard report``).
+
+Reads only; never writes state and never talks to the sidecar, so it runs
+after a rebuild, during one (files are being appended to) and on a copy of a
+state dir taken from another machine. Inputs:
+
+- ``shards/<shard>/batches.jsonl``: one line per finished batch (the tracker;
+  ``crawlguard.kernel.formats.batchlog``);
+- ``shards/<shard>/ladder.json``: crawls, rung, env overrides, history (the sidecar;
+  ``crawlguard.kernel.formats.ladderfile``);
+- ``audit.jsonl``: the sidecar's decisions (``sidecar/audit.py``), used for rung
+  markers of a shard whose ladder has no usable history;
+- ``vram.jsonl`` (optional): the supervisor's VRAM samples (``crawlguard.kernel.formats.vramlog``).
+
+Each file is read with its format's one reader; this module only combines them.
+
+Lines of a JSON-lines file that do not parse (a line being written right now,
+a crash mid-write, an edit) are skipped and counted, never a traceback: the
+report is most wanted exactly when something went wrong.
+
+``summary`` turns it into Markdown; the charts live in ``chart`` because they
+need matplotlib (the optional ``report`` extra); this module needs only the
+standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawlguard.kernel import oom
+from crawlguard.kernel.errors import CorruptStateError, ReportError
+from crawlguard.kernel.formats import batchlog, ladderfile, vramlog
+from crawlguard.kernel.formats.batchlog import Batch
+from crawlguard.kernel.formats.jsonlines import finite_number, iter_objects
+from crawlguard.kernel.formats.ladderfile import LadderDoc
+from crawlguard.kernel.formats.vramlog import VramSample
+from crawlguard.kernel.names import ShardName
+from crawlguard.kernel.statedir import StateDir
+
+__all__ = ["MARKERS", "Batch", "ReportError", "RunEvidence", "RungEvent", "ShardEvidence",
+           "VramSample", "load_run", "parse_rung", "vram_for"]
+
+RUNGS = ("restart", "cpu")
+MARKERS = (*RUNGS, "reset")
+"""What the report marks: the rungs taken and the resets that undid them."""
+
+
+@dataclass(frozen=True)
+class RungEvent:
+    t: float | None
+    rung: str
+    outcome: str
+    reason: str
+    source: str  # "ladder" or "audit"
+
+
+@dataclass
+class ShardEvidence:
+    shard: str
+    batches: list[Batch] = field(default_factory=list)
+    ladder: LadderDoc | None = None
+    ladder_error: str | None = None
+    rungs: list[RungEvent] = field(default_factory=list)
+    skipped_lines: int = 0
+    ooms: list[oom.OomRecord] = field(default_factory=list)
+    """Out-of-memory records of the shard's workers (``crawlguard.kernel.oom``), oldest first."""
+
+    @property
+    def oom_deaths(self) -> int:
+        """OOM records whose worker did not survive (no later batch finished)."""
+        return sum(1 for r in self.ooms if not r.recovered)
+
+    @property
+    def genes(self) -> float:
+        return sum(b.genes for b in self.batches)
+
+    @property
+    def crawls(self) -> int:
+        return self.ladder.crawls if self.ladder is not None else 0
+
+    @property
+    def rung(self) -> str:
+        return self.ladder.rung if self.ladder is not None else "none"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.ladder.env) if self.ladder is not None else {}
+
+    @property
+    def verifications(self) -> list[dict[str, Any]]:
+        """History entries of kind ``verified`` (sidecar/verify.py), oldest first."""
+        history = self.ladder.history if self.ladder is not None else ()
+        return [dict(e) for e in history if e.get("kind") == "verified"]
+
+    @property
+    def final_device(self) -> str:
+        return self.batches[-1].device if self.batches else "-"
+
+    @property
+    def lost_seconds(self) -> float:
+        return sum(b.lost_seconds for b in self.batches) + self.unfinished_lost_seconds
+
+    @property
+    def unfinished_lost_seconds(self) -> float:
+        """What the batches cut short by a rung cost: a stalled batch never finishes, so
+        it is in no line of batches.jsonl. Per restart/cpu rung: the time since the last
+        finished batch, beyond one such batch at its baseline pace."""
+        lost = 0.0
+        for rung in self.rungs:
+            if rung.t is None or rung.rung not in RUNGS:
+                continue
+            before = [b for b in self.batches if b.t <= rung.t]
+            if not before or before[-1].baseline is None or before[-1].baseline <= 0:
+                continue
+            last = before[-1]
+            assert last.baseline is not None
+            lost += max(rung.t - last.t - last.genes / last.baseline, 0.0)
+        return lost
+
+    @property
+    def slow_batches(self) -> int:
+        return sum(1 for b in self.batches if b.slow)
+
+    def baselines(self) -> dict[tuple[str, str], float]:
+        """The last established baseline of every (stage, device), in first-seen order."""
+        out: dict[tuple[str, str], float] = {}
+        for b in self.batches:
+            if b.baseline is not None:
+                out[(b.stage, b.device)] = b.baseline
+        return out
+
+    def gpus(self) -> set[str]:
+        return {b.gpu for b in self.batches if b.gpu}
+
+    def span(self) -> tuple[float, float] | None:
+        if not self.batches:
+            return None
+        first = self.batches[0]
+        return first.t - first.seconds, self.batches[-1].t
+
+
+@dataclass
+class RunEvidence:
+    state_dir: Path
+    shards: list[ShardEvidence]
+    vram: list[VramSample]
+    skipped: dict[str, int]
+    """Unreadable lines per file (relative path), for the summary."""
+
+
+# -- reading -------------------------------------------------------------------
+
+def parse_rung(obj: Mapping[str, Any], source: str) -> RungEvent | None:
+    """A rung taken, or a reset, from a ladder history entry or an audit line.
+
+    The keys are the writers' own: ladder history entries (``sidecar/ladder.py``
+    ``Entry``) have ``kind`` ("rung", "reset", "crawl", ...), audit lines
+    (``sidecar/audit.py``) ``event`` ("rung_done", "reset", "alert", ...); both
+    have ``at``, and rungs ``rung``, ``outcome`` and ``reason``. Entries of other
+    kinds (a crawl counted, a refused or duplicate alert, a rung decided whose
+    outcome is logged again later) are not markers: no rung was taken.
+    """
+    kind = obj.get("kind") if source == "ladder" else obj.get("event")
+    if kind == "reset":
+        rung: Any = "reset"
+    elif kind in ("rung", "rung_done"):
+        rung = obj.get("rung")
+    else:
+        return None
+    if not isinstance(rung, str) or rung not in MARKERS:
+        return None
+    outcome, reason = obj.get("outcome"), obj.get("reason")
+    return RungEvent(t=finite_number(obj.get("at")), rung=rung,
+                     outcome=outcome if isinstance(outcome, str) else "",
+                     reason=reason if isinstance(reason, str) else "", source=source)
+
+
+def load_run(state_dir: str | Path, shards: list[str] | None = None) -> RunEvidence:
+    """Everything the report shows, from one state dir."""
+    state = StateDir(state_dir)
+    if not state.root.is_dir():
+        raise ReportError(f"state dir {state.root} does not exist "
+                          "(set HELIX_BFM_STATE_DIR or pass --state-dir)")
+    names = [ShardName.parse(s) for s in shards] if shards else state.shards()
+    skipped: dict[str, int] = {}
+    audit_lines = _load_audit(state, skipped)
+    evidence = [_load_shard(state, name, audit_lines, skipped) for name in names]
+    vram, bad = vramlog.read(state.vram_log)
+    _count(skipped, state.vram_log, state.root, bad)
+    return RunEvidence(state_dir=state.root, shards=evidence, vram=vram, skipped=skipped)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _count(skipped: dict[str, int], path: Path, root: Path, bad: int) -> None:
+    if bad:
+        skipped[_rel(path, root)] = bad
+
+
+def _load_audit(state: StateDir, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    lines = list(iter_objects(state.audit_log))
+    _count(skipped, state.audit_log, state.root, sum(1 for a in lines if a is None))
+    return [a for a in lines if a is not None]
+
+
+def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
+                skipped: dict[str, int]) -> ShardEvidence:
+    ev = ShardEvidence(shard=shard)
+    path = state.batches_file(shard)
+    ev.batches, ev.skipped_lines = batchlog.read(path)
+    _count(skipped, path, state.root, ev.skipped_lines)
+    # Several workers append to one file in turn; order by end time for the chart.
+    ev.batches.sort(key=lambda b: b.t)
+    try:
+        ev.ladder = ladderfile.read(state.ladder_file(shard))
+    except CorruptStateError as exc:
+        ev.ladder_error = str(exc)
+    if ev.ladder is not None:
+        ev.rungs = [r for r in (parse_rung(h, "ladder") for h in ev.ladder.history)
+                    if r is not None]
+    if not ev.rungs:
+        # No usable ladder (deleted, corrupt, reset): the audit log still tells.
+        ev.rungs = [r for r in (parse_rung(a, "audit") for a in audit
+                                if a.get("shard") == shard) if r is not None]
+    ev.rungs.sort(key=lambda r: (r.t is None, r.t or 0.0))
+    ev.ooms = oom.read_records(state, shard)
+    return ev
+
+
+def vram_for(ev: ShardEvidence, vram: list[VramSample]) -> list[VramSample]:
+    """Samples of the shard's GPUs within the shard's time span."""
+    span, gpus = ev.span(), ev.gpus()
+    if span is None or not gpus:
+        return []
+    lo, hi = span
+    return [s for s in vram if s.gpu in gpus and lo <= s.t <= hi]

@@ -1,0 +1,190 @@
+"""Real Prometheus and Alertmanager for `crawlguard up`, configured from deploy/.
+
+The configurations are the shipped ones (deploy/prometheus/prometheus.yml,
+deploy/alertmanager/alertmanager.yml, rules/crawlguard.rules.yml), loaded and
+changed only where a rig's run differs: the ports chosen for this run, the
+absolute paths of the rules and of the token file, and optionally shorter
+intervals (the demo's scaled time). They are written into the run directory
+under the state dir, next to the token file (mode 600) Alertmanager reads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crawlguard import deploy
+from crawlguard.kernel.errors import ConfigError
+from crawlguard.rules.files import RULES_FILE, RUNBOOK_URL
+
+ALERT_PATHS = ("auto", "embedded", "prometheus")
+SIDECAR_RECEIVER = "crawlguard-sidecar"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    prometheus: Path
+    alertmanager: Path
+    rules: Path
+
+    @classmethod
+    def find(cls) -> Shipped | None:
+        """The installed files (package data of ``crawlguard.deploy`` and
+        ``crawlguard.rules``); None when this installation lacks one."""
+        found = cls(deploy.PROMETHEUS, deploy.ALERTMANAGER, RULES_FILE)
+        return None if found.missing() else found
+
+    def missing(self) -> list[Path]:
+        return [p for p in (self.prometheus, self.alertmanager, self.rules) if not p.is_file()]
+
+
+def why_missing() -> str:
+    """One line for a person: which shipped file this installation lacks."""
+    lacking = Shipped(deploy.PROMETHEUS, deploy.ALERTMANAGER, RULES_FILE).missing()
+    return "this installation lacks " + ", ".join(str(p) for p in lacking)
+
+
+@dataclass(frozen=True)
+class Binaries:
+    prometheus: str
+    alertmanager: str
+
+    @classmethod
+    def find(cls) -> Binaries | None:
+        prom = shutil.which("prometheus")
+        # Debian names the binary prometheus-alertmanager; upstream, alertmanager.
+        am = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        return cls(prom, am) if prom and am else None
+
+
+@dataclass(frozen=True)
+class AmTiming:
+    """Alertmanager timings of the sidecar route, in seconds."""
+
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+
+
+def _dur(seconds: float) -> str:
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError("shipped config", str(path), f"unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("shipped config", str(path), "not a YAML mapping")
+    return data
+
+
+def rig_rules(shipped: Shipped, runbook_url: str) -> dict[str, Any]:
+    """The shipped rules with every alert's runbook link on this rig's sidecar."""
+    cfg = _load(shipped.rules)
+    for group in cfg.get("groups", []):
+        for rule in group.get("rules", []):
+            url = rule.get("annotations", {}).get("runbook_url")
+            base = RUNBOOK_URL
+            if isinstance(url, str) and url.startswith(base):
+                rule["annotations"]["runbook_url"] = runbook_url + url[len(base):]
+    return cfg
+
+
+def prometheus_config(shipped: Shipped, exporter: str, sidecar: str, alertmanager: str,
+                      interval: float | None, rules: Path | None = None) -> dict[str, Any]:
+    """The shipped Prometheus config with this run's targets (``host:port``) and rules
+    (default: the shipped rules file)."""
+    cfg = _load(shipped.prometheus)
+    if interval is not None:
+        glob = cfg.setdefault("global", {})
+        glob["scrape_interval"] = glob["evaluation_interval"] = _dur(interval)
+        glob["scrape_timeout"] = _dur(interval * 0.8)
+    cfg["rule_files"] = [str((rules or shipped.rules).resolve())]
+    cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    targets = {"crawlguard-exporter": exporter, "crawlguard-sidecar": sidecar}
+    for job in cfg.get("scrape_configs", []):
+        if job.get("job_name") in targets:
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    return cfg
+
+
+def alertmanager_config(shipped: Shipped, sidecar_url: str, token_file: Path,
+                        timing: AmTiming | None) -> dict[str, Any]:
+    """The shipped Alertmanager config pointed at this run's sidecar and token file."""
+    cfg = _load(shipped.alertmanager)
+    found = False
+    for route in cfg.get("route", {}).get("routes", []):
+        if route.get("receiver") == SIDECAR_RECEIVER and timing is not None:
+            route["group_wait"] = _dur(timing.group_wait)
+            route["group_interval"] = _dur(timing.group_interval)
+            route["repeat_interval"] = _dur(timing.repeat_interval)
+    for receiver in cfg.get("receivers", []):
+        if receiver.get("name") != SIDECAR_RECEIVER:
+            continue
+        for hook in receiver.get("webhook_configs", []):
+            found = True
+            hook["url"] = f"{sidecar_url}/v1/alerts"
+            auth = hook.setdefault("http_config", {}).setdefault("authorization", {})
+            auth["type"] = "Bearer"
+            auth["credentials_file"] = str(token_file.resolve())
+    if not found:
+        raise ConfigError("shipped config", str(shipped.alertmanager),
+                          f"has no webhook receiver {SIDECAR_RECEIVER!r}")
+    return cfg
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# generated by crawlguard up from the shipped file; edits are lost\n"
+                    + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def prometheus_argv(binary: str, config: Path, data: Path, port: int) -> list[str]:
+    return [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+
+
+def alertmanager_argv(binary: str, config: Path, data: Path, port: int) -> list[str]:
+    # An empty cluster address turns off HA gossip: one rig, one Alertmanager,
+    # and nothing listening on 9094.
+    return [binary, f"--config.file={config}", f"--storage.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+            "--log.level=warn"]
+
+
+def _missing_binaries() -> str:
+    absent = [name for name, found in (
+        ("prometheus", shutil.which("prometheus")),
+        ("prometheus-alertmanager (or alertmanager)",
+         shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")))
+        if not found]
+    return f"{' and '.join(absent)} not on PATH"
+
+
+def resolve_alert_path(requested: str) -> tuple[str, str]:
+    """``(path, why)``: auto means real Prometheus + Alertmanager when both are installed."""
+    if requested not in ALERT_PATHS:
+        raise ConfigError("--alert-path", requested, f"must be one of {', '.join(ALERT_PATHS)}")
+    binaries, shipped = Binaries.find(), Shipped.find()
+    if requested == "embedded":
+        return "embedded", "embedded evaluation of the shipped rules (asked for)"
+    if binaries and shipped:
+        return "prometheus", (f"real Prometheus ({binaries.prometheus}) and Alertmanager "
+                              f"({binaries.alertmanager}) with the shipped rules")
+    reasons = []
+    if not binaries:
+        reasons.append(_missing_binaries())
+    if not shipped:
+        reasons.append(why_missing())
+    missing = "; ".join(reasons)
+    if requested == "prometheus":
+        raise ConfigError("--alert-path", requested, missing)
+    return "embedded", f"embedded evaluation of the shipped rules ({missing})"

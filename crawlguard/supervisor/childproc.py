@@ -1,0 +1,187 @@
+"""Starting and stopping the supervisor's children (workers, and `up`'s servers).
+
+Every child leads its own process group: on POSIX ``start_new_session=True``,
+on Windows ``CREATE_NEW_PROCESS_GROUP``, which is what lets CTRL_BREAK_EVENT
+reach a worker (it is delivered to a process group) and keeps a Ctrl-C in the
+terminal from hitting the worker before the supervisor decides how to stop it.
+A graceful stop is SIGTERM to the group on POSIX, CTRL_BREAK_EVENT on Windows;
+the hard kill is SIGKILL to the group on POSIX, and on Windows TerminateJobObject
+on the child's Job Object (``winjob``), which also ends the grandchildren that a
+launcher (venv ``python.exe``, ``uv run``, a ``.bat``) started.
+
+No orphans: a child must not outlive the supervisor, however the supervisor ends.
+On Windows the job's kill-on-close does it. On Linux the child asks for a
+parent-death signal (``PR_SET_PDEATHSIG``: SIGTERM for a worker, which can still
+salvage; SIGKILL for a server) between fork and exec. Linux ties that signal to
+the *thread* that forked, so children must be spawned from a thread that outlives
+them (the main thread, or ``up``'s monitor, stopped only after the servers).
+Grandchildren are not covered by it; the run record (``runrecord``) lets the next
+``up`` stop what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from crawlguard.kernel import winjob
+from crawlguard.kernel.errors import ProcessError
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.workers import WorkerIdentity
+
+log = get_logger(__name__)
+
+PR_SET_PDEATHSIG = 1
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+"""What a Linux worker gets when its spawning thread dies: the graceful signal, so it
+salvages its batch; what ignores it is left to the next ``up``'s sweep. Servers
+(``spawn(..., salvage=False)``) get SIGKILL: they hold nothing to salvage (the
+sidecar is crash-safe by design) and must be gone before the next ``up`` starts."""
+KILL_WAIT_S = 10.0
+
+_jobs: dict[int, tuple[int, str]] = {}
+"""pid -> (job handle, job name) of the Windows children this process launched."""
+
+
+def _parent_death_signal(sig: int) -> Callable[[], None] | None:
+    """A preexec function that sets PR_SET_PDEATHSIG; None where Linux's prctl is absent.
+
+    prctl is looked up here, before fork: the child runs only a foreign call and two
+    syscalls, nothing that could wait on a lock another thread held at fork time."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return in_child
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = None,
+          stdout: IO[Any] | int | None = None, stderr: IO[Any] | int | None = None,
+          stdin: int | None = subprocess.DEVNULL,
+          salvage: bool = True) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (never through a shell) as the leader of a new process group,
+    in a Job Object of its own on Windows, with a parent-death signal on Linux."""
+    kwargs: dict[str, Any] = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP
+                                   | winjob.CREATE_SUSPENDED)
+    else:
+        kwargs["start_new_session"] = True
+        kwargs["preexec_fn"] = _parent_death_signal(
+            int(PARENT_DEATH_SIGNAL if salvage else signal.SIGKILL))
+    try:
+        popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=stdin,
+                                 stdout=stdout, stderr=stderr, **kwargs)
+    except OSError as exc:
+        raise ProcessError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    if sys.platform == "win32":
+        _contain(popen)
+    return popen
+
+
+def _contain(popen: subprocess.Popen[bytes]) -> None:
+    try:
+        name = winjob.job_name(WorkerIdentity.of_pid(popen.pid).key)
+        job = winjob.contain(popen, name)
+    except (OSError, ProcessError, psutil.Error) as exc:
+        # Not resumed: it never ran a line, and must not stay suspended forever.
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            popen.kill()
+            popen.wait(KILL_WAIT_S)
+        raise ProcessError(f"cannot start {popen.args!r}: {exc}") from exc
+    if job is not None:
+        _jobs[popen.pid] = (job, name)
+
+
+def job_of(popen: subprocess.Popen[bytes]) -> str | None:
+    """The name of the child's Job Object (Windows), for the sidecar's hard kill."""
+    held = _jobs.get(popen.pid)
+    return None if held is None else held[1]
+
+
+def release(popen: subprocess.Popen[bytes]) -> None:
+    """Forget an exited child. Closing its job ends what it left running (kill-on-close)."""
+    held = _jobs.pop(popen.pid, None)
+    if held is not None:
+        with contextlib.suppress(OSError):
+            winjob.api().close(held[0])
+
+
+def request_stop(popen: subprocess.Popen[bytes]) -> None:
+    """The graceful signal: the worker salvages what is complete and exits."""
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        if sys.platform == "win32":
+            popen.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            try:
+                os.killpg(popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                # The child left its group (setsid of its own): signal it alone.
+                popen.send_signal(signal.SIGTERM)
+
+
+def hard_kill(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        if sys.platform == "win32":
+            held = _jobs.get(popen.pid)
+            if held is not None:
+                winjob.api().terminate(held[0])  # the whole tree, not the launcher alone
+            else:
+                popen.kill()
+        else:
+            try:
+                os.killpg(popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                popen.kill()
+
+
+def stop_gracefully(popen: subprocess.Popen[bytes], grace: float, poll: float = 0.05) -> int:
+    """Graceful signal, up to ``grace`` seconds for salvage, then the hard kill."""
+    request_stop(popen)
+    deadline = time.monotonic() + grace
+    while popen.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=poll)
+    if popen.poll() is None:
+        hard_kill(popen)
+    try:
+        return popen.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.error("pid %s survived the hard kill for %gs", popen.pid, KILL_WAIT_S)
+        return -9
+    finally:
+        if popen.poll() is not None:
+            release(popen)
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 1`` / ``signal SIGKILL`` (POSIX reports a signal death as -N)."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
