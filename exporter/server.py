@@ -4,13 +4,25 @@
 port and serves from a background thread, ``stop()`` closes it. The workers'
 series survive worker restarts because they live in the state dir's files,
 not in any worker's memory.
+
+A rig of a fleet serves /metrics beyond loopback: over TLS (its certificate,
+and client certificates of the fleet's CA when HELIX_BFM_TLS_CA_FILE is set)
+and behind a bearer token (HELIX_BFM_EXPORTER_TOKEN), which the central
+Prometheus sends. Beyond loopback without both it refuses to start
+(``crawlguard.kernel.listen.refuse_plaintext``). The TLS handshake runs on the
+request's own thread with a deadline, never in the accept loop, so a client that
+connects and says nothing holds up no one else.
 """
 
 from __future__ import annotations
 
+import hmac
 import socket
+import ssl
+import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -21,10 +33,11 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from crawlguard.gpu.shared import OFF_REASON, SharedSource, shared_source_from_spec
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel.errors import ConfigError
-from crawlguard.kernel.listen import is_loopback, set_listen_options
+from crawlguard.kernel.listen import is_loopback, refuse_plaintext, set_listen_options
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.tls import TlsFiles
 
 from .collector import (
     LiveWorkersCollector,
@@ -47,20 +60,39 @@ class ExporterConfig:
     host: str = "127.0.0.1"
     port: int = 9847
     shared_source: str = "auto"
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    """Served over TLS when it holds a certificate and key."""
+    token: str | None = field(default=None, repr=False)
+    """Bearer token demanded on every request when set."""
+    allow_plaintext: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, host: str | None = None,
                       port: int | None = None) -> ExporterConfig:
+        ep = settings.endpoints
         return cls(
             state_dir=settings.state_dir, vram_source=settings.vram_source,
             vram_full_ratio=settings.detection.vram_full_ratio,
-            host=settings.endpoints.exporter_host if host is None else host,
-            port=settings.endpoints.exporter_port if port is None else port,
-            shared_source=settings.shared_source,
+            host=ep.exporter_host if host is None else host,
+            port=ep.exporter_port if port is None else port,
+            shared_source=settings.shared_source, tls=ep.tls, token=ep.exporter_token,
+            allow_plaintext=ep.allow_plaintext,
         )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls.serves else "http"
+
+
+REQUEST_TIMEOUT_S = 10.0
+"""A connection must finish its TLS handshake and send its request within this."""
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT_S
+
     def log_message(self, format: str, *args: Any) -> None:
         """One line per scrape would drown the log."""
 
@@ -75,17 +107,51 @@ class _Server(ThreadingWSGIServer):
         set_listen_options(self.socket)
         super().server_bind()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A refused handshake (plain HTTP, a certificate of another CA) or a client
+        # that hung up: one debug line, not socketserver's traceback on stderr.
+        log.debug("exporter: connection from %s ended: %s", client_address[0],
+                  sys.exc_info()[1])
 
-def serve(host: str, port: int, registry: CollectorRegistry) -> tuple[Any, threading.Thread]:
-    """Serve ``registry`` on host:port from a daemon thread (``start_http_server``'s job)."""
+
+def require_bearer(app: WsgiApp, token: str) -> WsgiApp:
+    """``app`` behind ``Authorization: Bearer <token>`` (constant-time compare)."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                ("WWW-Authenticate", "Bearer")])
+            return [b"missing or wrong bearer token (HELIX_BFM_EXPORTER_TOKEN)\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def serve(host: str, port: int, registry: CollectorRegistry,
+          tls: ssl.SSLContext | None = None,
+          token: str | None = None) -> tuple[Any, threading.Thread]:
+    """Serve ``registry`` on host:port from a daemon thread (``start_http_server``'s job),
+    over TLS with ``tls`` and behind ``token`` when given."""
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                    flags=socket.AI_PASSIVE)[0]
 
     class Server(_Server):
         address_family = family
 
-    httpd = make_server(str(sockaddr[0]), port, make_wsgi_app(registry), Server,
-                        handler_class=_QuietHandler)
+        def server_bind(self) -> None:
+            super().server_bind()
+            if tls is not None:
+                # The handshake happens on the request's thread (first read), bounded
+                # by the handler's timeout, instead of in accept() on the serving thread.
+                self.socket = tls.wrap_socket(self.socket, server_side=True,
+                                              do_handshake_on_connect=False)
+
+    app: WsgiApp = make_wsgi_app(registry)
+    if token:
+        app = require_bearer(app, token)
+    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=httpd.serve_forever, name="crawlguard-exporter",
                               daemon=True)
     thread.start()
@@ -119,19 +185,23 @@ class Exporter:
         return int(self._server.server_port)
 
     def start(self) -> None:
+        c = self.config
+        refuse_plaintext("exporter", "HELIX_BFM_EXPORTER_HOST", c.host, c.tls.serves,
+                         bool(c.token), "HELIX_BFM_EXPORTER_TOKEN_FILE", c.allow_plaintext)
+        tls = c.tls.server_context() if c.tls.serves else None
         self.state.ensure(self.state.metrics_dir)
         try:
-            self._server, self._thread = serve(self.config.host, self.config.port,
-                                               self.registry)
+            self._server, self._thread = serve(c.host, c.port, self.registry, tls, c.token)
         except OSError as exc:
             raise ConfigError("HELIX_BFM_EXPORTER_PORT", self.config.port,
                               f"cannot listen on {self.config.host}:{self.config.port}: "
                               f"{exc.strerror or exc}") from exc
         if not is_loopback(self.config.host):
             log.warning("exporter listens on %s, beyond loopback", self.config.host)
-        log.info("exporter serving http://%s:%d/metrics (state %s, VRAM %s, shared memory %s)",
-                 self.config.host, self.port, self.state.root, self.source.name,
-                 self.shared.name if self.shared is not None else OFF_REASON)
+        log.info("exporter serving %s://%s:%d/metrics (state %s, VRAM %s, shared memory %s, "
+                 "%s)", c.scheme, c.host, self.port, self.state.root, self.source.name,
+                 self.shared.name if self.shared is not None else OFF_REASON,
+                 "bearer token" if c.token else "no token")
 
     def stop(self) -> None:
         if self._server is not None:

@@ -3,10 +3,15 @@
 Every transport failure becomes ``SidecarUnavailable`` and every error answer
 ``SidecarRefused`` (with the status and the server's ``detail``), both with
 ``raise ... from exc``, so the command line prints one line, never a traceback.
+
+An ``https://`` sidecar (a rig of a fleet) is reached with the client context of
+``crawlguard.kernel.tls``: the server verified with HELIX_BFM_TLS_CA_FILE, and
+this host's certificate presented when the sidecar demands one.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,17 +25,20 @@ DEFAULT_TIMEOUT_S = 10.0
 
 
 class SidecarClient:
-    def __init__(self, url: str, token: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float = DEFAULT_TIMEOUT_S,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  trust_env=False)
+                                  trust_env=False, verify=tls if tls is not None else True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarClient:
-        """HELIX_BFM_SIDECAR_URL and HELIX_BFM_SIDECAR_TOKEN (or _FILE)."""
+        """HELIX_BFM_SIDECAR_URL and HELIX_BFM_SIDECAR_TOKEN (or _FILE); for an https://
+        URL the HELIX_BFM_TLS_* files."""
         ep = Endpoints.from_env(env)
-        return cls(ep.sidecar_url, ep.token)
+        tls = ep.tls.client_context() if ep.sidecar_url.startswith("https://") else None
+        return cls(ep.sidecar_url, ep.token, tls=tls)
 
     def close(self) -> None:
         self._http.close()

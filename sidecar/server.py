@@ -6,11 +6,14 @@ address (``crawlguard sidecar`` prints ``crawlguard sidecar listening on
 http://HOST:PORT`` once it accepts). uvicorn runs on a thread and never
 installs signal handlers there; the command's main thread owns the signals
 (``crawlguard.cli.lifecycle``) and stops the server, which also lets tests run a real
-server in-process.
+server in-process. With TLS files it serves HTTPS, and with a CA file it demands
+client certificates signed by that CA (``crawlguard.kernel.tls``).
 
 Refusals at start (``ConfigError``, one clear line):
 
 - a non-loopback address without a token: the API kills processes;
+- a non-loopback address without TLS (HELIX_BFM_TLS_CERT_FILE and _KEY_FILE),
+  unless HELIX_BFM_ALLOW_PLAINTEXT=1 (``crawlguard.kernel.listen.refuse_plaintext``);
 - no token at all unless ``--insecure-no-token`` is given, which is only
   accepted on loopback: an open ``/v1`` is a choice someone has to make;
 - a second sidecar on the same state dir (``<state>/.sidecar.lock``): two
@@ -29,7 +32,8 @@ import uvicorn
 from filelock import FileLock, Timeout
 
 from crawlguard.kernel.errors import ConfigError, StateError
-from crawlguard.kernel.listen import is_loopback, set_listen_options
+from crawlguard.kernel.listen import is_loopback, refuse_plaintext, set_listen_options
+from crawlguard.kernel.tls import TlsFiles
 
 from .app import create_app
 from .engine import Engine
@@ -37,8 +41,12 @@ from .engine import Engine
 START_TIMEOUT_S = 30.0
 
 
-def check_security(host: str, token: str | None, insecure_no_token: bool) -> None:
+def check_security(host: str, token: str | None, insecure_no_token: bool,
+                   tls: TlsFiles | None = None, allow_plaintext: bool = False) -> None:
     if token:
+        refuse_plaintext("sidecar", "HELIX_BFM_SIDECAR_HOST", host,
+                         tls is not None and tls.serves, True, "HELIX_BFM_SIDECAR_TOKEN_FILE",
+                         allow_plaintext)
         return
     if not is_loopback(host):
         raise ConfigError("HELIX_BFM_SIDECAR_TOKEN", None,
@@ -69,23 +77,27 @@ class _Uvicorn(uvicorn.Server):
 class Bound:
     host: str
     port: int
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 class SidecarServer:
     """One sidecar: engine + API + uvicorn thread. ``start()`` returns once it accepts."""
 
     def __init__(self, engine: Engine, host: str, port: int, token: str | None,
-                 insecure_no_token: bool = False) -> None:
-        check_security(host, token, insecure_no_token)
+                 insecure_no_token: bool = False, tls: TlsFiles | None = None,
+                 allow_plaintext: bool = False) -> None:
+        check_security(host, token, insecure_no_token, tls, allow_plaintext)
         self.engine = engine
         self.host = host
         self.port = port
         self.token = token or None
+        # Built now: an unreadable certificate stops the start with its knob named.
+        self.tls = tls.server_context() if tls is not None and tls.serves else None
         self._instance = FileLock(str(engine.dir.root / ".sidecar.lock"))
         self._server: _Uvicorn | None = None
         self._thread: threading.Thread | None = None
@@ -110,6 +122,11 @@ class SidecarServer:
         config = uvicorn.Config(create_app(self.engine, self.token), log_config=None,
                                 log_level="warning", access_log=False, lifespan="off",
                                 server_header=False, timeout_graceful_shutdown=5)
+        if self.tls is not None:
+            # uvicorn serves whatever context config.ssl holds once loaded; ours is the
+            # one crawlguard.kernel.tls builds for every server (client CA included).
+            config.load()
+            config.ssl = self.tls
         ready = threading.Event()
         server = self._server = _Uvicorn(config, ready)
         sock = self._sock
@@ -119,7 +136,8 @@ class SidecarServer:
         if not ready.wait(START_TIMEOUT_S) or not server.started:
             raise StateError(f"the sidecar's HTTP server did not start on "
                              f"{self.host}:{self.port}")
-        return Bound(self.host, int(self._sock.getsockname()[1]))
+        return Bound(self.host, int(self._sock.getsockname()[1]),
+                     "https" if self.tls is not None else "http")
 
     def stop(self) -> None:
         if self._server is not None:

@@ -39,6 +39,8 @@ COMMANDS: dict[str, Command] = {
     "report": Command("report", "chart and summarise a rebuild from its state dir"),
     "doctor": Command("doctor", "pre-flight of the rig: driver, allocator, VRAM, evidence, "
                                 "alert path"),
+    "fleet": Command("fleet", "a fleet of bare rigs: generate the central host's configs and "
+                              "each rig's files; status and rungs of every rig"),
 }
 
 HELP: dict[str, str] = {name: command.help for name, command in COMMANDS.items()}

@@ -18,6 +18,8 @@ from crawlguard.sidecar.client import SidecarClient
 
 from . import HELP
 
+RUNGS = ("restart", "cpu", "next", "reset")
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "resumes it), cpu (set the device variable to cpu, then restart), next "
                     "(climb one rung), or reset (forget the ladder: back to GPU).")
     p.add_argument("shard")
-    p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
+    p.add_argument("rung", choices=RUNGS)
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
     p = sub.add_parser(
@@ -55,17 +57,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def rung(args: argparse.Namespace) -> int:
     with SidecarClient.from_env() as client:
-        if args.rung == "reset":
-            view = client.reset(args.shard, args.reason)
-            print(f"{args.shard}: reset (rung none, env cleared)")
-            return 0
-        view = client.rung(args.shard, args.rung, args.reason)
+        print(take_rung(client, args.shard, args.rung, args.reason))
+    return 0
+
+
+def take_rung(client: SidecarClient, shard: str, rung: str, reason: str) -> str:
+    """Force ``rung`` (or ``reset``) on ``shard``; the line that says what happened."""
+    if rung == "reset":
+        client.reset(shard, reason)
+        return f"{shard}: reset (rung none, env cleared)"
+    view = client.rung(shard, rung, reason)
     taken: dict[str, Any] = next(
         (h for h in reversed(view["history"]) if h["kind"] == "rung"), {})
     outcome = taken.get("outcome") or "in progress (carried out in the background)"
-    print(f"{args.shard}: {taken.get('rung', args.rung)} decided as {taken.get('id', '?')}: "
-          f"{outcome}; the shard's rung is now {view['rung']}")
-    return 0
+    return (f"{shard}: {taken.get('rung', rung)} decided as {taken.get('id', '?')}: "
+            f"{outcome}; the shard's rung is now {view['rung']}")
 
 
 def pause(args: argparse.Namespace) -> int:

@@ -18,9 +18,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Serve /metrics for Prometheus: the worker series of every shard "
                     "(from HELIX_BFM_STATE_DIR/metrics, surviving worker restarts; a dead "
                     "worker's gauges are dropped) plus bfm_vram_* per GPU from "
-                    "HELIX_BFM_VRAM_SOURCE (nvml or file:PATH).")
+                    "HELIX_BFM_VRAM_SOURCE (nvml or file:PATH). Beyond loopback it needs TLS "
+                    "(HELIX_BFM_TLS_CERT_FILE, _KEY_FILE; _CA_FILE for client certificates) "
+                    "and HELIX_BFM_EXPORTER_TOKEN(_FILE).")
     p.add_argument("--host", help="address to bind (default HELIX_BFM_EXPORTER_HOST or "
-                                  "127.0.0.1)")
+                                  "127.0.0.1); non-loopback addresses need TLS and a token")
     p.add_argument("--port", type=int, help="port (default HELIX_BFM_EXPORTER_PORT or 9847; "
                                             "0 picks a free one)")
     p.set_defaults(func=main)
@@ -33,8 +35,8 @@ def main(args: argparse.Namespace) -> int:
     with shutdown_on_signals() as stop:
         exporter.start()
         # Tests and supervisors read this line to learn the bound port.
-        print(f"crawlguard exporter listening on http://{config.host}:{exporter.port}/metrics",
-              flush=True)
+        print(f"crawlguard exporter listening on {config.scheme}://{config.host}:"
+              f"{exporter.port}/metrics", flush=True)
         try:
             wait_for_stop(stop)
         finally:

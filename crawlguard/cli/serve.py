@@ -34,9 +34,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Serve the Alertmanager webhook (POST /v1/alerts) and the ladder API. "
                     "Every /v1 endpoint demands 'Authorization: Bearer "
                     "$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
-                    "(ladder|cpu|off); state lives in HELIX_BFM_STATE_DIR.")
+                    "(ladder|cpu|off); state lives in HELIX_BFM_STATE_DIR. Beyond loopback it "
+                    "needs TLS too (HELIX_BFM_TLS_CERT_FILE, _KEY_FILE; _CA_FILE demands "
+                    "client certificates of that CA).")
     p.add_argument("--host", help="address to bind (default HELIX_BFM_SIDECAR_HOST or "
-                                  "127.0.0.1); non-loopback addresses need a token")
+                                  "127.0.0.1); non-loopback addresses need TLS and a token")
     p.add_argument("--port", type=int, help="port (default HELIX_BFM_SIDECAR_PORT or 9848; "
                                             "0 picks a free one)")
     p.add_argument("--insecure-no-token", action="store_true",
@@ -64,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     hook = _crash if os.environ.get(CRASH_HOOK) == "1" else None
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
-                           insecure_no_token=args.insecure_no_token)
+                           insecure_no_token=args.insecure_no_token, tls=ep.tls,
+                           allow_plaintext=ep.allow_plaintext)
     verifier = Verifier(engine.dir, settings.detection,
                         shared_source_from_spec(settings.shared_source))
     engine.metrics.registry.register(VerificationCollector(engine.dir))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crawlguard.cli.lifecycle import shutdown_on_signals
+from crawlguard.kernel import envfile
 from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.settings import Settings
 from crawlguard.rig.promstack import ALERT_PATHS, AmTiming
@@ -34,10 +35,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, help="default HELIX_BFM_STATE_DIR or .crawlguard")
+    p.add_argument("--env-file", type=Path, metavar="FILE",
+                   help="KEY=VALUE lines of knobs that win over the environment (relative "
+                        "*_FILE paths are taken from FILE's folder), e.g. a fleet rig's "
+                        "DIR/rigs/NAME/crawlguard.env from 'crawlguard fleet generate'")
     p.add_argument("--alert-path", choices=ALERT_PATHS, default="auto",
                    help="prometheus: real Prometheus + Alertmanager configured from deploy/; "
-                        "embedded: the same rules evaluated in-process; auto (default): "
-                        "prometheus when both binaries are on PATH")
+                        "embedded: the same rules evaluated in-process; external: none here, "
+                        "alerts come from a fleet's central Alertmanager, and the exporter and "
+                        "sidecar listen on HELIX_BFM_EXPORTER_HOST/_SIDECAR_HOST with TLS; "
+                        "auto (default): prometheus when both binaries are on PATH")
     p.add_argument("--interval", type=float, metavar="SECONDS",
                    help="scrape/evaluation interval (default: the shipped 5s)")
     p.add_argument("--simulate-gpu", action="store_true",
@@ -53,19 +60,19 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
 
 def interval_timing(interval: float | None) -> AmTiming | None:
     """Alertmanager timings scaled to a shortened interval; None keeps the shipped ones."""
-    if interval is None:
-        return None
-    return AmTiming(group_wait=interval, group_interval=2 * interval,
-                    repeat_interval=max(10.0, 20 * interval))
+    return None if interval is None else AmTiming.scaled_to(interval)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.interval is not None and not args.interval > 0:
         raise ConfigError("--interval", args.interval, "must be > 0")
-    settings = with_state_dir(Settings.from_env(), args.state_dir)
+    env = dict(os.environ)
+    if args.env_file is not None:
+        env = envfile.overlay(env, envfile.read(args.env_file))
+    settings = with_state_dir(Settings.from_env(env), args.state_dir)
     config = RigConfig(
         shards=tuple(args.shard), command=command_of(args), settings=settings,
-        env=dict(os.environ), alert_path=args.alert_path, interval=args.interval,
+        env=env, alert_path=args.alert_path, interval=args.interval,
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
         progress=args.progress, log_file=args.log_file)
     with shutdown_on_signals(hangup=True) as stop:

@@ -1,5 +1,6 @@
 """Every listening socket crawlguard opens (exporter, sidecar): where it may
-listen without a token (``is_loopback``) and its socket options.
+listen without TLS and a token (``is_loopback``, ``refuse_plaintext``) and its
+socket options.
 
 POSIX: ``SO_REUSEADDR``, so a restarted server binds again at once while the old
 connections sit in TIME_WAIT; a second *listener* on the port is still refused.
@@ -14,6 +15,9 @@ import ipaddress
 import socket
 import sys
 
+from .errors import ConfigError
+from .tls import CERT_KNOB, KEY_KNOB
+
 SO_EXCLUSIVEADDRUSE = getattr(socket, "SO_EXCLUSIVEADDRUSE", ~socket.SO_REUSEADDR)
 """Defined by the socket module on Windows only; Winsock's value is ~SO_REUSEADDR."""
 
@@ -26,6 +30,34 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL that reaches a server bound to it from this machine:
+    a wildcard bind is reached on loopback, an IPv6 address in brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def refuse_plaintext(server: str, host_knob: str, host: str, tls: bool, token: bool,
+                     token_knob: str, allow_plaintext: bool) -> None:
+    """Refuse (``ConfigError``: one line, exit 2) to serve beyond loopback without TLS
+    and a token. The exporter's series name every shard, and the sidecar kills
+    processes: beyond this machine both belong behind TLS and a bearer token
+    (``crawlguard fleet generate`` writes both for every rig).
+
+    ``allow_plaintext`` (HELIX_BFM_ALLOW_PLAINTEXT) waives both, for a port that
+    something else isolates (the Kubernetes manifests' NetworkPolicy); the
+    sidecar's own rule still demands its token there.
+    """
+    if is_loopback(host) or allow_plaintext or (tls and token):
+        return
+    lacking = [what for what, ok in (("TLS", tls), ("a token", token)) if not ok]
+    raise ConfigError(host_knob, host, f"the {server} refuses to listen beyond loopback "
+                      f"without {' and '.join(lacking)}: set {CERT_KNOB} and {KEY_KNOB} and "
+                      f"{token_knob} (crawlguard fleet generate writes them), or "
+                      "HELIX_BFM_ALLOW_PLAINTEXT=1 where a network policy isolates the port")
 
 
 def set_listen_options(sock: socket.socket) -> None:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .listen import url_host
 from .names import is_env_name
+from .tls import CA_KNOB, CERT_KNOB, KEY_KNOB, TlsFiles
 
 PREFIX = "HELIX_BFM_"
 ACTIONS = ("ladder", "cpu", "off")
@@ -240,7 +242,8 @@ class Remediation:
 class Endpoints:
     """Where the exporter and the sidecar listen, and how clients reach them.
 
-    Loopback by default: the sidecar can kill processes.
+    Loopback by default: the sidecar can kill processes. Beyond loopback both
+    servers demand TLS and a token (``crawlguard.kernel.listen.refuse_plaintext``).
     """
 
     exporter_host: str = "127.0.0.1"
@@ -251,44 +254,86 @@ class Endpoints:
     token: str | None = field(default=None, repr=False)
     """Bearer token the sidecar demands (HELIX_BFM_SIDECAR_TOKEN, or the first
     line of the file HELIX_BFM_SIDECAR_TOKEN_FILE)."""
+    exporter_token: str | None = field(default=None, repr=False)
+    """Bearer token the exporter demands on /metrics when set
+    (HELIX_BFM_EXPORTER_TOKEN or _FILE). A fleet rig sets it to the rig's token,
+    which the central Prometheus sends; a local Prometheus scrapes without one."""
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    """HELIX_BFM_TLS_CERT_FILE / _KEY_FILE / _CA_FILE (``crawlguard.kernel.tls``)."""
+    allow_plaintext: bool = False
+    """HELIX_BFM_ALLOW_PLAINTEXT=1: serve plain HTTP beyond loopback, and the
+    exporter without a token, where something else isolates the ports (the
+    Kubernetes manifests' NetworkPolicy). The sidecar still demands its token."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Endpoints:
         env = os.environ if env is None else env
         d = cls()
+        sidecar_host = _get(env, PREFIX + "SIDECAR_HOST", d.sidecar_host, _text)
         sidecar_port = _get(env, PREFIX + "SIDECAR_PORT", d.sidecar_port, _port)
+        tls = _tls(env)
+        # With TLS the sidecar's certificate names its host, not 127.0.0.1.
+        default_url = (f"https://{url_host(sidecar_host)}:{sidecar_port}" if tls.serves
+                       else f"http://127.0.0.1:{sidecar_port}")
         return cls(
             exporter_host=_get(env, PREFIX + "EXPORTER_HOST", d.exporter_host, _text),
             exporter_port=_get(env, PREFIX + "EXPORTER_PORT", d.exporter_port, _port),
-            sidecar_host=_get(env, PREFIX + "SIDECAR_HOST", d.sidecar_host, _text),
+            sidecar_host=sidecar_host,
             sidecar_port=sidecar_port,
-            sidecar_url=_get(env, PREFIX + "SIDECAR_URL", f"http://127.0.0.1:{sidecar_port}", _url),
-            token=_token(env),
+            sidecar_url=_get(env, PREFIX + "SIDECAR_URL", default_url, _url),
+            token=_token(env, "SIDECAR"),
+            exporter_token=_token(env, "EXPORTER"),
+            tls=tls,
+            allow_plaintext=_get(env, PREFIX + "ALLOW_PLAINTEXT", d.allow_plaintext, _bool),
         )
+
+
+def _bool(knob: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(knob, raw, "must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _path(knob: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _tls(env: Mapping[str, str]) -> TlsFiles:
+    cert = _get(env, CERT_KNOB, None, _path)
+    key = _get(env, KEY_KNOB, None, _path)
+    if (cert is None) != (key is None):
+        given, missing = (CERT_KNOB, KEY_KNOB) if key is None else (KEY_KNOB, CERT_KNOB)
+        raise ConfigError(missing, None, f"{given} is set: set both the certificate and its "
+                          "key, or neither")
+    return TlsFiles(cert=cert, key=key, ca=_get(env, CA_KNOB, None, _path))
 
 
 MIN_TOKEN_CHARS = 16
 """A shorter bearer token is guessable; `up` generates 43 characters."""
 
 
-def _token(env: Mapping[str, str]) -> str | None:
-    token = (env.get(PREFIX + "SIDECAR_TOKEN") or "").strip()
-    path = env.get(PREFIX + "SIDECAR_TOKEN_FILE") or ""
+def _token(env: Mapping[str, str], server: str = "SIDECAR") -> str | None:
+    """HELIX_BFM_<server>_TOKEN, or the first line of HELIX_BFM_<server>_TOKEN_FILE."""
+    knob, file_knob = f"{PREFIX}{server}_TOKEN", f"{PREFIX}{server}_TOKEN_FILE"
+    token = (env.get(knob) or "").strip()
+    path = env.get(file_knob) or ""
     if token and path.strip():
-        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "set together with "
-                          f"{PREFIX}SIDECAR_TOKEN: set one of them, not both")
+        raise ConfigError(file_knob, path, f"set together with {knob}: set one of them, "
+                          "not both")
     if token:
-        return _strong(PREFIX + "SIDECAR_TOKEN", token, "<the token>")
+        return _strong(knob, token, "<the token>")
     if not path.strip():
         return None
     try:
         first = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path,
-                          f"cannot read: {exc.strerror}") from exc
+        raise ConfigError(file_knob, path, f"cannot read: {exc.strerror}") from exc
     if not first or not first[0].strip():
-        raise ConfigError(PREFIX + "SIDECAR_TOKEN_FILE", path, "the file is empty")
-    return _strong(PREFIX + "SIDECAR_TOKEN_FILE", first[0].strip(), path)
+        raise ConfigError(file_knob, path, "the file is empty")
+    return _strong(file_knob, first[0].strip(), path)
 
 
 def _strong(knob: str, token: str, shown: str) -> str:

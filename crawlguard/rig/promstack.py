@@ -19,10 +19,11 @@ import yaml
 
 from crawlguard import deploy
 from crawlguard.kernel.errors import ConfigError
+from crawlguard.kernel.promconfig import SIDECAR_RECEIVER, load_yaml
 from crawlguard.rules.files import RULES_FILE, RUNBOOK_URL
 
-ALERT_PATHS = ("auto", "embedded", "prometheus")
-SIDECAR_RECEIVER = "crawlguard-sidecar"
+ALERT_PATHS = ("auto", "embedded", "prometheus", "external")
+"""external: alerts arrive from an Alertmanager elsewhere (a fleet's central host)."""
 
 
 @dataclass(frozen=True)
@@ -69,43 +70,51 @@ class AmTiming:
     group_interval: float
     repeat_interval: float
 
+    @classmethod
+    def scaled_to(cls, interval: float) -> AmTiming:
+        """Timings for a shortened scrape/evaluation interval (scaled time)."""
+        return cls(group_wait=interval, group_interval=2 * interval,
+                   repeat_interval=max(10.0, 20 * interval))
 
-def _dur(seconds: float) -> str:
+    def as_config(self) -> dict[str, str]:
+        return {"group_wait": duration(self.group_wait),
+                "group_interval": duration(self.group_interval),
+                "repeat_interval": duration(self.repeat_interval)}
+
+
+def duration(seconds: float) -> str:
+    """A Prometheus duration (``5s``, ``500ms``) for ``seconds``."""
     ms = max(1, round(seconds * 1000))
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError("shipped config", str(path), f"unreadable: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError("shipped config", str(path), "not a YAML mapping")
-    return data
-
 
 def rig_rules(shipped: Shipped, runbook_url: str) -> dict[str, Any]:
     """The shipped rules with every alert's runbook link on this rig's sidecar."""
-    cfg = _load(shipped.rules)
-    for group in cfg.get("groups", []):
+    return rebase_runbook(load_yaml(shipped.rules), runbook_url)
+
+
+def rebase_runbook(rules: dict[str, Any], runbook_url: str) -> dict[str, Any]:
+    """``rules`` (a rules file's document) with every alert's runbook link moved from the
+    shipped base (the sidecar's default address) to ``runbook_url``, anchors kept."""
+    for group in rules.get("groups", []):
         for rule in group.get("rules", []):
             url = rule.get("annotations", {}).get("runbook_url")
             base = RUNBOOK_URL
             if isinstance(url, str) and url.startswith(base):
                 rule["annotations"]["runbook_url"] = runbook_url + url[len(base):]
-    return cfg
+    return rules
 
 
 def prometheus_config(shipped: Shipped, exporter: str, sidecar: str, alertmanager: str,
                       interval: float | None, rules: Path | None = None) -> dict[str, Any]:
     """The shipped Prometheus config with this run's targets (``host:port``) and rules
     (default: the shipped rules file)."""
-    cfg = _load(shipped.prometheus)
+    cfg = load_yaml(shipped.prometheus)
     if interval is not None:
         glob = cfg.setdefault("global", {})
-        glob["scrape_interval"] = glob["evaluation_interval"] = _dur(interval)
-        glob["scrape_timeout"] = _dur(interval * 0.8)
+        glob["scrape_interval"] = glob["evaluation_interval"] = duration(interval)
+        glob["scrape_timeout"] = duration(interval * 0.8)
     cfg["rule_files"] = [str((rules or shipped.rules).resolve())]
     cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     targets = {"crawlguard-exporter": exporter, "crawlguard-sidecar": sidecar}
@@ -118,13 +127,11 @@ def prometheus_config(shipped: Shipped, exporter: str, sidecar: str, alertmanage
 def alertmanager_config(shipped: Shipped, sidecar_url: str, token_file: Path,
                         timing: AmTiming | None) -> dict[str, Any]:
     """The shipped Alertmanager config pointed at this run's sidecar and token file."""
-    cfg = _load(shipped.alertmanager)
+    cfg = load_yaml(shipped.alertmanager)
     found = False
     for route in cfg.get("route", {}).get("routes", []):
         if route.get("receiver") == SIDECAR_RECEIVER and timing is not None:
-            route["group_wait"] = _dur(timing.group_wait)
-            route["group_interval"] = _dur(timing.group_interval)
-            route["repeat_interval"] = _dur(timing.repeat_interval)
+            route.update(timing.as_config())
     for receiver in cfg.get("receivers", []):
         if receiver.get("name") != SIDECAR_RECEIVER:
             continue
@@ -173,6 +180,9 @@ def resolve_alert_path(requested: str) -> tuple[str, str]:
     """``(path, why)``: auto means real Prometheus + Alertmanager when both are installed."""
     if requested not in ALERT_PATHS:
         raise ConfigError("--alert-path", requested, f"must be one of {', '.join(ALERT_PATHS)}")
+    if requested == "external":
+        return "external", ("alerts from an Alertmanager elsewhere (a fleet's central host); "
+                            "no Prometheus, Alertmanager or evaluation here")
     binaries, shipped = Binaries.find(), Shipped.find()
     if requested == "embedded":
         return "embedded", "embedded evaluation of the shipped rules (asked for)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -30,9 +31,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def http_ok(url: str, timeout: float = 1.0) -> bool:
+def http_ok(url: str, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=timeout).status_code == 200
+        return httpx.get(url, timeout=timeout,
+                         verify=tls if tls is not None else True).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -47,7 +49,7 @@ def log_tail(path: Path, lines: int = 15) -> str:
 class ServerProc:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], ready_url: str,
                  log_path: Path, start_timeout: float = 60.0,
-                 record: RunRecord | None = None) -> None:
+                 record: RunRecord | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
@@ -55,6 +57,8 @@ class ServerProc:
         self.log_path = log_path
         self.start_timeout = start_timeout
         self.record = record
+        self.tls = tls
+        """Client TLS for ``ready_url`` (an https:// server that may demand a certificate)."""
         self.popen: subprocess.Popen[bytes] | None = None
         self.closed = False
 
@@ -70,7 +74,7 @@ class ServerProc:
         if self.record is not None:
             self.record.add(self.name, self.popen.pid)
         deadline = time.monotonic() + self.start_timeout
-        while not http_ok(self.ready_url):
+        while not http_ok(self.ready_url, tls=self.tls):
             if self.popen.poll() is not None:
                 raise ProcessError(f"{self.name} exited with "
                                    f"{childproc.describe_exit(self.popen.returncode)} at start; "

@@ -5,7 +5,9 @@
       sidecar            child `crawlguard sidecar`, restarted on the same port if it dies
       alert evaluation   embedded thread (crawlguard.rules.EmbeddedAlerting), or
                          children `prometheus` + `prometheus-alertmanager` configured
-                         from deploy/ (``promstack``)
+                         from deploy/ (``promstack``), or none at all with
+                         ``--alert-path external`` (a rig of a fleet: the central
+                         Prometheus scrapes it, the central Alertmanager posts to it)
       simulated GPU      thread (crawlguard.refbuild.simgpu.Driver), only with simulate_gpu
       supervisor         the main thread (``supervisor.Supervisor``), workers as children
       live view          thread (``liveview.LiveView``)
@@ -18,6 +20,11 @@ HELIX_BFM_SIDECAR_TOKEN_FILE is set, whose file is used as it is), generated
 configs, Prometheus/Alertmanager data, the logs of every child and the run
 record (children.json, ``supervisor.runrecord``): a later ``up`` stops what a
 run that died hard left behind before it starts anything.
+
+On the external alert path the exporter and the sidecar listen where the knobs
+say (HELIX_BFM_EXPORTER_HOST/_PORT, HELIX_BFM_SIDECAR_HOST/_PORT: the rig's
+address in a fleet's env file) with TLS and the rig's tokens; on the other
+paths both stay on loopback ports of this run's choosing, in plain HTTP.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
 from crawlguard.kernel.errors import ConfigError, StateError
+from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.kernel.tls import CA_KNOB, CERT_KNOB, KEY_KNOB
 from crawlguard.rules import EmbeddedAlerting
 from crawlguard.rules.dispatch import REPEAT_INTERVAL_S
 from crawlguard.supervisor import runrecord
@@ -84,6 +93,11 @@ class Rig:
         self.state = StateDir(config.settings.state_dir.resolve())
         self.run_dir = self.state.root / "run"
         self.alert_path, self.alert_note = resolve_alert_path(config.alert_path)
+        if self.alert_path == "external" and not config.settings.endpoints.token:
+            # A token made up here would be known to no Alertmanager: every alert refused.
+            raise ConfigError("--alert-path", "external", "needs the token the central "
+                              "Alertmanager sends: set HELIX_BFM_SIDECAR_TOKEN_FILE (the env file "
+                              "of crawlguard fleet generate does; pass it with --env-file)")
         self.token = config.settings.endpoints.token or secrets.token_urlsafe(32)
         # A configured token file is used in place: a copy in the state dir would take
         # that dir's ACL (on Windows readable by Users under %ProgramData%).
@@ -97,6 +111,12 @@ class Rig:
         self._writers: list[ConsoleWriter] = []
         self.env = dict(config.env)
         self.env["HELIX_BFM_STATE_DIR"] = str(self.state.root)
+        self.external = self.alert_path == "external"
+        if not self.external:
+            # This run's own servers are on loopback ports it picks, reached in plain
+            # HTTP by its own Prometheus or evaluator: a fleet's TLS is not theirs.
+            for knob in (CERT_KNOB, KEY_KNOB, CA_KNOB):
+                self.env.pop(knob, None)
         self.vram_source = config.settings.vram_source
         self.shared_source = config.settings.shared_source
         self.servers: list[ServerProc] = []
@@ -180,28 +200,38 @@ class Rig:
 
     def _start_exporter(self) -> None:
         s = self.config.settings
-        self.exporter = Exporter(ExporterConfig(
+        config = ExporterConfig(
             state_dir=self.state.root, vram_source=self.vram_source,
             vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0,
-            shared_source=self.shared_source))
+            shared_source=self.shared_source)
+        if self.external:
+            ep = s.endpoints
+            config = replace(config, host=ep.exporter_host, port=ep.exporter_port, tls=ep.tls,
+                             token=ep.exporter_token, allow_plaintext=ep.allow_plaintext)
+        self.exporter = Exporter(config)
         self.exporter.start()
-        self.urls["exporter"] = f"http://127.0.0.1:{self.exporter.port}"
+        self.urls["exporter"] = f"{config.scheme}://{url_host(config.host)}:{self.exporter.port}"
 
     def _start_sidecar(self) -> None:
-        port = free_port()
+        ep = self.config.settings.endpoints
+        host, port = (ep.sidecar_host, ep.sidecar_port) if self.external else (
+            "127.0.0.1", free_port())
         env = {**self.env, "HELIX_BFM_SIDECAR_TOKEN": self.token}
         env.pop("HELIX_BFM_SIDECAR_TOKEN_FILE", None)
-        url = f"http://127.0.0.1:{port}"
+        tls = ep.tls.client_context() if self.external and ep.tls.serves else None
+        url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
         self.sidecar = ServerProc(
-            "sidecar", [sys.executable, "-m", "crawlguard", "sidecar", "--host", "127.0.0.1",
+            "sidecar", [sys.executable, "-m", "crawlguard", "sidecar", "--host", host,
                         "--port", str(port)], env, f"{url}/healthz",
-            self.run_dir / "logs" / "sidecar.log", record=self.record)
+            self.run_dir / "logs" / "sidecar.log", record=self.record, tls=tls)
         self.sidecar.start()
         self.servers.append(self.sidecar)
         self.urls["sidecar"] = url
 
     def _start_alerting(self) -> None:
         interval = self.config.interval
+        if self.external:
+            return  # the fleet's central Prometheus and Alertmanager do it
         if self.alert_path == "embedded":
             every = interval or 5.0
             repeat = (self.config.am_timing.repeat_interval if self.config.am_timing
@@ -319,9 +349,18 @@ class Rig:
                     self._write_up_json()
 
     def _write_up_json(self) -> None:
+        """What a client needs to reach this run: URLs, token files and, on the external
+        path, the TLS files its client context is built from (``kernel.tls``)."""
+        tls = self.config.settings.endpoints.tls
+        exporter_token = self.env.get("HELIX_BFM_EXPORTER_TOKEN_FILE") or None
         write_json_atomic(self.run_dir / "up.json", {
             "pid": os.getpid(), "alert_path": self.alert_path, "urls": self.urls,
-            "token_file": str(self.token_file), "shards": list(self.config.shards),
+            "token_file": str(self.token_file),
+            "exporter_token_file": (str(Path(exporter_token).resolve())
+                                    if self.external and exporter_token else None),
+            "tls": ({"ca_file": _abs(tls.ca), "cert_file": _abs(tls.cert),
+                     "key_file": _abs(tls.key)} if self.external and tls.serves else None),
+            "shards": list(self.config.shards),
             "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
 
     def _shutdown(self) -> None:
@@ -349,6 +388,10 @@ class Rig:
         close = getattr(self._source, "close", None)
         if callable(close):
             close()
+
+
+def _abs(path: Path | None) -> str | None:
+    return None if path is None else str(path.resolve())
 
 
 def _hostport(url: str) -> str:

@@ -1,0 +1,166 @@
+"""Prometheus and Alertmanager configs shaped from the shipped files: one home for
+every generator of them.
+
+Three generators write configs for crawlguard's alerts, and all of them start
+from the same shipped files (``rules/crawlguard.rules.yml`` and
+``deploy/alertmanager/alertmanager.yml``):
+
+- ``crawlguard up`` (``crawlguard.rig.promstack``): one rig's Prometheus and
+  Alertmanager;
+- ``crawlguard fleet generate`` (``crawlguard.fleet``): the central Prometheus
+  and Alertmanager of a fleet of bare rigs;
+- ``deploy/k8s/generate.py``: the Kubernetes fleet, run from a checkout with
+  nothing installed but PyYAML, which is why this module imports PyYAML and the
+  kernel's errors only, and takes the shipped files' paths as arguments.
+
+What a fleet's Alertmanager adds to the single rig's is one thing: each rig's
+crawl alerts go to that rig's sidecar alone. ``per_rig_alertmanager`` builds
+that routing tree from the shipped one, so the matchers, the grouping, the
+timings and the webhook settings (``send_resolved``, ``max_alerts``) are read,
+never restated: the reasons for each are written once, in the shipped file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+SIDECAR_RECEIVER = "crawlguard-sidecar"
+"""The shipped Alertmanager's receiver of the alerts the sidecar acts on."""
+HUMANS_RECEIVER = "crawlguard-humans"
+"""The shipped Alertmanager's receiver of the alerts for people (no rung to take)."""
+TIMING_KEYS = ("group_wait", "group_interval", "repeat_interval")
+
+
+def load_yaml(path: Path, what: str = "shipped config") -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(what, str(path), f"unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(what, str(path), "not a YAML mapping")
+    return data
+
+
+def rule_groups(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The rule groups of every file in ``paths``, in order: what a Prometheus loads."""
+    groups: list[dict[str, Any]] = []
+    for path in paths:
+        groups.extend(load_yaml(path, "rules file").get("groups") or [])
+    return groups
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route of the shipped Alertmanager config, as the generators reuse it."""
+
+    receiver: str
+    matchers: list[str]
+    group_by: list[str]
+    timing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def alertnames(self) -> str:
+        """The regular expression of its ``alertname=~"..."`` matcher."""
+        for matcher in self.matchers:
+            name, op, value = matcher.partition("=~")
+            if op and name.strip() == "alertname":
+                return value.strip().strip('"')
+        raise ConfigError("shipped config", self.receiver, "route has no alertname=~ matcher")
+
+
+def shipped_route(config: Mapping[str, Any], receiver: str, where: str = "") -> Route:
+    for route in (config.get("route") or {}).get("routes") or []:
+        if route.get("receiver") == receiver:
+            return Route(receiver=receiver, matchers=[str(m) for m in route["matchers"]],
+                         group_by=[str(label) for label in route["group_by"]],
+                         timing={k: str(route[k]) for k in TIMING_KEYS if k in route})
+    raise ConfigError("shipped config", where, f"has no route for receiver {receiver!r}")
+
+
+def shipped_webhook(config: Mapping[str, Any], receiver: str, where: str = "") -> dict[str, Any]:
+    """The first webhook of ``receiver`` (a copy), e.g. the sidecar's."""
+    for entry in config.get("receivers") or []:
+        if entry.get("name") == receiver and entry.get("webhook_configs"):
+            hook: dict[str, Any] = copy.deepcopy(entry["webhook_configs"][0])
+            return hook
+    raise ConfigError("shipped config", where, f"has no webhook receiver {receiver!r}")
+
+
+@dataclass(frozen=True)
+class RigReceiver:
+    """Where one rig's crawl alerts go: its sidecar's webhook."""
+
+    receiver: str
+    """The receiver's name, e.g. ``sidecar-rig1``."""
+    matcher: str
+    """What picks the rig's alerts, e.g. ``rig="rig1"`` or ``pod="crawlguard-rebuild-0"``."""
+    url: str
+    """The sidecar's webhook, ``.../v1/alerts``."""
+    http_config: dict[str, Any]
+    """Alertmanager's ``http_config``: the bearer token file, TLS."""
+
+
+def per_rig_alertmanager(shipped: Path, rigs: Sequence[RigReceiver], scope: Sequence[str] = (),
+                         sidecar_timing: Mapping[str, str] | None = None,
+                         extra_routes: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The shipped Alertmanager routing, with each rig's crawl alerts sent to its own sidecar.
+
+    ``scope``: matchers added to both crawlguard routes (a namespace); alerts of
+    a rig missing from ``rigs`` go to people. ``sidecar_timing`` replaces the sidecar
+    route's group_wait / group_interval / repeat_interval (scaled time).
+    """
+    config = load_yaml(shipped)
+    where = str(shipped)
+    sidecar = shipped_route(config, SIDECAR_RECEIVER, where)
+    humans = shipped_route(config, HUMANS_RECEIVER, where)
+    hook = shipped_webhook(config, SIDECAR_RECEIVER, where)
+    receivers: list[dict[str, Any]] = [{"name": config["route"]["receiver"]},
+                                       {"name": HUMANS_RECEIVER}]
+    for rig in rigs:
+        rig_hook = copy.deepcopy(hook)
+        rig_hook["url"] = rig.url
+        rig_hook["http_config"] = rig.http_config
+        receivers.append({"name": rig.receiver, "webhook_configs": [rig_hook]})
+    return {
+        "route": {
+            "receiver": config["route"]["receiver"],
+            "routes": [
+                {"receiver": HUMANS_RECEIVER,  # a rig missing from the fleet
+                 "matchers": [*sidecar.matchers, *scope],
+                 "group_by": sidecar.group_by, **(sidecar_timing or sidecar.timing),
+                 "routes": [{"receiver": r.receiver, "matchers": [r.matcher]} for r in rigs]},
+                {"receiver": HUMANS_RECEIVER,
+                 "matchers": [*humans.matchers, *scope],
+                 "group_by": humans.group_by, **humans.timing},
+                *(dict(r) for r in extra_routes),
+            ],
+        },
+        "receivers": receivers,
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, multi-line strings as literal blocks (rules stay readable)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+_Dumper.add_multi_representer(str, _str)  # str subclasses too (crawlguard's ShardName)
+
+
+def dump(*docs: Any) -> str:
+    """YAML for people to read: keys in order, block style, rules as literal blocks."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         width=100, allow_unicode=True)
