@@ -131,13 +131,13 @@ class Reader:
     def mapping(self, value: object, where: str, allowed: Collection[str],
                 required: Collection[str] = ()) -> Mapping[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(where, value, "must be a mapping (key: value)")
-        unknown = sorted(set(value) - set(allowed))
+            raise self.fail(where or "the file", value, "must be a mapping (key: value)")
+        unknown = sorted(set(value) - set(allowed), key=str)
         if unknown:
-            raise self.fail(where, unknown[0],
+            raise self.fail(where or "the file", unknown[0],
                             f"unknown key; expected {', '.join(sorted(allowed))}")
         for key in sorted(set(required) - set(value)):
-            raise self.fail(f"{where}.{key}", None, "is required")
+            raise self.fail(f"{where}.{key}" if where else key, None, "is required")
         return value
 
     def host(self, value: object, where: str) -> str:
@@ -200,8 +200,10 @@ def load(path: Path) -> Fleet:
         raise ConfigError("FLEET_FILE", str(path), f"cannot read: {exc.strerror or exc}") \
             from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError("FLEET_FILE", str(path), f"not YAML: {exc}") from exc
-    top = reader.mapping(data, "the file", {"central", "rigs", "tls"}, {"central", "rigs"})
+        # PyYAML's messages span lines; the command line prints one.
+        raise ConfigError("FLEET_FILE", str(path), "not YAML: " + " ".join(str(exc).split())) \
+            from exc
+    top = reader.mapping(data, "", {"central", "rigs", "tls"}, {"central", "rigs"})
     c = reader.mapping(top["central"], "central",
                        {"host", "prometheus_port", "alertmanager_port", "interval",
                         "rig_down_for", "runbook_url", "cert", "key"}, {"host"})

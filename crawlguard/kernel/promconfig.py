@@ -43,7 +43,9 @@ def load_yaml(path: Path, what: str = "shipped config") -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(what, str(path), f"unreadable: {exc}") from exc
+        # PyYAML's messages span lines; the command line prints one.
+        raise ConfigError(what, str(path), "unreadable: " + " ".join(str(exc).split())) \
+            from exc
     if not isinstance(data, dict):
         raise ConfigError(what, str(path), "not a YAML mapping")
     return data
