@@ -25,7 +25,10 @@
     CRAWLGUARD_BUILD_CMD is split on whitespace: a path with spaces cannot be
     written there (use one without, or its 8.3 short name from `dir /x`).
     Mode 'up' (default) runs `crawlguard up`: exporter, sidecar, embedded
-    alert evaluation and supervisor. Mode 'separate' runs the exporter and the
+    alert evaluation and supervisor. With -EnvFile (a rig of a fleet: the
+    crawlguard.env that `crawlguard fleet generate` wrote for it) it runs
+    `crawlguard up --env-file FILE --alert-path external`: exporter and sidecar
+    on the rig's address with TLS, alerts from the fleet's central host. Mode 'separate' runs the exporter and the
     sidecar as children of this console plus the supervisor in the
     foreground, for a Prometheus and Alertmanager that run elsewhere.
 .EXAMPLE
@@ -35,7 +38,8 @@
 param(
     [string]$ConfigDir = (Join-Path $env:ProgramData 'crawlguard'),
     [ValidateSet('up', 'separate')]
-    [string]$Mode = 'up'
+    [string]$Mode = 'up',
+    [string]$EnvFile = ''
 )
 $ErrorActionPreference = 'Stop'
 
@@ -64,7 +68,13 @@ foreach ($s in $shards) { $shardArgs += @('--shard', $s) }
 $command = if ($Mode -eq 'up') { 'up' } else { 'run' }
 $log = Join-Path $ConfigDir ("logs\crawlguard-{0:yyyyMMdd-HHmmss}.log" -f (Get-Date))
 New-Item -ItemType Directory -Force -Path (Split-Path -Parent $log) | Out-Null
-$argv = @($command, '--log-file', $log) + $shardArgs + @('--') + $build
+$fleetArgs = @()
+if ($EnvFile) {
+    if ($Mode -ne 'up') { throw "-EnvFile runs 'crawlguard up': use it with -Mode up" }
+    # The env file's values (the rig's address, TLS files, token) win over crawlguard.env.
+    $fleetArgs = @('--env-file', $EnvFile, '--alert-path', 'external')
+}
+$argv = @($command, '--log-file', $log) + $fleetArgs + $shardArgs + @('--') + $build
 # Native programs log to stderr; under 'Stop', Windows PowerShell 5.1 would
 # turn the first stderr line into a terminating error.
 $ErrorActionPreference = 'Continue'

@@ -22,7 +22,7 @@ import yaml
 
 from crawlguard import deploy
 from crawlguard.fleet import fleetfile, pki
-from crawlguard.fleet.generate import generate
+from crawlguard.fleet.generate import RULES, generate
 from crawlguard.fleet.layout import Layout, read_record
 from crawlguard.kernel import envfile, promconfig
 from crawlguard.kernel.errors import ConfigError
@@ -49,8 +49,8 @@ def test_layout_and_private_files(gen_fleet: GeneratedFleet) -> None:
             assert (root / "rigs" / rig / name).is_file()
         assert (root / "central" / "tokens" / f"{rig}.token").read_text() == \
             (root / "rigs" / rig / "token").read_text()
-    for name in ("prometheus.yml", "alertmanager.yml", "rules/crawlguard.rules.yml",
-                 "rules/crawlguard-fleet.rules.yml", "grafana/datasource.yml",
+    for name in ("prometheus.yml", "alertmanager.yml", *(f"rules/{r}" for r in RULES),
+                 "grafana/datasource.yml",
                  "grafana/dashboards/crawlguard-fleet.json",
                  "grafana/dashboards/crawlguard-rebuild.json"):
         assert (root / "central" / name).is_file(), name
