@@ -36,9 +36,12 @@ class SidecarClient:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarClient:
         """HELIX_BFM_SIDECAR_URL and HELIX_BFM_SIDECAR_TOKEN (or _FILE); for an https://
         URL the HELIX_BFM_TLS_* files."""
-        ep = Endpoints.from_env(env)
+        return cls.from_endpoints(Endpoints.from_env(env))
+
+    @classmethod
+    def from_endpoints(cls, ep: Endpoints, timeout: float = DEFAULT_TIMEOUT_S) -> SidecarClient:
         tls = ep.tls.client_context() if ep.sidecar_url.startswith("https://") else None
-        return cls(ep.sidecar_url, ep.token, tls=tls)
+        return cls(ep.sidecar_url, ep.token, timeout=timeout, tls=tls)
 
     def close(self) -> None:
         self._http.close()

@@ -267,7 +267,7 @@ def check_alertmanager(rig: Rig) -> Check:
 
 def check_sidecar(rig: Rig) -> Check:
     ep = rig.settings.endpoints
-    with SidecarClient(ep.sidecar_url, ep.token, timeout=rig.http.timeout) as client:
+    with SidecarClient.from_endpoints(ep, timeout=rig.http.timeout) as client:
         try:
             client.health()
         except CrawlguardError as exc:

@@ -179,8 +179,21 @@ def scenario(fleet: GeneratedFleet, central: Central, rigs: dict[str, Rig],
 
     # Client commands against a fleet rig: `status` on the rig with its env file, and
     # `fleet status` / `fleet rung` on the central host.
-    on_rig = cli("status", env=envfile.read(fleet.layout.rig_dir("rig1") / "crawlguard.env"))
+    rig_env = envfile.read(fleet.layout.rig_dir("rig1") / "crawlguard.env")
+    on_rig = cli("status", env=rig_env)
     assert on_rig.returncode == 0 and "action=ladder" in on_rig.stdout, on_rig.stderr
+    doctor = cli("doctor", "--json", env=rig_env)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["sidecar"]["status"] == "ok", checks["sidecar"]
+    # up.json carries what any client needs to reach the rig.
+    record = json.loads((r1.state / "run" / "up.json").read_text())
+    assert record["alert_path"] == "external"
+    assert record["urls"]["sidecar"] == rig1.sidecar_url
+    assert record["urls"]["exporter"] == rig1.exporter_url
+    assert record["token_file"] == record["exporter_token_file"]
+    tls = type(good)(**{k: Path(record["tls"][f"{k}_file"]) for k in ("cert", "key", "ca")})
+    assert outcome(f"{record['urls']['sidecar']}/v1/shards", tls,
+                   Path(record["token_file"]).read_text().strip()) == 200
     table = cli("fleet", "status", str(fleet.root), "--json")
     assert table.returncode == 0, table.stdout + table.stderr
     found = {r["rig"]: r for r in json.loads(table.stdout)["rigs"]}
