@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,16 +54,11 @@ from crawlguard.refbuild.corpus import DEMO_SHARDS, ShardSpec
 from crawlguard.refbuild.corpus import generate as generate_corpus
 from crawlguard.rig import promstack
 from crawlguard.rig.demo import clean_env
+from crawlguard.rig.servers import free_port
 from crawlguard.rig.up import Rig, RigConfig
 
 INTERVAL = 1.0
 AM_TIMING = promstack.AmTiming.scaled_to(INTERVAL)
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class CentralHost:

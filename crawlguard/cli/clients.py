@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from crawlguard.kernel.settings import Detection
@@ -82,6 +83,13 @@ def pause(args: argparse.Namespace) -> int:
     return 0
 
 
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` (the first one the header) as lines of left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -110,9 +118,8 @@ def status(args: argparse.Namespace) -> int:
                      f"{verified['id']} {verified['reason']}" if verified else "-"))
     for bad in data.get("unreadable", []):
         rows.append((bad["shard"], "?", "UNREADABLE", "-", "-", "-", "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for line in table(rows):
+        print(line)
     for bad in data.get("unreadable", []):
         print(f"{bad['shard']}: {bad['error']} ('crawlguard rung {bad['shard']} reset' "
               "repairs it)", file=sys.stderr)

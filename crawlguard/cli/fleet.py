@@ -12,7 +12,7 @@ from crawlguard.fleet.generate import generate
 from crawlguard.fleet.status import FleetClient, open_fleet
 
 from . import HELP
-from .clients import RUNGS, take_rung
+from .clients import RUNGS, table, take_rung
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -109,9 +109,7 @@ def render(found: list[dict[str, Any]]) -> str:
             env = " ".join(f"{k}={v}" for k, v in sorted(s["env"].items())) or "-"
             rows.append((*head, name, *metrics, str(s["crawls"]), s["rung"], env,
                          f"{pending['id']} {pending['rung']}" if pending else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = table(rows)
     reachable = sum(r["reachable"] for r in found)
     lines.append(f"{reachable} of {len(found)} rigs reachable")
     return "\n".join(lines + problems)

@@ -7,7 +7,6 @@ are picked free per address, so the tests never collide with a real rig.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,9 @@ from crawlguard.fleet import fleetfile, pki
 from crawlguard.fleet.generate import generate
 from crawlguard.fleet.layout import Layout
 from crawlguard.kernel.tls import TlsFiles
+from crawlguard.rig.servers import free_port
 
 RIG_HOSTS = {"rig1": "127.0.0.2", "rig2": "127.0.0.3", "rig3": "127.0.0.4"}
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
