@@ -18,6 +18,7 @@ Each rig's answer, as ``--json`` prints it::
 
 from __future__ import annotations
 
+import math
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawlguard.kernel.errors import ConfigError, CrawlguardError
+from crawlguard.kernel.errors import ConfigError, CrawlguardError, SidecarUnavailable
 from crawlguard.kernel.tls import TlsFiles
 from crawlguard.sidecar.client import SidecarClient
 
@@ -82,8 +83,12 @@ class FleetClient:
         url = f"{rig.exporter_url}/metrics"
         out: dict[str, Any] = {"url": url, "ok": False, "error": None, "shards": {}}
         try:
+            token = self.token(rig)
             with httpx.Client(verify=self.tls, timeout=self.timeout, trust_env=False) as http:
-                answer = http.get(url, headers={"Authorization": f"Bearer {self.token(rig)}"})
+                answer = http.get(url, headers={"Authorization": f"Bearer {token}"})
+        except CrawlguardError as exc:
+            out["error"] = str(exc)
+            return out
         except httpx.HTTPError as exc:
             out["error"] = _why(exc)
             return out
@@ -103,10 +108,8 @@ class FleetClient:
         view: dict[str, Any] = {"action": None, "paused": None, "shards": [], "unreadable": []}
         try:
             with self.sidecar(rig) as client:
-                data = client.shards()
+                view.update(ladders(client.shards()))
             sidecar["ok"] = True
-            view.update(action=data.get("action"), paused=data.get("paused"),
-                        shards=data.get("shards", []), unreadable=data.get("unreadable", []))
         except CrawlguardError as exc:
             sidecar["error"] = str(exc)
         exporter = self.exporter(rig)
@@ -117,6 +120,27 @@ class FleetClient:
     def status_all(self, rigs: tuple[Rig, ...]) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(max_workers=min(16, max(1, len(rigs)))) as pool:
             return list(pool.map(self.status, rigs))
+
+
+def ladders(data: Any) -> dict[str, Any]:
+    """The parts of a sidecar's ``GET /v1/shards`` the table shows, checked: a rig that
+    answers something else is unreachable in effect, never a traceback here."""
+    if not isinstance(data, dict):
+        raise SidecarUnavailable("GET /v1/shards: not a JSON object")
+    shards, unreadable = data.get("shards"), data.get("unreadable", [])
+    views = shards if isinstance(shards, list) else None
+    if views is None or not all(
+            isinstance(v, dict) and isinstance(v.get("shard"), str)
+            and isinstance(v.get("crawls"), int) and isinstance(v.get("rung"), str)
+            and isinstance(v.get("env"), dict) and (v.get("pending") is None or (
+                isinstance(v["pending"], dict) and {"id", "rung"} <= set(v["pending"])))
+            for v in views):
+        raise SidecarUnavailable("GET /v1/shards: not the sidecar's answer (shards)")
+    if not isinstance(unreadable, list) or not all(
+            isinstance(u, dict) and isinstance(u.get("shard"), str) for u in unreadable):
+        raise SidecarUnavailable("GET /v1/shards: not the sidecar's answer (unreadable)")
+    return {"action": data.get("action"), "paused": bool(data.get("paused")),
+            "shards": views, "unreadable": unreadable}
 
 
 def shards_served(text: str) -> dict[str, dict[str, Any]]:
@@ -130,7 +154,7 @@ def shards_served(text: str) -> dict[str, dict[str, Any]]:
             if not shard:
                 continue
             entry = shards.setdefault(shard, {"genes": 0, "device": None})
-            if sample.name == "bfm_genes_total":
+            if sample.name == "bfm_genes_total" and math.isfinite(sample.value):
                 entry["genes"] += int(sample.value)
             elif sample.name == "bfm_worker_info":
                 entry["device"] = sample.labels.get("device")

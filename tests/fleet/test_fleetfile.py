@@ -1,7 +1,9 @@
-"""The fleet file, the env file and the new knobs: every mistake is one line naming the field."""
+"""The fleet file, the env file, the fleet record, the answers of rigs, the new knobs:
+every mistake is one line naming the field, never a traceback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crawlguard.cli.fleet import render
 from crawlguard.fleet import fleetfile
+from crawlguard.fleet.layout import Layout, read_record
+from crawlguard.fleet.status import ladders, shards_served
 from crawlguard.kernel import envfile
-from crawlguard.kernel.errors import ConfigError
+from crawlguard.kernel.errors import ConfigError, SidecarUnavailable
 from crawlguard.kernel.settings import Settings
 
 GOOD = {"central": {"host": "10.0.0.5"},
@@ -163,3 +168,46 @@ def test_the_new_knobs(tmp_path: Path) -> None:
     plain = Settings.from_env({}).endpoints
     assert plain.sidecar_url == "http://127.0.0.1:9848" and not plain.tls.serves
     assert plain.exporter_token is None and not plain.allow_plaintext
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.sampled_from(
+                        ["version", "central", "rigs", "host", "name", "exporter_port",
+                         "sidecar_port", "prometheus_port", "alertmanager_port", "shards",
+                         "shard", "crawls", "rung", "env", "pending", "id", "unreadable"]),
+                        inner, max_size=6), max_leaves=25)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(JSON)
+def test_any_fleet_record_is_read_or_refused_in_one_line(tmp_path: Path, doc: Any) -> None:
+    layout = Layout(tmp_path)
+    layout.record.write_text(json.dumps({"version": 1, **doc} if isinstance(doc, dict) else doc))
+    try:
+        read_record(layout)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+@given(JSON)
+def test_any_sidecar_answer_is_a_table_or_unreachable(doc: Any) -> None:
+    try:
+        found = ladders(doc)
+    except SidecarUnavailable:
+        return
+    render([{"rig": "r", "reachable": True, "paused": found["paused"],
+             "exporter": {"ok": True, "url": "u", "error": None, "shards": {}},
+             "sidecar": {"ok": True, "url": "u", "error": None}, **found}])
+
+
+@given(st.text(max_size=300) | st.sampled_from([
+    'bfm_genes_total{shard="a"} NaN\n', 'bfm_genes_total{shard="a"} +Inf\n',
+    'bfm_worker_info{shard="a",device="cuda:0"} 1\nbfm_genes_total{shard="a"} 12\n']))
+def test_any_exporter_answer_is_read_or_refused(text: str) -> None:
+    try:
+        found = shards_served(text)
+    except ValueError:
+        return
+    assert all(isinstance(v["genes"], int) for v in found.values())
