@@ -18,7 +18,7 @@ from crawlguard.gpu.shared import PdhSharedSource
 from crawlguard.kernel.errors import VramError
 from crawlguard.kernel.settings import Endpoints, Preflight, Remediation, Settings
 from crawlguard.rig import promstack
-from tests.exporter.test_shared import PDH_CSTATUS_NO_OBJECT, FakePdh, inst
+from tests.gpu.test_shared import PDH_CSTATUS_NO_OBJECT, FakePdh, inst
 from tests.helpers import Proc, free_port, require_binary, wait_until
 from tests.sidecar.conftest import TOKEN, Live
 
