@@ -13,20 +13,24 @@ import sys
 import time
 from typing import Any
 
+from crawlguard.kernel import rungs
 from crawlguard.kernel.settings import Detection
 from crawlguard.sidecar.client import SidecarClient
 
 from . import HELP
 
+RESET = "reset"
+"""Not a rung: ``crawlguard rung SHARD reset`` forgets the ladder (POST .../reset)."""
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    taken = ", ".join(f"{r.name} ({r.label})" for r in rungs.TAKEN)
     p = sub.add_parser(
         "rung", help=HELP["rung"],
-        description="Force a rung by hand: restart (kill the worker so its supervisor "
-                    "resumes it), cpu (set the device variable to cpu, then restart), next "
-                    "(climb one rung), or reset (forget the ladder: back to GPU).")
+        description=f"Force a rung by hand: {taken}, {rungs.NEXT} (climb one rung), or "
+                    f"{RESET} (forget the ladder: back to GPU).")
     p.add_argument("shard")
-    p.add_argument("rung", choices=["restart", "cpu", "next", "reset"])
+    p.add_argument("rung", choices=[*rungs.MANUAL, RESET])
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
     p = sub.add_parser(
@@ -55,7 +59,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def rung(args: argparse.Namespace) -> int:
     with SidecarClient.from_env() as client:
-        if args.rung == "reset":
+        if args.rung == RESET:
             view = client.reset(args.shard, args.reason)
             print(f"{args.shard}: reset (rung none, env cleared)")
             return 0

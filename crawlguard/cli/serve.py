@@ -65,9 +65,9 @@ def main(args: argparse.Namespace) -> int:
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
                            insecure_no_token=args.insecure_no_token)
-    verifier = Verifier(engine.dir, settings.detection,
+    verifier = Verifier(engine.store, settings.detection,
                         shared_source_from_spec(settings.shared_source))
-    engine.metrics.registry.register(VerificationCollector(engine.dir))
+    engine.metrics.registry.register(VerificationCollector(engine.store))
     with shutdown_on_signals() as stop:
         bound = server.start()
         verifier.start_thread(stop)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.formats import auditlog
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity, register_worker
 from tests.helpers import wait_until
@@ -106,8 +107,9 @@ def test_unknown_and_unsafe_alerts_are_refused_one_by_one(
     m = live.metrics()
     assert 'crawlguard_sidecar_alerts_ignored_total{reason="unsafe_shard"} 2.0' in m
     assert 'crawlguard_sidecar_alerts_received_total{alertname="other",status="firing"} 1.0' in m
-    audit = [e for e in live.engine.audit.read() if e["event"] == "alert"]  # type: ignore[union-attr]
-    assert sorted(e["decision"] for e in audit) == [
+    lines, bad = auditlog.read(state_dir / "audit.jsonl")
+    audit = [e.model_dump() for e in lines if e.event == "alert"]
+    assert bad == 0 and sorted(e["decision"] for e in audit) == [
         "rung", "unknown_alertname", "unsafe_shard", "unsafe_shard"]
 
 
