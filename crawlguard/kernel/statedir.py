@@ -307,12 +307,15 @@ def read_json(path: Path) -> Any | None:
     if len(raw) > MAX_JSON_BYTES:
         raise CorruptStateError(f"{path} is larger than {MAX_JSON_BYTES} bytes")
     try:
-        return json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         # ValueError: not UTF-8, not JSON, or an integer too long to convert;
         # RecursionError: arrays or objects nested deeper than the parser goes.
         raise CorruptStateError(f"{path} is not valid JSON ({_short(exc)}); it was not "
                                 "written by crawlguard or was cut short") from exc
+    if value is None:  # None is "no file" to the callers: a file of null is not that
+        raise CorruptStateError(f"{path} holds null; crawlguard writes an object there")
+    return value
 
 
 def _short(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from crawlguard.kernel.formats import auditlog
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity, register_worker
 from tests.helpers import wait_until
+from tests.kernel.test_state_schemas import HOSTILE, plant
 from tests.sidecar.conftest import TOKEN, Live, Worker, alert, known, laddered, payload
 
 
@@ -219,6 +220,31 @@ def test_a_corrupt_ladder_refuses_that_shard_only(
     got = live.post_alerts(payload(alert("bad", now, "a1")))
     assert [d["decision"] for d in got["decisions"]] == ["rung"]
     assert live.client.get("/v1/shards").json()["unreadable"] == []
+
+
+def test_hostile_ladders_are_unreadable_for_their_shard_alone_and_reset_repairs_them(
+        sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    """1e400, nesting too deep for a parser, a directory, wrong shapes: the sidecar starts,
+    lists the other shards, marks each bad one, and reset repairs it."""
+    bad = {f"bad-{i}": case for i, case in enumerate(sorted(HOSTILE))}
+    for shard, case in bad.items():
+        plant(state_dir, shard, case)
+    laddered(state_dir, "good")
+    (state_dir / "sidecar.json").write_text('{"paused": 1e400}')
+    live = sidecar_thread()
+    # A pause switch that cannot be read: paused until someone says otherwise.
+    assert live.client.get("/healthz").json()["paused"] is True
+    listing = live.client.get("/v1/shards").json()
+    assert [s["shard"] for s in listing["shards"]] == ["good"]
+    assert {u["shard"] for u in listing["unreadable"]} == set(bad)
+    assert live.client.get("/metrics").status_code == 200
+    for shard, case in bad.items():
+        r = live.client.post(f"/v1/shards/{shard}/reset", json={"reason": "repair"})
+        assert r.status_code == 200, (case, r.text)
+        assert r.json()["rung"] == "none"
+    listing = live.client.get("/v1/shards").json()
+    assert listing["unreadable"] == [] and len(listing["shards"]) == len(bad) + 1
+    assert live.client.post("/v1/resume").json() == {"paused": False}
 
 
 def test_concurrent_deliveries_take_one_rung_per_episode(
