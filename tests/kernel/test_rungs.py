@@ -44,7 +44,7 @@ def test_the_table_is_a_ladder() -> None:
     assert [r.level for r in rungs.TABLE] == list(range(len(rungs.TABLE)))
     assert len(set(rungs.NAMES)) == len(rungs.NAMES) and rungs.NEXT not in rungs.NAMES
     assert rungs.NONE.level == 0 and rungs.NONE.effect.env("X") == {}
-    assert rungs.TOP is rungs.TABLE[-1] and rungs.TAKEN == rungs.TABLE[1:]
+    assert rungs.TOP is rungs.TABLE[-1] and rungs.TABLE[1:] == rungs.TAKEN
     assert all(r.label for r in rungs.TABLE)
     assert [rungs.above(r.name) for r in rungs.TABLE] == [*rungs.TABLE[1:], None]
     assert rungs.CPU.effect.env("BGEM3_DEVICE") == {"BGEM3_DEVICE": "cpu"}

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.errors import CorruptStateError
+from crawlguard.kernel.formats import ladderfile
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.sidecar import ladder
 from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
 from crawlguard.sidecar.resume import resume_env
-from crawlguard.kernel.formats import ladderfile
 from crawlguard.sidecar.state import LadderStore, from_file, to_file
 
 
