@@ -12,7 +12,7 @@ from crawlguard.cli.lifecycle import shutdown_on_signals, wait_for_stop
 from crawlguard.gpu.shared import shared_source_from_spec
 from crawlguard.kernel import longpaths
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.settings import Settings, port_flag
+from crawlguard.kernel.settings import ACTIONS, Settings, port_flag
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.sidecar.engine import Engine
 from crawlguard.sidecar.ladder import Pending
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "sidecar", help=HELP["sidecar"],
         description="Serve the Alertmanager webhook (POST /v1/alerts) and the ladder API. "
                     "Every /v1 endpoint demands 'Authorization: Bearer "
-                    "$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
-                    "(ladder|cpu|off); state lives in HELIX_BFM_STATE_DIR.")
+                    f"$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
+                    f"({'|'.join(ACTIONS)}); state lives in HELIX_BFM_STATE_DIR.")
     p.add_argument("--host", help="address to bind (default HELIX_BFM_SIDECAR_HOST or "
                                   "127.0.0.1); non-loopback addresses need a token")
     p.add_argument("--port", type=int, help="port (default HELIX_BFM_SIDECAR_PORT or 9848; "
