@@ -1,13 +1,14 @@
-"""Benchmark the sidecar webhook under an Alertmanager-like burst.
+"""Figures of the sidecar webhook under an Alertmanager-like burst (prints, gates nothing).
 
 Starts a real ``crawlguard sidecar`` (subprocess, loopback, bearer token) on a
 throw-away state dir and sends NOTIFICATIONS webhook posts from CONCURRENCY
-clients (one httpx.AsyncClient). The burst is two phases over SHARDS shards:
-phase 1 holds each shard's first crawl episode, phase 2 (sent once phase 1 has
-settled, with later startsAt) its second. Inside a phase every episode is
-delivered many times: exact repeats (Alertmanager's repeat_interval, an HA
-pair) and the same worker's BFMShardStalled, all shuffled. The sidecar must
-take exactly one rung per episode: restart in phase 1, cpu in phase 2.
+clients, each on its own keep-alive connection as that many Alertmanager
+senders would. The burst is two phases over SHARDS shards: phase 1 holds each
+shard's first crawl episode, phase 2 (sent once phase 1 has settled, with
+later startsAt) its second. Inside a phase every episode is delivered many
+times: exact repeats (Alertmanager's repeat_interval, an HA pair) and the
+same worker's BFMShardStalled, all shuffled. The ladder says one rung per
+episode: restart in phase 1, cpu in phase 2.
 
 Every shard has a registered worker (an alert for a shard without one is
 recorded without a rung): the first --workers get a real sleeping process,
@@ -16,10 +17,11 @@ effect at once (outcome ``already_gone``).
 
     .venv/bin/python bench/bench_sidecar.py [--notifications 1000] [--concurrency 32]
 
-Prints p50/p99 latency of the webhook answers and the actions taken; exits 1
-when the actions differ from the distinct episodes, or misses the target: p99
-of the client's latency <= --max-p99-ms (100) and of the sidecar's own
-request-duration histogram <= --max-server-p99-ms (5), on a 2-core machine.
+Prints the answers by status class (5xx included), the client's and the
+sidecar's own latency (p50/p99), the actions taken against the distinct
+episodes, and the rungs per shard. Alertmanager's webhook timeout is 10 s; the
+sidecar answers each notification once its decisions are fsync'd. The figures
+go to bench/README.md; nothing here decides pass or fail.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ from typing import Any
 import httpx
 import psutil
 
+from crawlguard.kernel import rungs
+
 REPO = Path(__file__).resolve().parent.parent
+RESTART, CPU = rungs.RESTART.name, rungs.CPU.name  # what the ladder climbs, in order
 
 
 def _iso(ts: float) -> str:
@@ -78,14 +83,14 @@ def phase(shards: list[str], count: int, starts: float, tag: str,
     return notes
 
 
-async def burst(clients: list[httpx.AsyncClient], notes: list[dict[str, Any]]) -> list[float]:
-    """Send ``notes`` from every client at once, each on its own keep-alive connection, as
-    that many Alertmanager senders would. (One shared client with a pool of 32 spends
-    more CPU in its pool bookkeeping than the sidecar spends answering.)"""
+async def burst(clients: list[httpx.AsyncClient], notes: list[dict[str, Any]]
+                ) -> tuple[list[float], list[int]]:
+    """Send ``notes`` from every client at once; the latency and status of each answer."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for n in notes:
         queue.put_nowait(json.dumps(n).encode())
     latencies: list[float] = []
+    statuses: list[int] = []
 
     async def sender(client: httpx.AsyncClient) -> None:
         while not queue.empty():
@@ -93,73 +98,14 @@ async def burst(clients: list[httpx.AsyncClient], notes: list[dict[str, Any]]) -
             t0 = time.perf_counter()
             r = await client.post("/v1/alerts", content=body)
             latencies.append(time.perf_counter() - t0)
-            if r.status_code != 202:
-                raise SystemExit(f"unexpected {r.status_code}: {r.text}")
+            statuses.append(r.status_code)
 
     await asyncio.gather(*(sender(c) for c in clients))
-    return latencies
-
-
-class RawSender:
-    """One keep-alive HTTP/1.1 connection writing prepared requests: about a tenth of
-    httpx's CPU per request, so on 2 cores the figure is the sidecar's, not the
-    load generator's (``--client httpx`` measures with httpx instead)."""
-
-    def __init__(self, url: str, token: str) -> None:
-        m = re.match(r"http://([^:/]+):(\d+)", url)
-        assert m, url
-        self.host, self.port = m.group(1), int(m.group(2))
-        self.head = (f"POST /v1/alerts HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                     f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    async def post(self, body: bytes) -> int:
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await self.reader.readexactly(length)
-        return status
-
-    async def aclose(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-async def raw_burst(url: str, token: str, concurrency: int,
-                    notes: list[dict[str, Any]]) -> list[float]:
-    senders = [RawSender(url, token) for _ in range(concurrency)]
-    await asyncio.gather(*(s.connect() for s in senders))
-    queue = [json.dumps(n).encode() for n in notes]
-    queue.reverse()
-    latencies: list[float] = []
-
-    async def send(s: RawSender) -> None:
-        while queue:
-            body = queue.pop()
-            t0 = time.perf_counter()
-            status = await s.post(body)
-            latencies.append(time.perf_counter() - t0)
-            if status != 202:
-                raise SystemExit(f"unexpected {status}")
-
-    try:
-        await asyncio.gather(*(send(s) for s in senders))
-    finally:
-        await asyncio.gather(*(s.aclose() for s in senders))
-    return latencies
+    return latencies, statuses
 
 
 async def run_phases(url: str, token: str, shards: list[str], total: int, concurrency: int,
-                     rng: random.Random, raw: bool = True
-                     ) -> tuple[list[float], float, dict[str, Any]]:
+                     rng: random.Random) -> tuple[list[float], list[int], float, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     # Clients are built and connected before the clock starts: building an httpx client
     # takes ~20 ms (an SSL context), which would stall the other senders' event loop.
@@ -168,20 +114,20 @@ async def run_phases(url: str, token: str, shards: list[str], total: int, concur
     try:
         await asyncio.gather(*(c.get("/healthz") for c in clients))
         latencies: list[float] = []
+        statuses: list[int] = []
         wall = 0.0
         half = total // 2
         for tag, count in (("p1", half), ("p2", total - half)):
             notes = phase(shards, count, time.time(), tag, rng)
             t0 = time.perf_counter()
-            if raw:
-                latencies += await raw_burst(url, token, concurrency, notes)
-            else:
-                latencies += await burst(clients, notes)
+            got, codes = await burst(clients, notes)
             wall += time.perf_counter() - t0
+            latencies += got
+            statuses += codes
             data = await settle(clients[0])
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return latencies, wall, data
+    return latencies, statuses, wall, data
 
 
 async def settle(client: httpx.AsyncClient, timeout: float = 60.0) -> dict[str, Any]:
@@ -244,12 +190,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--shards", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4, help="shards with a real worker")
-    ap.add_argument("--max-p99-ms", type=float, default=100.0, help="client-side target")
-    ap.add_argument("--max-server-p99-ms", type=float, default=5.0,
-                    help="target for the sidecar's own histogram")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                    help="load generator: raw keep-alive HTTP/1.1 (default) or httpx")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     shards = [f"shard-{i:03d}" for i in range(args.shards)]
@@ -271,12 +212,9 @@ def main() -> int:
             workers = start_workers(state, shards[:args.workers])
             register_gone(state, shards[args.workers:])
             server_cpu0 = _cpu(psutil.Process(server.pid).cpu_times())
-            client_cpu0 = time.process_time()
-            latencies, wall, data = asyncio.run(run_phases(
-                url, token, shards, args.notifications, args.concurrency, rng,
-                raw=args.client == "raw"))
+            latencies, statuses, wall, data = asyncio.run(run_phases(
+                url, token, shards, args.notifications, args.concurrency, rng))
             server_cpu = _cpu(psutil.Process(server.pid).cpu_times()) - server_cpu0
-            client_cpu = time.process_time() - client_cpu0
             with httpx.Client(base_url=url, trust_env=False) as client:
                 metrics = client.get("/metrics").text
         finally:
@@ -287,42 +225,29 @@ def main() -> int:
                 w.wait()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
+    classes = {f"{c}xx": sum(1 for s in statuses if s // 100 == c) for c in (2, 4, 5)}
     rungs = [h for s in data["shards"] for h in s["history"] if h["kind"] == "rung"]
     outcomes: dict[str, int] = {}
     for h in rungs:
         outcomes[h["outcome"]] = outcomes.get(h["outcome"], 0) + 1
-    episodes = 2 * len(shards)
     dupes = sum(float(v) for v in re.findall(
         r"^crawlguard_sidecar_duplicates_suppressed_total\{[^}]*\} (\S+)$", metrics, re.M))
+    per_shard = [[h["rung"] for h in s["history"] if h["kind"] == "rung"]
+                 for s in data["shards"]]
+    climbed = sum(1 for r in per_shard if r == [RESTART, CPU])
     print(f"notifications={len(latencies)} concurrency={args.concurrency} shards={len(shards)} "
-          f"workers={args.workers} client={args.client}")
-    print(f"latency_ms p50={q[49] * 1000:.2f} p99={q[98] * 1000:.2f} "
-          f"max={latencies[-1] * 1000:.2f} mean={statistics.fmean(latencies) * 1000:.2f}")
-    print(f"server_side_ms p50={server_quantile(metrics, 0.5) * 1000:.2f} "
-          f"p99={server_quantile(metrics, 0.99) * 1000:.2f} (sidecar histogram, interpolated)")
+          f"workers={args.workers} cores={os.cpu_count()}")
+    print(f"answers {' '.join(f'{k}={v}' for k, v in classes.items())}")
+    print(f"client_latency_ms p50={q[49] * 1000:.1f} p99={q[98] * 1000:.1f} "
+          f"max={latencies[-1] * 1000:.1f} (Alertmanager's webhook timeout: 10000)")
+    print(f"server_latency_ms p50={server_quantile(metrics, 0.5) * 1000:.1f} "
+          f"p99={server_quantile(metrics, 0.99) * 1000:.1f} (sidecar histogram, interpolated)")
     print(f"throughput={len(latencies) / wall:.0f} notifications/s "
-          f"cpu_ms_per_notification server={server_cpu * 1000 / len(latencies):.2f} "
-          f"client={client_cpu * 1000 / len(latencies):.2f} (cores={os.cpu_count()})")
-    print(f"distinct_episodes={episodes} actions_taken={len(rungs)} "
+          f"server_cpu_ms_per_notification={server_cpu * 1000 / len(latencies):.2f}")
+    print(f"distinct_episodes={2 * len(shards)} actions_taken={len(rungs)} "
           f"duplicates_suppressed={dupes:.0f} outcomes={dict(sorted(outcomes.items()))}")
-    print(f"rungs: restart={sum(h['rung'] == 'restart' for h in rungs)} "
-          f"cpu={sum(h['rung'] == 'cpu' for h in rungs)}")
-    per_shard = {s["shard"]: [h["rung"] for h in s["history"] if h["kind"] == "rung"]
-                 for s in data["shards"]}
-    ok = len(rungs) == episodes and all(r == ["restart", "cpu"] for r in per_shard.values())
-    if not ok:
-        print("FAIL: actions taken differ from distinct episodes (or a shard's rungs are "
-              "not [restart, cpu])")
-    if q[98] * 1000 > args.max_p99_ms:
-        print(f"FAIL: client p99 {q[98] * 1000:.2f} ms > {args.max_p99_ms} ms")
-        ok = False
-    server_p99 = server_quantile(metrics, 0.99) * 1000
-    if server_p99 > args.max_server_p99_ms:
-        print(f"FAIL: server p99 {server_p99:.2f} ms > {args.max_server_p99_ms} ms")
-        ok = False
-    if ok:
-        print("OK")
-    return 0 if ok else 1
+    print(f"shards_with_rungs_[{RESTART},{CPU}]={climbed}/{len(per_shard)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ Sequence for one worker (``restart_worker``):
    when there is no job.
 
 Outcomes: ``signalled`` (exited within the grace period), ``killed`` (needed
-the hard kill), ``already_gone``, ``identity_mismatch``, ``no_worker``.
+the hard kill), ``already_gone``, ``identity_mismatch``; and, recorded by
+``crawlguard.sidecar.rungs`` without coming here, ``no_worker`` and ``error``.
 """
 
 from __future__ import annotations
@@ -77,12 +78,10 @@ class ActionResult:
             raise ValueError(f"unknown rung outcome {self.outcome!r}")
 
 
-def restart_worker(worker: WorkerIdentity | None, grace_seconds: float, decided_at: float,
+def restart_worker(worker: WorkerIdentity, grace_seconds: float,
                    clock: Callable[[], float] = time.time,
                    launch: LaunchRecord | None = None) -> ActionResult:
     """Stop ``worker`` so its supervisor resumes it; never touches any other process."""
-    if worker is None:
-        return ActionResult("no_worker", decided_at, "no worker registered for the shard")
     ident = WorkerIdentity(worker.pid, worker.create_time)
     try:
         status = ident.status()

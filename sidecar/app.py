@@ -2,36 +2,33 @@
 
 Security choices (the sidecar kills processes and rewrites environments):
 
-- every ``/v1`` route depends on ``require_token``: ``Authorization: Bearer
-  <token>`` compared with ``hmac.compare_digest`` (no timing oracle); a missing
-  or wrong token is 401 with ``WWW-Authenticate: Bearer`` and changes nothing.
-  ``/healthz`` and ``/metrics`` are open: they reveal no more than Prometheus
-  scrapes anyway. A token of ``None`` means the operator started the sidecar
-  with ``--insecure-no-token`` on loopback (see ``crawlguard.sidecar.server``);
+- every ``/v1`` route (and ``/openapi.json``) needs ``Authorization: Bearer
+  <token>``, checked once, by ``BodyLimit`` before any body is read, with
+  ``hmac.compare_digest`` (no timing oracle); a missing or wrong token is 401
+  with ``WWW-Authenticate: Bearer`` and changes nothing. ``/healthz`` and
+  ``/metrics`` are open: they reveal no more than Prometheus scrapes anyway. A
+  token of ``None`` means the operator started the sidecar with
+  ``--insecure-no-token`` on loopback (see ``crawlguard.sidecar.server``);
 - bodies are capped before anything parses them (``BodyLimit``): 1 MiB for
   ``/v1/alerts`` (Alertmanager groups can be large), 16 KiB elsewhere; more is
   413. Malformed bodies are 422 and change nothing;
-- handlers are ``async``. ``/v1/alerts`` is judged on the event loop
-  (``Engine.judge``): a fraction of a millisecond, no fsync, and no hop to a
-  thread, whose queueing and GIL hand-offs cost more than the judging. The
-  other routes fsync before they answer, so they run on a thread
-  (``Engine.call``).
+- the routes that use the engine are plain functions, which FastAPI runs on
+  its thread pool: each takes the ladder lock and fsyncs before it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import sys
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi import Depends, FastAPI, Path, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,9 +70,7 @@ def _shard(shard: Annotated[str, Path(min_length=1, max_length=128, pattern=PATT
 
 
 ShardParam = Annotated[ShardName, Depends(_shard)]
-# Module level: FastAPI resolves these (string) annotations in the module's globals.
 _BEARER = HTTPBearer(auto_error=False, description="HELIX_BFM_SIDECAR_TOKEN")
-BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     413: {"model": ErrorBody, "description": "body too large"},
@@ -83,20 +78,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no ladder and no registered worker"},
     409: {"model": ErrorBody, "description": "paused, action=off, or a rung in progress"}}
-
-
-async def _receive_within(receive: Receive, seconds: float) -> Message:
-    """``receive()``, or ``asyncio.TimeoutError`` after ``seconds``.
-
-    ``asyncio.timeout`` (3.11+) bounds the await in place; ``wait_for`` runs
-    ``receive()`` as a task of its own, which suspends every request at least
-    once, even when its body has already arrived: under a burst each answer then
-    waits behind the other requests' slices (server p50 0.6 -> 12 ms in
-    bench/bench_sidecar.py)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await receive()
-    return await asyncio.wait_for(receive(), seconds)
 
 
 class BodyLimit:
@@ -146,7 +127,8 @@ class BodyLimit:
         deadline = time.monotonic() + self.body_timeout
         while True:
             try:
-                message = await _receive_within(receive, max(0.0, deadline - time.monotonic()))
+                message = await asyncio.wait_for(receive(),
+                                                 max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 self.on_refuse("timeout")
                 await self._answer(scope, receive, send, 408,
@@ -226,16 +208,8 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
         scheme, _, given = header.partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
 
-    async def require_token(creds: BearerCredentials) -> None:
-        if expected is None:
-            return
-        given = creds.credentials.encode("utf-8") if creds is not None else b""
-        if not hmac.compare_digest(given, expected):
-            metrics.invalid.labels(reason="unauthorized").inc()
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_token)]
+    # Declares the bearer scheme in the OpenAPI schema; the one check is ``authorized``.
+    auth = [Security(_BEARER)]
     action = engine.mode
 
     def view(state: ShardLadder) -> ShardView:
@@ -301,8 +275,8 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
 
     @app.post("/v1/alerts", status_code=202, response_model=AlertsAccepted,
               dependencies=auth, responses=_ERRORS, tags=["webhook"])
-    async def alerts(payload: WebhookPayload) -> AlertsAccepted:
-        """Alertmanager webhook (payload version 4). Decisions are written when this
+    def alerts(payload: WebhookPayload) -> AlertsAccepted:
+        """Alertmanager webhook (payload version 4). Decisions are durable when this
         answers; rungs are carried out in the background."""
         outcomes = engine.judge(payload)
         return AlertsAccepted(received=len(payload.alerts), decisions=[
@@ -311,41 +285,41 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
 
     @app.get("/v1/shards", response_model=ShardsView, dependencies=auth, responses=_ERRORS,
              tags=["ladder"])
-    async def shards() -> ShardsView:
-        states, unreadable = await engine.call(engine.shards)
+    def shards() -> ShardsView:
+        states, unreadable = engine.shards()
         return ShardsView(action=action, paused=engine.paused, shards=[view(s) for s in states],
                           unreadable=[UnreadableShard(shard=s, error=e)
                                       for s, e in sorted(unreadable.items())])
 
     @app.get("/v1/shards/{shard}", response_model=ShardView, dependencies=auth,
              responses=_ERRORS, tags=["ladder"])
-    async def shard(shard: ShardParam) -> ShardView:
-        return view(await engine.call(engine.shard, shard))
+    def shard(shard: ShardParam) -> ShardView:
+        return view(engine.shard(shard))
 
     @app.post("/v1/shards/{shard}/rung", status_code=202, response_model=ShardView,
               dependencies=auth, responses={**_ERRORS, **_CONFLICT}, tags=["ladder"])
-    async def rung(shard: ShardParam, body: RungRequest) -> ShardView:
+    def rung(shard: ShardParam, body: RungRequest) -> ShardView:
         """Force a rung by hand (`next` climbs one). It is carried out in the background;
         409 when paused, with HELIX_BFM_CRAWL_ACTION=off, or while a rung is in progress."""
-        return view(await engine.call(engine.manual_rung, shard, body.rung, body.reason))
+        return view(engine.manual_rung(shard, body.rung, body.reason))
 
     @app.post("/v1/shards/{shard}/reset", response_model=ShardView, dependencies=auth,
               responses={**_ERRORS, **_CONFLICT}, tags=["ladder"])
-    async def reset(shard: ShardParam, body: ReasonRequest | None = None) -> ShardView:
+    def reset(shard: ShardParam, body: ReasonRequest | None = None) -> ShardView:
         """Forget the shard's ladder: rung none, env cleared (back to GPU), crawls 0."""
-        return view(await engine.call(engine.reset, shard, body.reason if body else ""))
+        return view(engine.reset(shard, body.reason if body else ""))
 
     @app.post("/v1/pause", response_model=PauseView, dependencies=auth, responses=_ERRORS,
               tags=["ops"])
-    async def pause(body: ReasonRequest | None = None) -> PauseView:
+    def pause(body: ReasonRequest | None = None) -> PauseView:
         """Stop taking rungs (durable across restarts); alerts are still judged and recorded."""
-        await engine.call(engine.set_paused, True, body.reason if body else "")
+        engine.set_paused(True, body.reason if body else "")
         return PauseView(paused=True)
 
     @app.post("/v1/resume", response_model=PauseView, dependencies=auth, responses=_ERRORS,
               tags=["ops"])
-    async def resume(body: ReasonRequest | None = None) -> PauseView:
-        await engine.call(engine.set_paused, False, body.reason if body else "")
+    def resume(body: ReasonRequest | None = None) -> PauseView:
+        engine.set_paused(False, body.reason if body else "")
         return PauseView(paused=False)
 
     def limit_for(path: str) -> int:

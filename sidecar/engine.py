@@ -1,17 +1,17 @@
 """The sidecar's core: ladder decisions recorded, and rungs carried out.
 
-``Engine`` composes the parts: ``LadderStore`` (ladder files and the lock
-around every read-modify-write), ``AlertJudge`` (webhook notifications),
-``RungRunner`` (rungs carried out on threads of their own), the audit log
-and the metrics. Every decision reads the shard's ladder, applies the pure
-``crawlguard.sidecar.ladder`` rule and writes the ladder back by atomic replace under
-``LadderStore.lock()``. A rung is written as ``pending`` (with the identity
-of the worker to act on, and for the CPU rung the new ``env``) BEFORE
-anything is signalled; its thread fsyncs that write, and only then acts. When
-the action ends, its outcome and ``effective_at`` are written and ``pending``
-is cleared. Webhook decisions answer once written and are fsync'd on a
-background thread right after (the event loop never waits for a disk flush);
-manual rungs, resets and pause/resume answer once fsync'd.
+``Engine`` composes the parts: one ``LadderStore`` (ladder files, the pause
+switch and the lock around every read-modify-write; the rungs' threads and
+the verifier use the same one), ``AlertJudge`` (webhook notifications),
+``RungRunner`` (rungs carried out on threads of their own), the audit log and
+the metrics. Every decision is boring on purpose: lock, load the shard's
+ladder, apply the pure ``crawlguard.sidecar.ladder`` rule, save it (atomic
+replace, fsync'd), answer. Alertmanager calls about once a minute per shard;
+there is no cache and no deferred write, so a decision is durable before
+anyone is told about it. A rung is written as ``pending`` (with the identity
+of the worker to act on, and for a rung with a device effect the new ``env``)
+BEFORE anything is signalled. When the action ends, its outcome and
+``effective_at`` are written and ``pending`` is cleared.
 
 Crash safety: if the sidecar dies anywhere after the write, the next start
 finds ``pending`` and carries the action out then (``Engine.start``). That is
@@ -27,11 +27,10 @@ HELIX_BFM_TEST_CRASH_AFTER_DECIDE=1, to simulate that crash without sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
 
+from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import (
     CorruptStateError,
     CrawlguardError,
@@ -48,14 +47,13 @@ from crawlguard.sidecar import ladder
 
 from .audit import AuditLog
 from .judging import AlertJudge
-from .ladder import Context, ManualRung, Mode, Pending, ShardLadder, Transition
+from .ladder import Context, Mode, Pending, ShardLadder, Transition
 from .metrics import SidecarMetrics
 from .rungs import RungRunner
 from .state import LadderStore
 from .webhook import AlertOutcome, WebhookPayload
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 
 class Engine:
@@ -76,14 +74,8 @@ class Engine:
                                  self._context)
 
     def judge(self, payload: WebhookPayload) -> list[AlertOutcome]:
-        """Judge a notification on the caller's thread (the event loop: it does not
-        wait for a disk flush); its decisions are written when this returns."""
+        """Judge a notification; its decisions are durable when this returns."""
         return self.alerts.judge(payload)
-
-    @staticmethod
-    async def call(fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking engine method on a thread (it may fsync), from the event loop."""
-        return await asyncio.to_thread(fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -91,7 +83,13 @@ class Engine:
         """Load the pause switch and every ladder; finish rungs a crash interrupted."""
         self.dir.ensure()
         with self.store.lock():
-            self.paused = bool(self.store.paused()["paused"])
+            try:
+                self.paused = self.store.paused().paused
+            except StateError as exc:
+                # Not knowing whether a person paused the sidecar, it takes no rungs until
+                # one says so (POST /v1/resume rewrites the switch).
+                log.error("%s; starting paused", exc)
+                self.paused = True
             self.metrics.paused.set(1 if self.paused else 0)
             for shard in self.store.shards():
                 try:
@@ -108,10 +106,8 @@ class Engine:
                     self.rungs.spawn(shard, state.pending)
 
     def close(self) -> None:
-        """Finish queued fsyncs and close the audit log. Rungs still running finish on
-        their own threads; one cut short by the process ending is completed by the
-        next start (``start``)."""
-        self.store.close()
+        """Close the audit log. Rungs still running finish on their own threads; one cut
+        short by the process ending is completed by the next start (``start``)."""
         self.audit.close()
 
     def rungs_in_progress(self) -> int:
@@ -133,7 +129,7 @@ class Engine:
 
     def _commit(self, shard: str, t: Transition) -> ShardLadder:
         """Write a manual transition (rung, refusal, reset) and start its rung."""
-        state = t.state if t.start is None else self.rungs.effective_now(t.start, t.state)
+        state = t.state
         if t.changed:
             self.store.save(state)
         self.metrics.shard_state(shard, state.rung, state.pending is not None)
@@ -141,10 +137,11 @@ class Engine:
             self.rungs.start(shard, t.start)
         elif t.decision == "refused":
             rung = state.history[-1].rung if state.history else None
-            self.metrics.rungs.labels(shard=shard, rung=rung or "none", outcome="refused").inc()
+            self.metrics.rungs.labels(shard=shard, rung=rung or rungs.NONE.name,
+                                      outcome="refused").inc()
         return state
 
-    def manual_rung(self, shard: str, rung: ManualRung, reason: str) -> ShardLadder:
+    def manual_rung(self, shard: str, rung: str, reason: str) -> ShardLadder:
         """A rung forced by hand, through the same path as alerts; RungRefused if not now."""
         with self.store.lock():
             state = self._load_known(shard)
@@ -152,7 +149,6 @@ class Engine:
             self.audit.write("manual_rung", shard=shard, requested=rung, reason=reason,
                              decision=t.decision, note=t.note)
             state = self._commit(shard, t)
-        self.store.sync(shard)
         if t.decision == "refused":
             raise RungRefused(t.note)
         return state
@@ -169,7 +165,6 @@ class Engine:
             if t.decision == "refused":
                 raise RungRefused(t.note)
             state = self._commit(shard, t)
-        self.store.sync(shard)
         return state
 
     def set_paused(self, paused: bool, reason: str) -> None:
@@ -178,7 +173,6 @@ class Engine:
             self.paused = paused
             self.metrics.paused.set(1 if paused else 0)
             self.audit.write("pause" if paused else "resume", reason=reason)
-        self.store.sync_paused()
 
     def shard(self, shard: str) -> ShardLadder:
         return self._load_known(shard)

@@ -1,20 +1,14 @@
 """Judging webhook notifications: alerts in, decisions written, rungs started.
 
-``AlertJudge.judge`` runs on the event loop, one notification at a time, and
-answers at once:
+``AlertJudge.judge`` handles one notification: under ``LadderStore.lock()``
+it loads each shard the notification names, applies ``ladder.on_alert`` to
+each of its alerts in order, and saves each shard that changed, durably; then
+it answers. An exact repeat (most of the traffic: Alertmanager's
+repeat_interval, HA pairs) changes nothing, so nothing is written for it but
+audit lines (flushed, not fsynced: the audit log is for people).
 
-- a shard whose alerts are all exact repeats (most of the traffic:
-  Alertmanager's repeat_interval, HA pairs) is judged from its cached ladder
-  without the lock, and nothing is written but audit lines (flushed, not
-  fsynced);
-- otherwise, under ``LadderStore.lock()``, ``ladder.on_alert`` is applied to
-  each alert in order and each changed shard is saved: an atomic replace
-  without fsync, which a restarted sidecar reads. The fsync follows on a
-  background thread (``LadderStore.sync_later``).
-
-A rung is started only after the write that records it, and its thread fsyncs
-that write before it signals anyone (``crawlguard.sidecar.rungs``). A shard whose ladder
-could not be written fails the notification (the app answers 500, so
+A rung is started only after the write that records it. A shard whose ladder
+could not be read or written fails the notification (the app answers 500, so
 Alertmanager sends it again), and a rung whose write failed was never decided.
 """
 
@@ -23,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.formats.schema import worker_json
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.sidecar import ladder
 
-from .audit import AuditLog, worker_json
-from .ladder import AlertFacts, Context, Pending, Transition
+from .audit import AuditLog
+from .ladder import AlertFacts, Context, Pending
 from .metrics import SidecarMetrics
 from .rungs import RungRunner
 from .state import LadderStore
@@ -51,24 +46,17 @@ class AlertJudge:
         self.context = context
 
     def judge(self, payload: WebhookPayload) -> list[AlertOutcome]:
-        """Judge one notification; its decisions are written when this returns.
-        StateError when a shard's ladder could not be written."""
+        """Judge one notification; its decisions are durable when this returns.
+        StateError when a shard's ladder could not be read or written."""
         outcomes, by_shard = self._triage(payload)
-        fresh = {shard: items for shard, items in by_shard.items()
-                 if not self._only_repeats(shard, items, outcomes)}
-        saved: list[str] = []
         failed: list[StateError] = []
-        if fresh:
-            with self.store.lock():
-                for shard, items in fresh.items():
-                    try:
-                        if self._judge_shard(shard, items, outcomes):
-                            saved.append(shard)
-                    except StateError as exc:
-                        log.error("shard %s: decisions not recorded: %s", shard, exc)
-                        failed.append(exc)
-        for shard in saved:
-            self.store.sync_later(shard)
+        with self.store.lock():
+            for shard, items in by_shard.items():
+                try:
+                    self._judge_shard(shard, items, outcomes)
+                except StateError as exc:
+                    log.error("shard %s: decisions not recorded: %s", shard, exc)
+                    failed.append(exc)
         if failed:
             raise failed[0]
         return outcomes
@@ -94,29 +82,9 @@ class AlertJudge:
             by_shard.setdefault(tri.shard, []).append((len(outcomes) - 1, tri.facts))
         return outcomes, by_shard
 
-    def _only_repeats(self, shard: str, items: list[tuple[int, AlertFacts]],
-                      outcomes: list[AlertOutcome]) -> bool:
-        """Judge the shard's alerts when every one is an exact repeat (most of the traffic:
-        repeat_interval, HA pairs): nothing changes, so no lock is taken and nothing is
-        written but audit lines. A ladder is replaced atomically, and a key once seen
-        stays in every later version, so reading it without the lock is safe."""
-        try:
-            state = self.store.load(shard)
-        except StateError:
-            return False  # judged under the lock, which reports it
-        repeats: list[tuple[int, AlertFacts, Transition]] = []
-        for idx, facts in items:
-            t = ladder.repeat(state, facts)
-            if t is None:
-                return False
-            repeats.append((idx, facts, t))
-        for idx, facts, t in repeats:
-            self._judged(outcomes, idx, shard, facts, t.decision, t.note, None)
-        return True
-
     def _judge_shard(self, shard: str, items: list[tuple[int, AlertFacts]],
-                     outcomes: list[AlertOutcome]) -> bool:
-        """Judge the shard's alerts under the lock; True when its ladder was saved.
+                     outcomes: list[AlertOutcome]) -> None:
+        """Judge the shard's alerts under the lock and save its ladder if they changed it.
         StateError (raised) when it could not be: its rungs were never decided."""
         try:
             state = self.store.load(shard)
@@ -134,14 +102,12 @@ class AlertJudge:
             self._judged(outcomes, idx, shard, facts, t.decision, t.note, ctx.worker)
             state, changed = t.state, changed or t.changed
             if t.start is not None:
-                state = self.rungs.effective_now(t.start, state)
                 starts.append(t.start)
         if changed:
             self.store.save(state)
         self.metrics.shard_state(shard, state.rung, state.pending is not None)
         for start in starts:
             self.rungs.start(shard, start)
-        return changed
 
     def _judged(self, outcomes: list[AlertOutcome], idx: int, shard: str, facts: AlertFacts,
                 decision: str, note: str, worker: WorkerIdentity | None) -> None:

@@ -46,17 +46,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from crawlguard.kernel import rungs
+from crawlguard.kernel.settings import ACTIONS, LADDER, OFF
 from crawlguard.kernel.workers import WorkerIdentity
 
-Rung = Literal["none", "restart", "cpu"]
-ActionRung = Literal["restart", "cpu"]
-ManualRung = Literal["restart", "cpu", "next"]
-Mode = Literal["ladder", "cpu", "off"]
+Mode = str
+"""HELIX_BFM_CRAWL_ACTION: ``kernel.settings.ACTIONS``."""
 AlertStatus = Literal["firing", "resolved"]
 
 KNOWN_ALERTS = frozenset({"BFMShardCrawl", "BFMShardStalled", "BFMShardOOM"})
 OOM_ALERT = "BFMShardOOM"
-RUNG_LEVEL: Mapping[str, int] = {"none": 0, "restart": 1, "cpu": 2}
 MAX_SEEN = 256
 """Alert keys remembered per shard. Older repeats still meet the stale and
 same-episode rules, so forgetting a key never turns a repeat into a rung."""
@@ -88,7 +87,8 @@ class Pending:
     """A rung decided and persisted but not yet carried out to the end."""
 
     id: str
-    rung: ActionRung
+    rung: str
+    """A name of ``kernel.rungs.TAKEN``."""
     decided_at: float
     worker: WorkerIdentity | None
     source: str
@@ -133,7 +133,8 @@ class Entry:
 class ShardLadder:
     shard: str
     crawls: int = 0
-    rung: Rung = "none"
+    rung: str = rungs.NONE.name
+    """The highest rung taken, a name of ``kernel.rungs.TABLE``."""
     env: Mapping[str, str] = field(default_factory=dict)
     pending: Pending | None = None
     episode: Episode | None = None
@@ -149,7 +150,7 @@ class Context:
     """Everything outside the shard's state that a decision depends on."""
 
     now: float
-    mode: Mode = "ladder"
+    mode: Mode = LADDER
     paused: bool = False
     worker: WorkerIdentity | None = None
     device_var: str = "BGEM3_DEVICE"
@@ -184,34 +185,33 @@ def _alert_entry(kind: str, alert: AlertFacts, ctx: Context, reason: str | None 
 
 def mode_of(action: str) -> Mode:
     """HELIX_BFM_CRAWL_ACTION as the ladder's mode (settings already validated it)."""
-    if action not in ("ladder", "cpu", "off"):
+    if action not in ACTIONS:
         raise ValueError(f"unknown HELIX_BFM_CRAWL_ACTION {action!r}")
-    return "cpu" if action == "cpu" else "off" if action == "off" else "ladder"
+    return action
 
 
-def next_rung(mode: Mode, rung: Rung) -> ActionRung | None:
-    """The rung a new crawl episode takes; None when nothing higher is left."""
-    if mode == "off" or rung == "cpu":
+def next_rung(mode: Mode, rung: str) -> rungs.Rung | None:
+    """The rung a new crawl episode takes; None when nothing higher is left. A mode
+    named for a rung (HELIX_BFM_CRAWL_ACTION=cpu) goes straight to that rung."""
+    if mode == OFF:
         return None
-    if mode == "cpu":
-        return "cpu"
-    return "restart" if rung == "none" else "cpu"
+    target = rungs.above(rung) if mode == LADDER else rungs.named(mode)
+    if target is None or target.level <= rungs.named(rung).level:
+        return None
+    return target
 
 
-def _start(state: ShardLadder, rung: ActionRung, ctx: Context, source: str,
+def _start(state: ShardLadder, rung: rungs.Rung, ctx: Context, source: str,
            reason: str, before: tuple[Entry, ...] = ()) -> Transition:
     seq = state.seq + 1
-    pending = Pending(id=f"r{seq}", rung=rung, decided_at=ctx.now, worker=ctx.worker,
+    pending = Pending(id=f"r{seq}", rung=rung.name, decided_at=ctx.now, worker=ctx.worker,
                       source=source, reason=reason)
-    env = dict(state.env)
-    if rung == "cpu":
-        env[ctx.device_var] = "cpu"
-    highest: Rung = rung if RUNG_LEVEL[rung] > RUNG_LEVEL[state.rung] else state.rung
-    entry = Entry(kind="rung", at=ctx.now, id=pending.id, rung=rung, source=source,
+    env = {**state.env, **rung.effect.env(ctx.device_var)}
+    entry = Entry(kind="rung", at=ctx.now, id=pending.id, rung=rung.name, source=source,
                   reason=reason, worker=ctx.worker, decided_at=ctx.now)
-    new = replace(state, rung=highest, env=env, pending=pending, seq=seq,
-                  last_rung_decided_at=ctx.now, history=_log(state, *before, entry))
-    return Transition(new, "rung", start=pending, note=f"{rung} decided ({reason})")
+    new = replace(state, rung=rungs.highest(rung.name, state.rung), env=env, pending=pending,
+                  seq=seq, last_rung_decided_at=ctx.now, history=_log(state, *before, entry))
+    return Transition(new, "rung", start=pending, note=f"{rung.name} decided ({reason})")
 
 
 def repeat(state: ShardLadder, alert: AlertFacts) -> Transition | None:
@@ -262,22 +262,24 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
     crawl = _alert_entry("crawl", alert, ctx)
     if dead is not None:
         crawl = replace(crawl, worker=dead)
-    if ctx.mode == "off":
+    if ctx.mode == OFF:
         note = "HELIX_BFM_CRAWL_ACTION=off: alert only"
         return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
                           "alert_only", note=note)
     if target is None:
-        note = "already on CPU: the terminal rung"
+        note = f"already on {state.rung}: the terminal rung"
         return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
                           "terminal", note=note)
     if ctx.paused:
-        refusal = Entry(kind="refused", at=ctx.now, rung=target, source="alert",
+        refusal = Entry(kind="refused", at=ctx.now, rung=target.name, source="alert",
                         reason="paused", worker=ctx.worker)
         return Transition(replace(state, history=_log(state, crawl, refusal)), "refused",
-                          note=f"paused: {target} not taken")
+                          note=f"paused: {target.name} not taken")
     if dead is not None:
+        # A rung that changes the environment must reach a successor launched before it did.
         successor = ctx.worker is not None and not ctx.worker.same_as(dead)
-        ctx = replace(ctx, worker=ctx.worker if target == "cpu" and successor else dead)
+        changes_env = bool(target.effect.env(ctx.device_var))
+        ctx = replace(ctx, worker=ctx.worker if changes_env and successor else dead)
     return _start(state, target, ctx, "alert", f"{alert.alertname} crawl #{state.crawls}",
                   before=(crawl,))
 
@@ -289,21 +291,21 @@ def refusal(state: ShardLadder, ctx: Context, what: str) -> str | None:
                 f"{state.shard!r}; try again when it has completed")
     if what == "reset":
         return None
-    if ctx.mode == "off":
+    if ctx.mode == OFF:
         return "HELIX_BFM_CRAWL_ACTION=off: the sidecar takes no rungs"
     if ctx.paused:
         return "the sidecar is paused: POST /v1/resume first"
     return None
 
 
-def on_manual(state: ShardLadder, rung: ManualRung, reason: str, ctx: Context) -> Transition:
-    """A rung forced by hand; ``next`` climbs one rung (and repeats cpu at the top)."""
+def on_manual(state: ShardLadder, rung: str, reason: str, ctx: Context) -> Transition:
+    """A rung forced by hand (a name of ``kernel.rungs.MANUAL``); ``next`` climbs one rung
+    (and repeats the top one at the top)."""
     why = refusal(state, ctx, "rung")
     if why is not None:
         entry = Entry(kind="refused", at=ctx.now, rung=rung, source="manual", reason=why)
         return Transition(replace(state, history=_log(state, entry)), "refused", note=why)
-    target: ActionRung = rung if rung != "next" else (
-        "restart" if state.rung == "none" else "cpu")
+    target = (rungs.above(state.rung) or rungs.TOP) if rung == rungs.NEXT else rungs.named(rung)
     return _start(state, target, ctx, "manual", reason or "manual")
 
 
@@ -314,7 +316,7 @@ def on_reset(state: ShardLadder, reason: str, ctx: Context) -> Transition:
     if why is not None:
         return Transition(state, "refused", note=why)
     entry = Entry(kind="reset", at=ctx.now, source="manual", reason=reason or "reset")
-    new = replace(state, crawls=0, rung="none", env={}, episode=None,
+    new = replace(state, crawls=0, rung=rungs.NONE.name, env={}, episode=None,
                   history=_log(state, entry))
     return Transition(new, "reset", note="ladder forgotten")
 

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .ladder import KNOWN_ALERTS, RUNG_LEVEL
+from crawlguard.kernel import rungs
+
+from .ladder import KNOWN_ALERTS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
@@ -60,7 +62,7 @@ class SidecarMetrics:
         self.invalid = Counter("crawlguard_sidecar_invalid_requests_total",
                                "Requests refused whole", ["reason"], registry=r)
         self.rung = Gauge("crawlguard_sidecar_rung",
-                          "Highest rung taken per shard: 0 none, 1 restart, 2 cpu", ["shard"],
+                          f"Highest rung taken per shard: {rungs.levels_help()}", ["shard"],
                           registry=r)
         self.in_progress = Gauge("crawlguard_sidecar_rung_in_progress",
                                  "1 while a rung is being carried out", ["shard"], registry=r)
@@ -76,7 +78,7 @@ class SidecarMetrics:
         self.received.labels(alertname=name, status=status).inc()
 
     def shard_state(self, shard: str, rung: str, in_progress: bool) -> None:
-        self.rung.labels(shard=shard).set(RUNG_LEVEL.get(rung, 0))
+        self.rung.labels(shard=shard).set(rungs.named(rung).level)
         self.in_progress.labels(shard=shard).set(1 if in_progress else 0)
 
     def observe_request(self, path: str, seconds: float) -> None:

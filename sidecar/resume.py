@@ -9,13 +9,15 @@ by atomic replace. A build that has its own supervisor loop (instead of
     env = {**os.environ, **resume_env(".crawlguard", "slack__eng-oncall")}
     subprocess.run(cmd, env=env)
 
-This module imports only the standard library and the kernel's stdlib-only
-modules (``crawlguard.kernel.names``, ``statedir``, ``formats.ladderfile``; and
-``sidecar/__init__.py`` is kept empty of imports), so it costs nothing to a build
-and works while the sidecar is down. It reads the file with the very reader
-the sidecar's own ``LadderStore`` uses. Bad state is an error, never a silent
-empty environment: relaunching a demoted shard on the GPU would bring the crawl
-back.
+This module imports the standard library, a few kernel modules
+(``crawlguard.kernel.names``, ``statedir``, ``formats.ladderfile``) and, through
+``ladderfile``, pydantic: the file has one schema, and resume validates the
+whole file against it with the very reader the sidecar's own ``LadderStore``
+uses, so the two never disagree about a file. Nothing heavier (no server, HTTP
+client, metrics, psutil or YAML: a contract in pyproject.toml), and
+``sidecar/__init__.py`` is kept empty of imports; it works while the sidecar is
+down. Bad state is an error, never a silent empty environment: relaunching a
+demoted shard on the GPU would bring the crawl back.
 """
 
 from __future__ import annotations

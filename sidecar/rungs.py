@@ -1,13 +1,14 @@
 """Carrying out decided rungs: one thread per rung, its outcome recorded.
 
 A rung reaches ``RungRunner`` only after the write that records it as
-``pending`` (``start``, called under ``LadderStore.lock()`` right after that
-write). Its thread first makes that write durable (``LadderStore.sync``: fsync
-of the ladder and its directory), and only then acts on the worker
-(``crawlguard.sidecar.actions.restart_worker``: verify, signal, wait, kill). The outcome is
-a read-modify-write under ``LadderStore.lock()`` like every decision. A rung is
-serialised per shard by construction: no new rung is decided while one is
-pending.
+``pending`` has returned, and so is durable (``LadderStore.save`` fsyncs).
+``start`` is called under ``LadderStore.lock()`` right after that write; the
+rung's thread acts on the worker (``crawlguard.sidecar.actions.restart_worker``:
+verify, signal, wait, kill) and writes the outcome, a read-modify-write under
+``LadderStore.lock()`` like every decision. A rung with no worker to act on (a
+manual rung of a shard whose worker is not registered) completes at once as
+``no_worker``. A rung is serialised per shard by construction: no new rung is
+decided while one is pending.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import time
 from collections.abc import Callable
 
 from crawlguard.kernel.errors import CrawlguardError
+from crawlguard.kernel.formats.schema import worker_json
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import LaunchRecord, read_launch, read_registration
 from crawlguard.sidecar import ladder
 
 from .actions import ActionResult, restart_worker
-from .audit import AuditLog, worker_json
-from .ladder import Pending, ShardLadder
+from .audit import AuditLog
+from .ladder import Pending
 from .metrics import SidecarMetrics
 from .state import LadderStore
 
@@ -48,26 +50,14 @@ class RungRunner:
     def in_progress(self) -> int:
         return sum(1 for t in list(self._threads.values()) if t.is_alive())
 
-    @staticmethod
-    def effective_now(start: Pending, state: ShardLadder) -> ShardLadder:
-        """A rung without a registered worker has nobody to signal: it takes effect as
-        decided, in the same write that records it."""
-        if start.worker is not None:
-            return state
-        return ladder.on_complete(state, start.id, "no_worker", start.decided_at).state
-
     def start(self, shard: str, start: Pending) -> None:
-        """After the rung's write (never before): act on it, or record that none is due."""
+        """After the rung's write (never before): carry it out on a thread of its own."""
         self.audit.write("rung_decided", shard=shard, id=start.id, rung=start.rung,
                          source=start.source, reason=start.reason,
                          worker=worker_json(start.worker))
         if self.after_decide is not None:
             self.after_decide(shard, start)
-        if start.worker is None:
-            self.record_done(shard, start, ActionResult(
-                "no_worker", start.decided_at, "no worker registered for the shard"))
-        else:
-            self.spawn(shard, start)
+        self.spawn(shard, start)
 
     def spawn(self, shard: str, pending: Pending) -> None:
         thread = threading.Thread(target=self._act, args=(shard, pending),
@@ -76,14 +66,17 @@ class RungRunner:
         thread.start()
 
     def _act(self, shard: str, pending: Pending) -> None:
-        try:
-            self.store.sync(shard)  # the pending record is durable before any signal
-            result = restart_worker(pending.worker, self.grace_seconds,
-                                    pending.decided_at, self.clock, self._launch(shard))
-        except Exception as exc:
-            # Recorded rather than left pending, which would block the shard's ladder.
-            log.exception("shard %s: rung %s failed", shard, pending.id)
-            result = ActionResult("error", self.clock(), f"{type(exc).__name__}: {exc}")
+        if pending.worker is None:
+            result = ActionResult("no_worker", pending.decided_at,
+                                  "no worker registered for the shard")
+        else:
+            try:
+                result = restart_worker(pending.worker, self.grace_seconds, self.clock,
+                                        self._launch(shard))
+            except Exception as exc:
+                # Recorded rather than left pending, which would block the shard's ladder.
+                log.exception("shard %s: rung %s failed", shard, pending.id)
+                result = ActionResult("error", self.clock(), f"{type(exc).__name__}: {exc}")
         if result.outcome == "already_gone":
             result = self._when_gone(shard, pending, result)
         self._complete(shard, pending, result)
@@ -120,7 +113,6 @@ class RungRunner:
                 t = ladder.on_complete(state, pending.id, result.outcome, result.effective_at)
                 self.store.save(t.state)
                 self.metrics.shard_state(shard, t.state.rung, t.state.pending is not None)
-            self.store.sync(shard)
         except CrawlguardError as exc:
             log.error("shard %s: outcome of rung %s not recorded: %s", shard, pending.id, exc)
             return

@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crawlguard.kernel.rungs import ManualRungName, RungName, TakenRungName
+from crawlguard.kernel.settings import ActionName
 from crawlguard.kernel.workers import WorkerIdentity
 
 from .ladder import Entry, Pending, ShardLadder
-
-RungName = Literal["none", "restart", "cpu"]
 
 
 class Worker(BaseModel):
@@ -26,7 +26,7 @@ class PendingRung(BaseModel):
     """A rung decided and persisted, being carried out."""
 
     id: str
-    rung: Literal["restart", "cpu"]
+    rung: TakenRungName
     decided_at: float
     worker: Worker | None
     source: str
@@ -71,7 +71,7 @@ class ShardView(BaseModel):
     last_rung_decided_at: float | None
     last_rung_effective_at: float | None
     paused: bool
-    action: Literal["ladder", "cpu", "off"]
+    action: ActionName
 
 
 class UnreadableShard(BaseModel):
@@ -81,7 +81,7 @@ class UnreadableShard(BaseModel):
 
 
 class ShardsView(BaseModel):
-    action: Literal["ladder", "cpu", "off"]
+    action: ActionName
     paused: bool
     shards: list[ShardView] = Field(description="every shard whose ladder is readable")
     unreadable: list[UnreadableShard] = Field(
@@ -91,7 +91,7 @@ class ShardsView(BaseModel):
 class RungRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rung: Literal["restart", "cpu", "next"]
+    rung: ManualRungName
     reason: str = Field(default="", max_length=500)
 
 
@@ -125,7 +125,7 @@ class AlertsAccepted(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     paused: bool
-    action: Literal["ladder", "cpu", "off"]
+    action: ActionName
     rungs_in_progress: int
 
 
@@ -152,8 +152,7 @@ def _entry(e: Entry) -> HistoryEntry:
                         shared_bytes=e.shared_bytes, rate_ratio=e.rate_ratio)
 
 
-def shard_view(state: ShardLadder, paused: bool, action: Literal["ladder", "cpu", "off"]
-               ) -> ShardView:
+def shard_view(state: ShardLadder, paused: bool, action: str) -> ShardView:
     return ShardView(
         shard=state.shard, crawls=state.crawls, rung=state.rung, env=dict(state.env),
         history=[_entry(e) for e in state.history], pending=_pending(state.pending),

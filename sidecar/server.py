@@ -161,9 +161,6 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError("HELIX_BFM_SIDECAR_HOST", host, f"cannot resolve: {exc}") from exc
     try:
         set_listen_options(sock)  # exclusive on Windows: no second sidecar on the port
-        # Inherited by accepted connections: without it uvicorn's separate writes of
-        # headers and body meet delayed ACKs and every answer takes ~40 ms.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(info[4])
         sock.listen(128)
     except OSError as exc:

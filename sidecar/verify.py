@@ -17,11 +17,14 @@ of baseline"). The entry is a record, never a decision: it changes no
 counter, no rung and no episode, so a fresh context that spills again is
 still the shard's second crawl and takes the next rung, as the ladder says.
 
+Only the restart rung (``kernel.rungs.RESTART``) is verified: it keeps the
+shard on its GPU, so the shared memory and the GPU baseline say whether it
+worked.
+
 Why the sidecar: it owns the ladder history, runs on every rig whatever
 starts the workers (``up``, systemd, a Scheduled Task), and already reads
-the state dir. It writes with its own ``LadderStore`` under
-``StateDir.lock()``, like every other writer of shard state; the engine's
-store sees the replaced file and re-reads it.
+the state dir. It writes through the engine's ``LadderStore``, under its
+lock and durably, like every other decision of the sidecar.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from crawlguard.gpu.shared import SharedSource
+from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import CrawlguardError, SharedMemoryError
 from crawlguard.kernel.formats import batchlog
 from crawlguard.kernel.formats.batchlog import Batch
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.settings import Detection
-from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity, read_registration
 from crawlguard.sidecar import ladder
 
@@ -59,9 +62,9 @@ RATE_BACK_RATIO = 0.8
 """Median rate / baseline at or above which the rate is back: batch jitter
 stays well within 20 %, while a spilled context runs at a fifth or less."""
 STEP_SECONDS = 1.0
-"""How often the sidecar looks for restarts to verify. Cheap: a stat per ladder
-(the store's cache), and batches.jsonl is read only for a shard whose last
-restart awaits its verdict."""
+"""How often the sidecar looks for restarts to verify. Cheap: a read of each
+ladder, and batches.jsonl is read only for a shard whose last restart awaits
+its verdict."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Verification:
         return f"restart {word}: shared {shared}, rate {rate}"
 
     def entry(self, now: float) -> Entry:
-        return Entry(kind="verified", at=now, id=self.rung_id, rung="restart",
+        return Entry(kind="verified", at=now, id=self.rung_id, rung=rungs.RESTART.name,
                      worker=self.worker, outcome="verified" if self.verified else "not_verified",
                      reason=self.summary, shared_bytes=self.shared_bytes,
                      rate_ratio=self.rate_ratio)
@@ -103,11 +106,11 @@ def due_rung(state: ShardLadder) -> Entry | None:
     Only the last one: an earlier restart's worker has been replaced since, so
     there is nothing left to measure about it.
     """
-    rungs = [e for e in state.history if e.kind == "rung"]
-    if not rungs:
+    taken = [e for e in state.history if e.kind == "rung"]
+    if not taken:
         return None
-    last = rungs[-1]
-    if last.rung != "restart" or last.outcome is None or last.effective_at is None:
+    last = taken[-1]
+    if last.rung != rungs.RESTART.name or last.outcome is None or last.effective_at is None:
         return None
     if any(e.kind == "verified" and e.id == last.id for e in state.history):
         return None
@@ -141,13 +144,13 @@ def assess(rung: Entry, worker: WorkerIdentity, batches: Iterable[Batch],
 class Verifier:
     """Looks for restarts to verify and records the verdicts (one thread in the sidecar)."""
 
-    def __init__(self, state: StateDir, detection: Detection, shared: SharedSource | None,
+    def __init__(self, store: LadderStore, detection: Detection, shared: SharedSource | None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.state = state
+        self.store = store
+        self.state = store.dir
         self.detection = detection
         self.shared = shared
         self.clock = clock
-        self.store = LadderStore(state)
         self._shared_failing = False
 
     def step(self) -> list[tuple[str, Entry]]:
@@ -194,7 +197,7 @@ class Verifier:
 
     def _record(self, shard: str, rung: Entry, verdict: Verification) -> bool:
         try:
-            with self.state.lock():
+            with self.store.lock():
                 state = self.store.load(shard)
                 again = due_rung(state)
                 if again is None or again.id != rung.id:
@@ -235,8 +238,8 @@ class VerificationCollector(Collector):
     """The last verification of each shard, for the dashboard, read from the ladders
     at each scrape so it survives a restart of the sidecar."""
 
-    def __init__(self, state: StateDir) -> None:
-        self.store = LadderStore(state)
+    def __init__(self, store: LadderStore) -> None:
+        self.store = store
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not read the state dir: the sidecar registers this before

@@ -6,7 +6,9 @@ and fails with a message that says what never happened.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
 import shutil
 import socket
@@ -22,6 +24,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+TOP_PACKAGES = ("crawlguard", "crawlguard.exporter", "crawlguard.sidecar", "crawlguard.rules")
+"""Walked one by one: in a checkout the mapped folders are not under crawlguard/."""
+
+
+def crawlguard_modules() -> list[str]:
+    """Every module of crawlguard (packages are imported to find their modules; the
+    modules are not), ``__main__`` modules left out."""
+    names: list[str] = []
+    for top in TOP_PACKAGES:
+        package = importlib.import_module(top)
+        names.append(top)
+        names += [info.name for info in pkgutil.walk_packages(package.__path__, top + ".")
+                  if not info.name.endswith("__main__")]
+    return sorted(set(names))
 
 
 def free_port() -> int:

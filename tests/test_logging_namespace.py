@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pkgutil
 from pathlib import Path
 
 import pytest
 
 from crawlguard.kernel import logs
+from tests.helpers import crawlguard_modules
 
 # Loggers still named by bare __name__ in the engine modules, which another change
 # rewrites; empty this set when they call crawlguard.kernel.logs.get_logger(__name__).
@@ -17,12 +17,8 @@ PENDING: set[str] = set()
 
 
 def test_every_module_logs_under_crawlguard() -> None:
-    # Walked one by one: in a checkout the mapped folders are not under crawlguard/.
-    for top in ("crawlguard", "crawlguard.exporter", "crawlguard.sidecar", "crawlguard.rules"):
-        package = importlib.import_module(top)
-        for info in pkgutil.walk_packages(package.__path__, top + "."):
-            if not info.name.endswith("__main__"):  # importing it would run it
-                importlib.import_module(info.name)
+    for name in crawlguard_modules():
+        importlib.import_module(name)
     ours = {name for name, logger in logging.root.manager.loggerDict.items()
             if isinstance(logger, logging.Logger)
             and name.split(".")[0] in ("crawlguard", "exporter", "sidecar", "rules")}

@@ -14,22 +14,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from crawlguard.kernel import rungs
 from crawlguard.kernel.settings import Detection
 from crawlguard.sidecar.client import SidecarClient
 
 from . import HELP
 
-RUNGS = ("restart", "cpu", "next", "reset")
+RESET = "reset"
+"""Not a rung: ``crawlguard rung SHARD reset`` forgets the ladder (POST .../reset)."""
+RUNG_CHOICES = (*rungs.MANUAL, RESET)
+"""What ``crawlguard rung`` and ``crawlguard fleet rung`` accept."""
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    taken = ", ".join(f"{r.name} ({r.label})" for r in rungs.TAKEN)
     p = sub.add_parser(
         "rung", help=HELP["rung"],
-        description="Force a rung by hand: restart (kill the worker so its supervisor "
-                    "resumes it), cpu (set the device variable to cpu, then restart), next "
-                    "(climb one rung), or reset (forget the ladder: back to GPU).")
+        description=f"Force a rung by hand: {taken}, {rungs.NEXT} (climb one rung), or "
+                    f"{RESET} (forget the ladder: back to GPU).")
     p.add_argument("shard")
-    p.add_argument("rung", choices=RUNGS)
+    p.add_argument("rung", choices=RUNG_CHOICES)
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
     p = sub.add_parser(
@@ -64,7 +68,7 @@ def rung(args: argparse.Namespace) -> int:
 
 def take_rung(client: SidecarClient, shard: str, rung: str, reason: str) -> str:
     """Force ``rung`` (or ``reset``) on ``shard``; the line that says what happened."""
-    if rung == "reset":
+    if rung == RESET:
         client.reset(shard, reason)
         return f"{shard}: reset (rung none, env cleared)"
     view = client.rung(shard, rung, reason)

@@ -10,9 +10,10 @@ from typing import Any
 from crawlguard.fleet import fleetfile
 from crawlguard.fleet.generate import generate
 from crawlguard.fleet.status import FleetClient, open_fleet
+from crawlguard.kernel import rungs
 
 from . import HELP
-from .clients import RUNGS, table, take_rung
+from .clients import RUNG_CHOICES, table, take_rung
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Like 'crawlguard rung', on RIG's sidecar, from the central host.")
     r.add_argument("rig", metavar="RIG")
     r.add_argument("shard", metavar="SHARD")
-    r.add_argument("rung", choices=RUNGS, metavar="RUNG", help=", ".join(RUNGS))
+    r.add_argument("rung", choices=RUNG_CHOICES, metavar="RUNG", help=", ".join(RUNG_CHOICES))
     r.add_argument("--reason", default="", help="recorded in the shard's history")
     r.add_argument("--fleet", type=Path, default=Path("."), metavar="FLEET_FILE_OR_DIR",
                    help="the folder 'fleet generate' wrote, or the fleet file beside it "
@@ -104,7 +105,8 @@ def render(found: list[dict[str, Any]]) -> str:
             if name in bad:
                 rows.append((*head, name, *metrics, "?", "UNREADABLE", "-", "-"))
                 continue
-            s = ladders.get(name, {"crawls": 0, "rung": "none", "env": {}, "pending": None})
+            s = ladders.get(name, {"crawls": 0, "rung": rungs.NONE.name, "env": {},
+                                   "pending": None})
             pending = s.get("pending")
             env = " ".join(f"{k}={v}" for k, v in sorted(s["env"].items())) or "-"
             rows.append((*head, name, *metrics, str(s["crawls"]), s["rung"], env,

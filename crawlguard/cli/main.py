@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from crawlguard.cli import COMMANDS, load
 from crawlguard.kernel import logs
 from crawlguard.kernel.errors import CrawlguardError
+from crawlguard.kernel.settings import ACTIONS
 
-EPILOG = """\
+EPILOG = f"""\
 knobs (environment): HELIX_BFM_CRAWL_FACTOR (5), HELIX_BFM_CRAWL_WINDOW (8),
-HELIX_BFM_CRAWL_ACTION (ladder|cpu|off), HELIX_BFM_VRAM_FULL_RATIO (0.95),
+HELIX_BFM_CRAWL_ACTION ({"|".join(ACTIONS)}), HELIX_BFM_VRAM_FULL_RATIO (0.95),
 HELIX_BFM_STATE_DIR (.crawlguard), HELIX_BFM_SIDECAR_TOKEN, HELIX_BFM_VRAM_SOURCE
 (nvml|file:PATH) and more: see docs/architecture.md#knobs.
 """

@@ -12,7 +12,7 @@ from crawlguard.cli.lifecycle import shutdown_on_signals, wait_for_stop
 from crawlguard.gpu.shared import shared_source_from_spec
 from crawlguard.kernel import longpaths
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.settings import Settings, port_flag
+from crawlguard.kernel.settings import ACTIONS, Settings, port_flag
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.sidecar.engine import Engine
 from crawlguard.sidecar.ladder import Pending
@@ -33,10 +33,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "sidecar", help=HELP["sidecar"],
         description="Serve the Alertmanager webhook (POST /v1/alerts) and the ladder API. "
                     "Every /v1 endpoint demands 'Authorization: Bearer "
-                    "$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
-                    "(ladder|cpu|off); state lives in HELIX_BFM_STATE_DIR. Beyond loopback it "
-                    "needs TLS too (HELIX_BFM_TLS_CERT_FILE, _KEY_FILE; _CA_FILE demands "
-                    "client certificates of that CA).")
+                    f"$HELIX_BFM_SIDECAR_TOKEN'. Rungs follow HELIX_BFM_CRAWL_ACTION "
+                    f"({'|'.join(ACTIONS)}); state lives in HELIX_BFM_STATE_DIR. Beyond "
+                    "loopback it needs TLS too (HELIX_BFM_TLS_CERT_FILE, _KEY_FILE; _CA_FILE "
+                    "demands client certificates of that CA).")
     p.add_argument("--host", help="address to bind (default HELIX_BFM_SIDECAR_HOST or "
                                   "127.0.0.1); non-loopback addresses need TLS and a token")
     p.add_argument("--port", type=int, help="port (default HELIX_BFM_SIDECAR_PORT or 9848; "
@@ -68,9 +68,9 @@ def main(args: argparse.Namespace) -> int:
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
                            insecure_no_token=args.insecure_no_token, tls=ep.tls,
                            allow_plaintext=ep.allow_plaintext)
-    verifier = Verifier(engine.dir, settings.detection,
+    verifier = Verifier(engine.store, settings.detection,
                         shared_source_from_spec(settings.shared_source))
-    engine.metrics.registry.register(VerificationCollector(engine.dir))
+    engine.metrics.registry.register(VerificationCollector(engine.store))
     with shutdown_on_signals() as stop:
         bound = server.start()
         verifier.start_thread(stop)

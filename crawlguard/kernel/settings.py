@@ -18,15 +18,24 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from . import rungs
 from .errors import ConfigError
 from .listen import url_host
 from .names import is_env_name
 from .tls import CA_KNOB, CERT_KNOB, KEY_KNOB, TlsFiles
 
 PREFIX = "HELIX_BFM_"
-ACTIONS = ("ladder", "cpu", "off")
+LADDER, OFF = "ladder", "off"
+ACTIONS = (LADDER, rungs.CPU.name, OFF)
+"""HELIX_BFM_CRAWL_ACTION: climb the ladder, take the CPU rung at every crawl
+(the action is named for that rung), or only alert."""
+# What the sidecar's API schemas validate; to mypy a plain string (see kernel.rungs).
+if TYPE_CHECKING:
+    ActionName = str
+else:
+    ActionName = Literal[ACTIONS]
 
 T = TypeVar("T")
 
@@ -197,7 +206,7 @@ class Detection:
 class Remediation:
     """What the sidecar and the supervisor do about a crawl."""
 
-    action: str = "ladder"
+    action: str = LADDER
     """ladder (restart, then CPU), cpu (straight to CPU) or off (alert only)."""
     device_var: str = "BGEM3_DEVICE"
     """The resume-environment variable the CPU rung sets to ``cpu``."""

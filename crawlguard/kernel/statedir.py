@@ -29,9 +29,9 @@ one reader and one writer each. Shard and stage names are ``names.ShardName``
 and devices are parsed by ``devices`` before they become path components, and
 every JSON file is replaced atomically (write to a temporary file, fsync,
 rename), so a crash at any moment leaves either the old or the new file, never
-half of one. Readers still treat a file that does not parse as
-``CorruptStateError`` because a person may have edited it. (The sidecar's
-ladders skip the fsyncs on the webhook's path and ``sync_file`` them after.)
+half of one; once ``write_json_atomic`` returns, the file survives a crash of
+the host too. Readers still treat a file that does not parse as
+``CorruptStateError`` because a person may have edited it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -52,7 +53,7 @@ from .devices import file_part, gpu_label
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
 
-__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic"]
+__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic", "write_volatile_json"]
 log = logging.getLogger("crawlguard.kernel.statedir")
 # Roots opened for service by this process -> (st_dev, st_ino) when opened.
 _ESTABLISHED: dict[str, tuple[int, int]] = {}
@@ -71,6 +72,10 @@ class StateDir:
     @property
     def metrics_dir(self) -> Path:
         return self.root / "metrics"
+
+    @property
+    def pause_file(self) -> Path:
+        return self.root / "sidecar.json"
 
     @property
     def audit_log(self) -> Path:
@@ -178,7 +183,7 @@ class StateDir:
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
         """The lock every writer of shard state holds (sidecar, reset, supervisor)."""
         # Imported here, not at the top: readers of the layout (crawlguard.sidecar.resume, in a
-        # build's own supervisor loop) must not need anything beyond the standard library.
+        # build's own supervisor loop) take no lock and need not load filelock.
         from filelock import FileLock, Timeout
 
         self.ensure()
@@ -214,14 +219,22 @@ def check_present(path: str | os.PathLike[str]) -> None:
             raise StateError(msg)
 
 
-def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename, fsync dir.
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON, durably: temp file, fsync, rename, fsync dir.
+    When this returns the new file is what every process reads, and it survives a crash
+    of the host."""
+    _write_json(path, data, durable=True)
 
-    ``durable=False`` skips both fsyncs: the new file is visible at once to every
-    process (a crash of the writer loses nothing), but only ``sync_file`` makes it
-    survive a crash of the host (the sidecar's webhook path; the simulated GPU,
-    whose file describes live processes only, never syncs). An fsync costs 4-20 ms
-    on a small VM's disk."""
+
+def write_volatile_json(path: Path, data: Any) -> None:
+    """``write_json_atomic`` without the fsyncs, for files that describe live processes
+    only and are rewritten many times a second (the simulated GPU,
+    ``crawlguard.refbuild.simgpu``): after a crash of the host nothing in them matters.
+    Never for state: a decision written with it could be lost after it was answered."""
+    _write_json(path, data, durable=False)
+
+
+def _write_json(path: Path, data: Any, durable: bool) -> None:
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     check_present(path)
     try:
@@ -242,29 +255,6 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
             _fsync_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def sync_file(path: Path) -> None:
-    """Make ``path`` as it is now durable: fsync the file, then its directory.
-
-    Safe to call while others replace the file (``write_json_atomic``): if the
-    name points to another file once the directory is synced, that newer file is
-    synced too, so the name never durably points to data that is not on disk."""
-    flags = os.O_RDWR if sys.platform == "win32" else os.O_RDONLY  # Windows: flush needs write
-    try:
-        for _ in range(100):
-            fd = os.open(path, flags)
-            try:
-                os.fsync(fd)
-                synced = os.fstat(fd).st_ino
-            finally:
-                os.close(fd)
-            _fsync_dir(path.parent)
-            if sys.platform == "win32" or os.stat(path).st_ino == synced:
-                return
-        raise OSError(f"{path} was replaced 100 times while being synced")
-    except OSError as exc:
-        raise StateError(f"cannot sync {path}: {exc.strerror or exc}") from exc
 
 
 def _replace(src: str, dst: Path) -> None:
@@ -293,16 +283,40 @@ def _fsync_dir(directory: Path) -> None:
 fsync_dir = _fsync_dir  # for writers of their own formats (crawlguard.exporter.compaction)
 
 
+MAX_JSON_BYTES = 16 << 20
+"""No state file crawlguard writes comes near this; a larger one is not read into memory."""
+
+
 def read_json(path: Path) -> Any | None:
-    """The JSON in ``path``; ``None`` when it does not exist; CorruptStateError when bad."""
+    """The JSON in ``path``; ``None`` when it does not exist; ``CorruptStateError`` when it
+    is not a file of JSON crawlguard could have written (a directory, a device, more than
+    ``MAX_JSON_BYTES``, not UTF-8, not JSON, nested too deep for the parser);
+    ``StateError`` when it cannot be read."""
     try:
-        raw = path.read_bytes()
+        # Looked at before it is opened: opening a FIFO would wait for a writer.
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise CorruptStateError(f"{path} is {kind}; crawlguard writes a JSON file there")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_JSON_BYTES:
+        raise CorruptStateError(f"{path} is larger than {MAX_JSON_BYTES} bytes")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptStateError(f"{path} is not valid JSON ({exc}); it was not written "
-                                "by crawlguard or was cut short") from exc
+        value = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer too long to convert;
+        # RecursionError: arrays or objects nested deeper than the parser goes.
+        raise CorruptStateError(f"{path} is not valid JSON ({_short(exc)}); it was not "
+                                "written by crawlguard or was cut short") from exc
+    if value is None:  # None is "no file" to the callers: a file of null is not that
+        raise CorruptStateError(f"{path} holds null; crawlguard writes an object there")
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -30,7 +30,7 @@ from typing import Any
 
 from crawlguard.kernel.errors import ProcessError, StateError
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.statedir import write_json_atomic
+from crawlguard.kernel.statedir import write_volatile_json
 from crawlguard.kernel.workers import WorkerIdentity
 
 from .profiles import GpuModel
@@ -43,7 +43,7 @@ def _write_fast(path: Path, data: Any) -> None:
     and are rewritten many times a second; after a crash nothing in them matters. Its
     rename is retried on Windows, where a reader holding the file open makes
     ``os.replace`` fail with a sharing violation for a moment."""
-    write_json_atomic(path, data, durable=False)
+    write_volatile_json(path, data)
 
 
 class SimGpu:

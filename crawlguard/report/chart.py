@@ -16,10 +16,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .evidence import MARKERS, Batch, ReportError, ShardEvidence, VramSample, vram_for
+from crawlguard.kernel import rungs
+
+from .evidence import MARKERS, RESET, Batch, ReportError, ShardEvidence, VramSample, vram_for
 from .summary import fmt_rate
 
-RUNG_COLOURS = {"restart": "tab:orange", "cpu": "tab:purple", "reset": "tab:green"}
+# The rungs of kernel.rungs.TAKEN in order of level, then the reset that undoes them.
+_TAKEN_COLOURS = ("tab:orange", "tab:purple", "tab:red", "tab:olive")
+RUNG_COLOURS = {**{r.name: _TAKEN_COLOURS[i % len(_TAKEN_COLOURS)]
+                   for i, r in enumerate(rungs.TAKEN)}, RESET: "tab:green"}
 OOM_COLOUR = "tab:brown"
 # A spread this large means a crawl: only a log axis shows 15 and 0.02 genes/s together.
 LOG_SPREAD = 20.0
@@ -78,8 +83,6 @@ def _plot_rates(ax: Any, ev: ShardEvidence) -> None:
 def _mark_rungs(axes: list[Any], ev: ShardEvidence) -> None:
     top = axes[0]
     for r in ev.rungs:
-        if r.t is None:
-            continue
         x = datetime.fromtimestamp(r.t, tz=timezone.utc)
         colour = RUNG_COLOURS.get(r.rung, "black")
         for ax in axes:
@@ -90,9 +93,10 @@ def _mark_rungs(axes: list[Any], ev: ShardEvidence) -> None:
                      fontsize=8, rotation=90, va="top")
     # One legend entry per rung kind present, drawn with the same style.
     for kind in MARKERS:
-        if any(r.rung == kind and r.t is not None for r in ev.rungs):
-            label = "reset" if kind == "reset" else f"rung: {kind}"
-            top.plot([], [], color=RUNG_COLOURS[kind], ls=":", lw=1.5, label=label)
+        if any(r.rung == kind for r in ev.rungs):
+            label = RESET if kind == RESET else f"rung: {kind}"
+            top.plot([], [], color=RUNG_COLOURS[kind], ls=":", lw=1.5,
+                     label=label)
 
 
 def _mark_ooms(axes: list[Any], ev: ShardEvidence) -> None:

@@ -8,49 +8,47 @@ state dir taken from another machine. Inputs:
   ``crawlguard.kernel.formats.batchlog``);
 - ``shards/<shard>/ladder.json``: crawls, rung, env overrides, history (the sidecar;
   ``crawlguard.kernel.formats.ladderfile``);
-- ``audit.jsonl``: the sidecar's decisions (``sidecar/audit.py``), used for rung
-  markers of a shard whose ladder has no usable history;
+- ``audit.jsonl``: the sidecar's decisions (``crawlguard.kernel.formats.auditlog``),
+  used for rung markers of a shard whose ladder has no usable history;
 - ``vram.jsonl`` (optional): the supervisor's VRAM samples (``crawlguard.kernel.formats.vramlog``).
 
 Each file is read with its format's one reader; this module only combines them.
 
 Lines of a JSON-lines file that do not parse (a line being written right now,
-a crash mid-write, an edit) are skipped and counted, never a traceback: the
-report is most wanted exactly when something went wrong.
+a crash mid-write, an edit) are skipped and counted, and a ladder.json that
+breaks its schema is reported as unreadable, never a traceback: the report is
+most wanted exactly when something went wrong.
 
 ``summary`` turns it into Markdown; the charts live in ``chart`` because they
-need matplotlib (the optional ``report`` extra); this module needs only the
-standard library.
+need matplotlib (the optional ``report`` extra).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from crawlguard.kernel import oom
+from crawlguard.kernel import oom, rungs
 from crawlguard.kernel.errors import CorruptStateError, ReportError
-from crawlguard.kernel.formats import batchlog, ladderfile, vramlog
+from crawlguard.kernel.formats import auditlog, batchlog, ladderfile, vramlog
+from crawlguard.kernel.formats.auditlog import AuditLine
 from crawlguard.kernel.formats.batchlog import Batch
-from crawlguard.kernel.formats.jsonlines import finite_number, iter_objects
-from crawlguard.kernel.formats.ladderfile import LadderDoc
+from crawlguard.kernel.formats.ladderfile import HistoryEntry, LadderFile
 from crawlguard.kernel.formats.vramlog import VramSample
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
 
 __all__ = ["MARKERS", "Batch", "ReportError", "RunEvidence", "RungEvent", "ShardEvidence",
-           "VramSample", "load_run", "parse_rung", "vram_for"]
+           "VramSample", "audit_marker", "ladder_marker", "load_run", "vram_for"]
 
-RUNGS = ("restart", "cpu")
-MARKERS = (*RUNGS, "reset")
+RESET = "reset"
+MARKERS = (*rungs.TAKEN_NAMES, RESET)
 """What the report marks: the rungs taken and the resets that undid them."""
 
 
 @dataclass(frozen=True)
 class RungEvent:
-    t: float | None
+    t: float
     rung: str
     outcome: str
     reason: str
@@ -61,7 +59,7 @@ class RungEvent:
 class ShardEvidence:
     shard: str
     batches: list[Batch] = field(default_factory=list)
-    ladder: LadderDoc | None = None
+    ladder: LadderFile | None = None
     ladder_error: str | None = None
     rungs: list[RungEvent] = field(default_factory=list)
     skipped_lines: int = 0
@@ -83,17 +81,17 @@ class ShardEvidence:
 
     @property
     def rung(self) -> str:
-        return self.ladder.rung if self.ladder is not None else "none"
+        return self.ladder.rung if self.ladder is not None else rungs.NONE.name
 
     @property
     def env(self) -> dict[str, str]:
         return dict(self.ladder.env) if self.ladder is not None else {}
 
     @property
-    def verifications(self) -> list[dict[str, Any]]:
+    def verifications(self) -> list[HistoryEntry]:
         """History entries of kind ``verified`` (sidecar/verify.py), oldest first."""
-        history = self.ladder.history if self.ladder is not None else ()
-        return [dict(e) for e in history if e.get("kind") == "verified"]
+        history = self.ladder.history if self.ladder is not None else []
+        return [e for e in history if e.kind == "verified"]
 
     @property
     def final_device(self) -> str:
@@ -110,7 +108,7 @@ class ShardEvidence:
         finished batch, beyond one such batch at its baseline pace."""
         lost = 0.0
         for rung in self.rungs:
-            if rung.t is None or rung.rung not in RUNGS:
+            if rung.rung not in rungs.TAKEN_NAMES:
                 continue
             before = [b for b in self.batches if b.t <= rung.t]
             if not before or before[-1].baseline is None or before[-1].baseline <= 0:
@@ -153,29 +151,27 @@ class RunEvidence:
 
 # -- reading -------------------------------------------------------------------
 
-def parse_rung(obj: Mapping[str, Any], source: str) -> RungEvent | None:
-    """A rung taken, or a reset, from a ladder history entry or an audit line.
+def ladder_marker(entry: HistoryEntry) -> RungEvent | None:
+    """A rung taken, or a reset, from a ladder history entry (``kind`` "rung" or "reset";
+    other kinds, such as a crawl counted or a refused alert, took no rung)."""
+    return _marker(entry.kind == RESET, entry.kind == "rung", entry.at, entry.rung,
+                   entry.outcome, entry.reason, "ladder")
 
-    The keys are the writers' own: ladder history entries (``sidecar/ladder.py``
-    ``Entry``) have ``kind`` ("rung", "reset", "crawl", ...), audit lines
-    (``sidecar/audit.py``) ``event`` ("rung_done", "reset", "alert", ...); both
-    have ``at``, and rungs ``rung``, ``outcome`` and ``reason``. Entries of other
-    kinds (a crawl counted, a refused or duplicate alert, a rung decided whose
-    outcome is logged again later) are not markers: no rung was taken.
-    """
-    kind = obj.get("kind") if source == "ladder" else obj.get("event")
-    if kind == "reset":
-        rung: Any = "reset"
-    elif kind in ("rung", "rung_done"):
-        rung = obj.get("rung")
-    else:
+
+def audit_marker(line: AuditLine) -> RungEvent | None:
+    """The same from an audit line (``event`` "rung_done" or "reset"; a rung decided is
+    logged again with its outcome, and an alert line took no rung by itself)."""
+    return _marker(line.event == RESET, line.event == "rung_done", line.at, line.rung,
+                   line.outcome, line.reason, "audit")
+
+
+def _marker(reset: bool, taken: bool, at: float, rung: str | None, outcome: str | None,
+            reason: str | None, source: str) -> RungEvent | None:
+    name = RESET if reset else rung if taken else None
+    if name is None or name not in MARKERS:
         return None
-    if not isinstance(rung, str) or rung not in MARKERS:
-        return None
-    outcome, reason = obj.get("outcome"), obj.get("reason")
-    return RungEvent(t=finite_number(obj.get("at")), rung=rung,
-                     outcome=outcome if isinstance(outcome, str) else "",
-                     reason=reason if isinstance(reason, str) else "", source=source)
+    return RungEvent(t=at, rung=name, outcome=outcome or "", reason=reason or "",
+                     source=source)
 
 
 def load_run(state_dir: str | Path, shards: list[str] | None = None) -> RunEvidence:
@@ -205,13 +201,13 @@ def _count(skipped: dict[str, int], path: Path, root: Path, bad: int) -> None:
         skipped[_rel(path, root)] = bad
 
 
-def _load_audit(state: StateDir, skipped: dict[str, int]) -> list[dict[str, Any]]:
-    lines = list(iter_objects(state.audit_log))
-    _count(skipped, state.audit_log, state.root, sum(1 for a in lines if a is None))
-    return [a for a in lines if a is not None]
+def _load_audit(state: StateDir, skipped: dict[str, int]) -> list[AuditLine]:
+    lines, bad = auditlog.read(state.audit_log)
+    _count(skipped, state.audit_log, state.root, bad)
+    return lines
 
 
-def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
+def _load_shard(state: StateDir, shard: str, audit: list[AuditLine],
                 skipped: dict[str, int]) -> ShardEvidence:
     ev = ShardEvidence(shard=shard)
     path = state.batches_file(shard)
@@ -224,13 +220,12 @@ def _load_shard(state: StateDir, shard: str, audit: list[dict[str, Any]],
     except CorruptStateError as exc:
         ev.ladder_error = str(exc)
     if ev.ladder is not None:
-        ev.rungs = [r for r in (parse_rung(h, "ladder") for h in ev.ladder.history)
-                    if r is not None]
+        ev.rungs = [r for r in map(ladder_marker, ev.ladder.history) if r is not None]
     if not ev.rungs:
         # No usable ladder (deleted, corrupt, reset): the audit log still tells.
-        ev.rungs = [r for r in (parse_rung(a, "audit") for a in audit
-                                if a.get("shard") == shard) if r is not None]
-    ev.rungs.sort(key=lambda r: (r.t is None, r.t or 0.0))
+        ev.rungs = [r for r in map(audit_marker, (a for a in audit if a.shard == shard))
+                    if r is not None]
+    ev.rungs.sort(key=lambda r: r.t)
     ev.ooms = oom.read_records(state, shard)
     return ev
 

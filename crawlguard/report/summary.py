@@ -1,6 +1,6 @@
 """The Markdown summary of a rebuild's evidence (``crawlguard report``).
 
-Standard library only, like ``evidence``; the charts are in ``chart``.
+No matplotlib, like ``evidence``; the charts are in ``chart``.
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
         lines.append(f"- peak dedicated VRAM: {_gib(peak.used_bytes)} / "
                      f"{_gib(peak.total_bytes)} on GPU {peak.gpu} at {fmt_time(peak.t)}")
     for v in ev.verifications:
-        at = v.get("at")
-        lines.append(f"- {v.get('id', '?')}: {v.get('reason', v.get('outcome', '?'))} "
-                     f"(at {fmt_time(at if isinstance(at, (int, float)) else None)})")
+        lines.append(f"- {v.id or '?'}: {v.reason or v.outcome or '?'} (at {fmt_time(v.at)})")
     if ev.ladder_error:
         lines.append(f"- ladder.json unreadable: {ev.ladder_error}")
     if ev.skipped_lines:

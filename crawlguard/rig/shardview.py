@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import StateError
 from crawlguard.kernel.formats import batchlog, ladderfile
 from crawlguard.kernel.statedir import StateDir
@@ -19,7 +20,7 @@ from crawlguard.kernel.statedir import StateDir
 @dataclass(frozen=True)
 class LadderView:
     crawls: int = 0
-    rung: str = "none"
+    rung: str = rungs.NONE.name
     env: dict[str, str] = field(default_factory=dict)
     rungs: tuple[Mapping[str, Any], ...] = ()
     """History entries of kind ``rung``, oldest first."""
@@ -37,7 +38,8 @@ def read_ladder(state: StateDir, shard: str) -> LadderView:
     if doc is None:
         return LadderView()
     return LadderView(crawls=doc.crawls, rung=doc.rung, env=dict(doc.env),
-                      rungs=tuple(e for e in doc.history if e.get("kind") == "rung"))
+                      rungs=tuple(e.model_dump(exclude_none=True) for e in doc.history
+                                  if e.kind == "rung"))
 
 
 @dataclass(frozen=True)

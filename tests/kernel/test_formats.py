@@ -24,21 +24,23 @@ from crawlguard.kernel.statedir import StateDir
 
 def test_ladder_round_trip_stamps_the_version(tmp_path: Path) -> None:
     path = StateDir(tmp_path).ladder_file("s")
-    ladderfile.write(path, {"crawls": 2, "rung": "cpu", "env": {"BGEM3_DEVICE": "cpu"},
+    doc = ladderfile.parse({"crawls": 2, "rung": "cpu", "env": {"BGEM3_DEVICE": "cpu"},
                             "history": [{"kind": "rung", "rung": "cpu", "at": 5.0}]})
-    assert json.loads(path.read_text())["schema"] == ladderfile.VERSION
-    doc = ladderfile.read(path)
-    assert doc is not None
-    assert (doc.version, doc.crawls, doc.rung, dict(doc.env)) == (1, 2, "cpu",
-                                                                  {"BGEM3_DEVICE": "cpu"})
-    assert doc.history == ({"kind": "rung", "rung": "cpu", "at": 5.0},)
+    ladderfile.write(path, doc)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["schema"] == ladderfile.VERSION
+    assert on_disk["history"] == [{"kind": "rung", "rung": "cpu", "at": 5.0}]  # no nulls
+    back = ladderfile.read(path)
+    assert back == doc
+    assert (back.version, back.crawls, back.rung, back.env) == (1, 2, "cpu",
+                                                                {"BGEM3_DEVICE": "cpu"})
 
 
 def test_a_ladder_without_a_version_is_version_1(tmp_path: Path) -> None:
     path = tmp_path / "ladder.json"
     path.write_text('{"crawls": 1, "env": {"BGEM3_DEVICE": "cpu"}}')
     doc = ladderfile.read(path)
-    assert doc is not None and doc.version == 1 and doc.rung == "none" and doc.history == ()
+    assert doc is not None and doc.version == 1 and doc.rung == "none" and doc.history == []
     assert ladderfile.read(tmp_path / "missing.json") is None
 
 
@@ -85,13 +87,16 @@ def test_resume_env_refuses_instead_of_guessing(tmp_path: Path) -> None:
         resume_env(tmp_path, "../s")
 
 
-def test_resume_imports_nothing_beyond_the_standard_library() -> None:
+def test_resume_imports_nothing_heavier_than_the_schemas() -> None:
+    """The standard library and pydantic (the ladder file's one schema): no server,
+    HTTP client, metrics, psutil or YAML in a build's own supervisor loop."""
     code = ("import sys, crawlguard.sidecar.resume; "
             "print(sorted(m for m in ('filelock', 'psutil', 'prometheus_client', 'fastapi', "
-            "'pydantic', 'yaml', 'httpx', 'exporter') if m in sys.modules))")
+            "'starlette', 'uvicorn', 'yaml', 'httpx', 'pynvml', 'crawlguard.exporter') "
+            "if m in sys.modules), 'pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "[] True"
 
 
 # -- batches.jsonl ----------------------------------------------------------------
@@ -132,11 +137,15 @@ def test_the_writer_refuses_what_would_not_be_json() -> None:
 
 
 def test_a_writer_that_cannot_open_loses_lines_not_the_batch(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
+    blocker = tmp_path / "shard"
     blocker.write_text("")
-    w = _writer(blocker / "batches.jsonl")  # its parent is a file
+    w = _writer(blocker / "batches.jsonl")  # its parent is a file: the line is lost, quietly
     w.append(t=1.0, genes=1.0, seconds=1.0, rate=1.0, ema=None, baseline=None, streak=0)
+    blocker.unlink()  # the folder can be made now: the next line gets through
+    w.append(t=2.0, genes=2.0, seconds=1.0, rate=2.0, ema=None, baseline=None, streak=0)
     w.close()
+    batches, bad = batchlog.read(blocker / "batches.jsonl")
+    assert [b.t for b in batches] == [2.0] and bad == 0
 
 
 def test_first_release_lines_read_and_damaged_lines_are_counted(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.report.evidence import load_run, parse_rung
+from crawlguard.kernel.formats.auditlog import AuditLine
+from crawlguard.kernel.formats.ladderfile import HistoryEntry
+from crawlguard.report.evidence import audit_marker, ladder_marker, load_run
 from crawlguard.report.summary import fmt_time, summary_markdown
 from tests.helpers import REPO, crawlguard_cmd
 
@@ -108,18 +110,20 @@ def test_audit_log_marks_rungs_when_the_ladder_is_gone(
 
 
 def test_rung_markers_are_read_with_the_writers_keys_only() -> None:
-    assert parse_rung({"kind": "rung", "rung": "cpu", "at": 5.0}, "ladder") is not None
-    assert parse_rung({"kind": "refused", "rung": "cpu", "at": 5.0}, "ladder") is None
-    assert parse_rung({"kind": "reset", "at": 5.0}, "ladder") is not None
-    assert parse_rung({"event": "rung_done", "rung": "cpu", "at": 5.0}, "audit") is not None
-    assert parse_rung({"event": "alert", "decision": "rung", "at": 5.0}, "audit") is None
-    # A ladder entry is no audit line and the other way round; no key is guessed.
-    assert parse_rung({"event": "rung_done", "rung": "cpu", "at": 5.0}, "ladder") is None
-    assert parse_rung({"kind": "rung", "rung": "cpu", "at": 5.0}, "audit") is None
-    guessed = parse_rung({"kind": "rung", "action": "cpu", "timestamp": 5.0}, "ladder")
-    assert guessed is None
-    no_time = parse_rung({"kind": "rung", "rung": "cpu", "timestamp": 5.0}, "ladder")
-    assert no_time is not None and no_time.t is None
+    def entry(**kw: object) -> HistoryEntry:
+        return HistoryEntry.model_validate(kw, strict=True)
+
+    def line(**kw: object) -> AuditLine:
+        return AuditLine.model_validate(kw, strict=True)
+
+    assert ladder_marker(entry(kind="rung", rung="cpu", at=5.0)) is not None
+    assert ladder_marker(entry(kind="refused", rung="cpu", at=5.0)) is None
+    assert ladder_marker(entry(kind="reset", at=5.0)) is not None
+    assert ladder_marker(entry(kind="rung", rung="next", at=5.0)) is None
+    assert audit_marker(line(event="rung_done", rung="cpu", at=5.0)) is not None
+    assert audit_marker(line(event="rung_decided", rung="cpu", at=5.0)) is None
+    assert audit_marker(line(event="alert", decision="rung", at=5.0)) is None
+    assert audit_marker(line(event="reset", at=5.0, shard="s")) is not None
 
 
 def test_report_without_state_is_a_clear_error(tmp_path: Path) -> None:

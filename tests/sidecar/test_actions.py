@@ -26,7 +26,7 @@ def ref(w: Worker, shift: float = 0.0) -> WorkerIdentity:
 def test_graceful_signal_then_exit_is_signalled(spawn_worker: Callable[..., Worker]) -> None:
     w = spawn_worker("s")
     before = time.time()
-    result = restart_worker(ref(w), grace_seconds=10, decided_at=before)
+    result = restart_worker(ref(w), grace_seconds=10)
     assert result.outcome == "signalled", result
     assert result.effective_at >= before
     assert w.wait_exit() == 0
@@ -37,7 +37,7 @@ def test_worker_ignoring_sigterm_is_killed_after_grace(
         spawn_worker: Callable[..., Worker]) -> None:
     w = spawn_worker("s", "--ignore-term")
     t0 = time.monotonic()
-    result = restart_worker(ref(w), grace_seconds=0.5, decided_at=time.time())
+    result = restart_worker(ref(w), grace_seconds=0.5)
     assert result.outcome == "killed", result
     assert time.monotonic() - t0 >= 0.5
     assert w.wait_exit() == -9
@@ -47,18 +47,16 @@ def test_worker_ignoring_sigterm_is_killed_after_grace(
 def test_reused_pid_is_never_signalled(spawn_worker: Callable[..., Worker]) -> None:
     w = spawn_worker("s")
     for shift in (-100.0, 0.5):
-        result = restart_worker(ref(w, shift), grace_seconds=1, decided_at=time.time())
+        result = restart_worker(ref(w, shift), grace_seconds=1)
         assert result.outcome == "identity_mismatch", result
     assert w.alive() and w.terms == []
 
 
-def test_gone_worker_and_no_worker(spawn_worker: Callable[..., Worker]) -> None:
+def test_a_gone_worker_is_already_gone(spawn_worker: Callable[..., Worker]) -> None:
     w = spawn_worker("s")
     identity = ref(w)
     w.kill()
-    assert restart_worker(identity, 1, decided_at=5.0).outcome == "already_gone"
-    none = restart_worker(None, 1, decided_at=5.0)
-    assert (none.outcome, none.effective_at) == ("no_worker", 5.0)
+    assert restart_worker(identity, 1).outcome == "already_gone"
 
 
 def test_group_leader_gets_its_whole_group_signalled(
@@ -66,7 +64,7 @@ def test_group_leader_gets_its_whole_group_signalled(
     w = spawn_worker("s", "--child")
     child_file = Path(f"{w.signal_file}.child")
     assert os.getpgid(w.proc.pid) == w.proc.pid  # Proc starts a new session
-    assert restart_worker(ref(w), 10, decided_at=time.time()).outcome == "signalled"
+    assert restart_worker(ref(w), 10).outcome == "signalled"
     wait_until(lambda: child_file.exists() and "TERM" in child_file.read_text(),
                what="the grandchild's SIGTERM")
 
@@ -82,7 +80,7 @@ def test_non_leader_gets_only_its_pid_signalled(tmp_path: Path) -> None:
         assert os.getpgid(proc.pid) == os.getpgrp()
         from crawlguard.kernel.workers import WorkerIdentity
         ident = WorkerIdentity.of_pid(proc.pid)
-        result = restart_worker(WorkerIdentity(ident.pid, ident.create_time), 10, time.time())
+        result = restart_worker(WorkerIdentity(ident.pid, ident.create_time), 10)
         assert result.outcome == "signalled"
         assert proc.wait(10) == 0 and out.read_text().startswith("TERM")
     finally:

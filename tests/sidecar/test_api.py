@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.formats import auditlog
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity, register_worker
 from tests.helpers import wait_until
+from tests.kernel.test_state_schemas import HOSTILE, plant
 from tests.sidecar.conftest import TOKEN, Live, Worker, alert, known, laddered, payload
 
 
@@ -106,8 +108,9 @@ def test_unknown_and_unsafe_alerts_are_refused_one_by_one(
     m = live.metrics()
     assert 'crawlguard_sidecar_alerts_ignored_total{reason="unsafe_shard"} 2.0' in m
     assert 'crawlguard_sidecar_alerts_received_total{alertname="other",status="firing"} 1.0' in m
-    audit = [e for e in live.engine.audit.read() if e["event"] == "alert"]  # type: ignore[union-attr]
-    assert sorted(e["decision"] for e in audit) == [
+    lines, bad = auditlog.read(state_dir / "audit.jsonl")
+    audit = [e.model_dump() for e in lines if e.event == "alert"]
+    assert bad == 0 and sorted(e["decision"] for e in audit) == [
         "rung", "unknown_alertname", "unsafe_shard", "unsafe_shard"]
 
 
@@ -217,6 +220,31 @@ def test_a_corrupt_ladder_refuses_that_shard_only(
     got = live.post_alerts(payload(alert("bad", now, "a1")))
     assert [d["decision"] for d in got["decisions"]] == ["rung"]
     assert live.client.get("/v1/shards").json()["unreadable"] == []
+
+
+def test_hostile_ladders_are_unreadable_for_their_shard_alone_and_reset_repairs_them(
+        sidecar_thread: Callable[..., Live], state_dir: Path) -> None:
+    """1e400, nesting too deep for a parser, a directory, wrong shapes: the sidecar starts,
+    lists the other shards, marks each bad one, and reset repairs it."""
+    bad = {f"bad-{i}": case for i, case in enumerate(sorted(HOSTILE))}
+    for shard, case in bad.items():
+        plant(state_dir, shard, case)
+    laddered(state_dir, "good")
+    (state_dir / "sidecar.json").write_text('{"paused": 1e400}')
+    live = sidecar_thread()
+    # A pause switch that cannot be read: paused until someone says otherwise.
+    assert live.client.get("/healthz").json()["paused"] is True
+    listing = live.client.get("/v1/shards").json()
+    assert [s["shard"] for s in listing["shards"]] == ["good"]
+    assert {u["shard"] for u in listing["unreadable"]} == set(bad)
+    assert live.client.get("/metrics").status_code == 200
+    for shard, case in bad.items():
+        r = live.client.post(f"/v1/shards/{shard}/reset", json={"reason": "repair"})
+        assert r.status_code == 200, (case, r.text)
+        assert r.json()["rung"] == "none"
+    listing = live.client.get("/v1/shards").json()
+    assert listing["unreadable"] == [] and len(listing["shards"]) == len(bad) + 1
+    assert live.client.post("/v1/resume").json() == {"paused": False}
 
 
 def test_concurrent_deliveries_take_one_rung_per_episode(

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from crawlguard.kernel.errors import UnsafeNameError
 from crawlguard.kernel.names import ShardName
 from crawlguard.sidecar.ladder import KNOWN_ALERTS
-from tests.sidecar.conftest import Live, Worker, alert, payload
+from tests.sidecar.conftest import Live, Worker
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 VICTIM = "victim"
@@ -118,9 +118,13 @@ def test_invalid_input_never_5xx_and_never_acts(
     @given(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(
         str.strip))  # h11 refuses surrounding blanks before they reach the server
     def tokens(header: str) -> None:
-        good = payload(alert(VICTIM, victim.identity.create_time + 1, "abcdef0123456789"))
-        r = live.client.post("/v1/alerts", json=good, headers={"Authorization": header})
-        assert r.status_code == 401
+        # Without a body: the 401 is answered before any body is read, and the connection
+        # closed, so body bytes still on their way would reset it under the client before
+        # it reads the answer (TCP, not the sidecar; test_e2e sends a wrong token with a
+        # valid payload). The one check guards every /v1 route alike.
+        auth = {"Authorization": header}
+        assert live.client.post("/v1/alerts", headers=auth).status_code == 401
+        assert live.client.get("/v1/shards", headers=auth).status_code == 401
 
     alerts()
     raw()

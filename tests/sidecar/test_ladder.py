@@ -7,6 +7,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawlguard.kernel import rungs
 from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.sidecar import ladder
 from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
@@ -246,7 +247,7 @@ def test_invariants_under_any_event_sequence(seq: list[tuple[str, str, str, int,
         if t.start is not None:
             assert before.pending is None and mode != "off" and not paused
         if t.decision != "reset":
-            assert ladder.RUNG_LEVEL[s.rung] >= ladder.RUNG_LEVEL[before.rung]
+            assert rungs.named(s.rung).level >= rungs.named(before.rung).level
         if mode == "off":
             assert s.rung == "none" and s.pending is None
         assert s.crawls <= len({a.key for a in delivered})

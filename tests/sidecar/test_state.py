@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.errors import CorruptStateError
+from crawlguard.kernel.formats import ladderfile
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.sidecar import ladder
 from crawlguard.sidecar.ladder import AlertFacts, Context, ShardLadder
 from crawlguard.sidecar.resume import resume_env
-from crawlguard.sidecar.state import LadderStore, from_json, to_json
+from crawlguard.sidecar.state import LadderStore, from_file, to_file
 
 
 def _busy_state() -> ShardLadder:
@@ -32,7 +34,8 @@ def _busy_state() -> ShardLadder:
 def test_round_trip_is_exact(state_dir: Path) -> None:
     state = _busy_state()
     assert state.pending is not None and state.env == {"BGEM3_DEVICE": "cpu"}
-    assert from_json(state.shard, json.loads(json.dumps(to_json(state)))) == state
+    on_disk = json.loads(json.dumps(ladderfile.dump(to_file(state))))
+    assert from_file(state.shard, ladderfile.parse(on_disk)) == state
     store = LadderStore(StateDir(state_dir))
     with store.lock():
         store.save(state)
@@ -67,12 +70,13 @@ def test_corrupt_files_are_refused_not_guessed(state_dir: Path, content: str) ->
         LadderStore(StateDir(state_dir)).load("s")
 
 
-def test_pause_switch_is_durable(state_dir: Path) -> None:
+def test_pause_switch_is_kept(state_dir: Path) -> None:
     store = LadderStore(StateDir(state_dir))
-    assert store.paused()["paused"] is False
+    assert store.paused().paused is False
     store.set_paused(True, 5.0, "maintenance")
-    assert LadderStore(StateDir(state_dir)).paused() == {
+    assert json.loads((state_dir / "sidecar.json").read_text()) == {
         "paused": True, "since": 5.0, "reason": "maintenance"}
+    assert LadderStore(StateDir(state_dir)).paused().paused is True
 
 
 def test_a_file_replaced_by_another_writer_is_read_again(state_dir: Path) -> None:
@@ -83,11 +87,21 @@ def test_a_file_replaced_by_another_writer_is_read_again(state_dir: Path) -> Non
     assert mine.load("s").crawls == 7
 
 
-def test_a_save_is_read_at_once_by_another_store_and_sync_needs_the_file(
-        state_dir: Path) -> None:
-    store = LadderStore(StateDir(state_dir))
-    store.save(ShardLadder("s", crawls=1, seen=("k",)))
-    assert LadderStore(StateDir(state_dir)).load("s").seen == ("k",)  # before any sync
-    store.sync("s")
-    with pytest.raises(StateError, match="cannot sync"):
-        store.sync("never-saved")
+def test_a_save_is_fsynced_before_it_returns(state_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Durable before the answer: the file's data and the directory entry are flushed
+    inside save, not later."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the file descriptors")
+    monkeypatch.setattr(os, "fsync", fsync)
+    LadderStore(StateDir(state_dir)).save(ShardLadder("s", crawls=1, seen=("k",)))
+    shard_dir = str((state_dir / "shards" / "s").resolve())
+    assert any(p.startswith(shard_dir + "/.ladder.json.") for p in synced), synced
+    assert synced[-1] == shard_dir

@@ -115,7 +115,8 @@ def test_the_sidecar_records_the_verification_and_status_report_and_metrics_show
     new = spawn_worker("s1")  # registers itself as the shard's worker
     shared = tmp_path / "shared.json"
     shared.write_text(json.dumps({"processes": [{"pid": new.identity.pid, "shared_bytes": 0}]}))
-    verifier = Verifier(StateDir(state_dir), DET, FileSharedSource(shared))
+    assert live.engine is not None
+    verifier = Verifier(live.engine.store, DET, FileSharedSource(shared))  # the sidecar's one
 
     write_batches(state_dir, "s1", new.identity, [5.0, 9.0, 14.0, 14.7])
     assert verifier.step() == []  # four of the seven batches it takes
@@ -140,7 +141,7 @@ def test_the_sidecar_records_the_verification_and_status_report_and_metrics_show
         capsys.readouterr().out
 
     registry = CollectorRegistry()
-    registry.register(VerificationCollector(StateDir(state_dir)))
+    registry.register(VerificationCollector(live.engine.store))
     text = generate_latest(registry).decode()
     assert 'crawlguard_sidecar_restart_verified{shard="s1"} 1.0' in text
     assert 'crawlguard_sidecar_restart_verified_shared_bytes{shard="s1"} 0.0' in text

@@ -31,7 +31,7 @@ import pytest
 from crawlguard.cli import lifecycle
 from crawlguard.kernel import listen, longpaths, winjob
 from crawlguard.kernel.errors import ConfigError, ProcessError, StateError, UnsafeNameError
-from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.kernel.statedir import StateDir, write_volatile_json
 from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
 from crawlguard.rig import secretfile
 from crawlguard.sidecar.actions import restart_worker
@@ -104,7 +104,7 @@ def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
         monkeypatch.setattr(os, "kill", kill)
         # Launched directly: the launch record names the worker itself.
         launch = LaunchRecord(identity.pid, identity.create_time, None)
-        result = restart_worker(identity, grace_seconds=0.3, decided_at=0.0, launch=launch)
+        result = restart_worker(identity, grace_seconds=0.3, launch=launch)
         # CTRL_BREAK_EVENT went to the worker's pid (its process group), nothing else;
         # the fake Windows did not deliver it, so the hard kill followed the grace period.
         assert calls[0] == (worker.pid, CTRL_BREAK)
@@ -309,7 +309,7 @@ def test_a_rung_breaks_the_launched_group_not_the_registered_pid_and_kills_the_j
         launch = WorkerIdentity.of_pid(popen.pid)
         record = LaunchRecord(launch.pid, launch.create_time, childproc.job_of(popen))
         registered = WorkerIdentity.of_pid(worker.pid)  # what the worker registers
-        result = restart_worker(registered, grace_seconds=0.3, decided_at=0.0, launch=record)
+        result = restart_worker(registered, grace_seconds=0.3, launch=record)
         # The break went to the group the supervisor created (the launcher's pid), never to
         # the worker's pid, which is no group id: Windows would treat it as group 0.
         assert [c for c in no_break if c[1] == CTRL_BREAK] == [(popen.pid, CTRL_BREAK)]
@@ -334,7 +334,7 @@ def test_without_a_verified_launch_no_break_is_sent_on_windows(
             ident = WorkerIdentity.of_pid(other.pid)
             record = LaunchRecord(ident.pid, ident.create_time, None)
         result = restart_worker(WorkerIdentity.of_pid(worker.pid), grace_seconds=5,
-                                decided_at=0.0, launch=record)
+                                launch=record)
         assert not [c for c in no_break if c[1] == CTRL_BREAK]   # nothing to the console
         assert result.outcome == "killed" and "impossible" in result.detail
         psutil.wait_procs([worker], timeout=10)
@@ -373,7 +373,7 @@ def test_atomic_writes_retry_a_sharing_violation(windows: None, tmp_path: Path,
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    write_json_atomic(tmp_path / "vram.json", {"gpus": []}, durable=False)  # simgpu's writer
+    write_volatile_json(tmp_path / "vram.json", {"gpus": []})  # simgpu's writer
     assert (tmp_path / "vram.json").read_text().strip() == '{\n  "gpus": []\n}'
 
 

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -100,7 +99,7 @@ def test_a_rung_signals_the_launched_group_when_the_worker_is_the_launchers_chil
         worker_pid = int(popen.stdout.readline().split()[1])   # "registered PID"
         assert worker_pid != popen.pid and os.getpgid(worker_pid) == popen.pid
         launch = WorkerIdentity.of_pid(popen.pid)
-        result = restart_worker(WorkerIdentity.of_pid(worker_pid), 10, time.time(),
+        result = restart_worker(WorkerIdentity.of_pid(worker_pid), 10,
                                 launch=LaunchRecord(launch.pid, launch.create_time))
         assert result.outcome == "signalled", result
         assert out.read_text().startswith("TERM")

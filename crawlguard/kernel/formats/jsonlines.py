@@ -31,7 +31,8 @@ def iter_objects(path: Path) -> Iterator[dict[str, Any] | None]:
             continue
         try:
             value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
+            # Not UTF-8, not JSON, an integer too long to convert, or nested too deep.
             yield None
             continue
         yield value if isinstance(value, dict) else None

@@ -1,95 +1,150 @@
-"""``shards/<shard>/ladder.json``: the sidecar's durable ladder of one shard.
+"""``shards/<shard>/ladder.json``: the sidecar's durable ladder of one shard, and its schema.
 
-The one writer is ``write`` (an atomic replace, called by ``crawlguard.sidecar.state``
-while it holds ``StateDir.lock()``); the one reader is ``read``. The sidecar
-maps the document to its ``ShardLadder`` (``sidecar/state.py`` draws the whole
-schema); everyone else uses the header this module checks and types:
+``LadderFile`` is the one schema of the file (pydantic, strict; see ``schema``);
+``read`` is the one reader and ``write`` the one writer. The sidecar maps the
+document to its ``ShardLadder`` and back (``crawlguard.sidecar.state``);
+``crawlguard.sidecar.resume`` (every supervisor loop), the report and the
+rig's displays read it here too, so all of them accept and refuse the same
+files. Version 1::
 
-- ``schema``: the version, 1 (the first release wrote it too; absent reads as 1);
-- ``crawls``: crawl episodes counted, a non-negative integer;
-- ``rung``: the highest rung taken, a string (``none``, ``restart``, ``cpu``);
-- ``env``: the shard's resume overrides, variable name -> string. What every
-  supervisor loop applies before relaunching a worker (``crawlguard.sidecar.resume``);
-- ``history``: entries, each an object with a string ``kind`` and a number ``at``.
+    {
+      "schema": 1,                          # the version (absent: 1, the first release)
+      "shard": "confluence",
+      "crawls": 2,                          # crawl episodes counted
+      "rung": "none" | "restart" | "cpu",   # the highest rung taken (kernel.rungs.TABLE)
+      "env": {"BGEM3_DEVICE": "cpu"},       # resume overrides (sidecar/resume.py)
+      "pending": null | {"id": "r2", "rung": "cpu", "decided_at": 1.0,
+                         "worker": null | {"pid": 1, "create_time": 1.0},
+                         "source": "alert" | "manual", "reason": "..."},
+      "episode": null | {"worker": "<pid>-<ms>" | null, "opened_at": 1.0,
+                         "alertname": "...", "fingerprint": "...", "starts_at": 1.0},
+      "last_rung_decided_at": null | 1.0,
+      "last_rung_effective_at": null | 1.0, # when the replaced worker was gone
+      "seq": 2,                             # rung ids are "r<seq>"
+      "seen": ["firing|<fingerprint>|<startsAt epoch>", ...],   # at most 256
+      "history": [{"kind": "crawl" | "rung" | "refused" | "stale" | "same_episode"
+                          | "no_worker" | "in_progress" | "resolved" | "reset" | "verified",
+                   "at": 1.0, ...the optional fields of HistoryEntry}]  # at most 200
+    }
 
-A file that breaks any of these is ``CorruptStateError``: a resume
-environment is never guessed, because relaunching a demoted shard on the GPU
-would bring the crawl back.
+A file that breaks the schema is ``CorruptStateError`` for its shard alone: a
+resume environment is never guessed, because relaunching a demoted shard on
+the GPU would bring the crawl back, and the sidecar lists the shard as
+unreadable until ``reset`` sets the file aside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field
+
+from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import CorruptStateError
 from crawlguard.kernel.names import is_env_name
+from crawlguard.kernel.rungs import RungName, TakenRungName
 from crawlguard.kernel.statedir import read_json, write_json_atomic
 
-from .jsonlines import finite_number, version_of
+from .schema import Finite, StateModel, Time, WorkerJson, validate
 
 VERSION = 1
 VERSION_KEY = "schema"
+HINT = "; fix or delete it, or reset the shard"
 
 
-@dataclass(frozen=True)
-class LadderDoc:
-    """A ladder.json whose header was checked; ``data`` is the whole document."""
-
-    version: int
-    crawls: int
-    rung: str
-    env: Mapping[str, str]
-    history: tuple[Mapping[str, Any], ...]
-    data: Mapping[str, Any]
+def _env_name(name: str) -> str:
+    if not is_env_name(name):
+        raise ValueError(f"{name!r} is not an environment variable name")
+    return name
 
 
-def parse(data: Any, where: str = "ladder.json") -> LadderDoc:
-    """Check the header of a ladder document; ``CorruptStateError`` naming ``where``."""
-    if not isinstance(data, dict):
-        raise _corrupt(where, "not a JSON object")
-    version = version_of(data, VERSION_KEY)
-    if version is None or version > VERSION:
-        raise _corrupt(where, f"unknown {VERSION_KEY} {data.get(VERSION_KEY)!r} "
-                              f"(this crawlguard reads up to {VERSION})")
-    env = data.get("env", {})
-    if not isinstance(env, dict) or not all(
-            isinstance(k, str) and is_env_name(k) and isinstance(v, str)
-            for k, v in env.items()):
-        raise _corrupt(where, "'env' must map variable names to strings")
-    crawls = data.get("crawls", 0)
-    if isinstance(crawls, bool) or not isinstance(crawls, int) or crawls < 0:
-        raise _corrupt(where, "'crawls' must be a non-negative integer")
-    rung = data.get("rung", "none")
-    if not isinstance(rung, str):
-        raise _corrupt(where, "'rung' must be a string")
-    history = data.get("history", [])
-    if not isinstance(history, list) or not all(_is_entry(h) for h in history):
-        raise _corrupt(where, "'history' must list objects with a 'kind' and a number 'at'")
-    return LadderDoc(version=version, crawls=crawls, rung=rung, env=dict(env),
-                     history=tuple(history), data=data)
+EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
-def read(path: Path) -> LadderDoc | None:
-    """The ladder in ``path``; ``None`` when the shard has none; ``CorruptStateError`` when bad."""
-    data = read_json(path)
+class PendingRung(StateModel):
+    """A rung decided and written, not yet carried out to the end."""
+
+    id: str
+    rung: TakenRungName
+    decided_at: Time
+    worker: WorkerJson | None = None
+    """The worker to act on; null for a manual rung of a shard with no registered worker
+    (nothing to signal: it completes as ``no_worker``)."""
+    source: str = ""
+    reason: str = ""
+
+
+class Episode(StateModel):
+    """The crawl episode the shard is in; closed when a rung takes effect."""
+
+    worker: str | None = None
+    opened_at: Time
+    alertname: str
+    fingerprint: str
+    starts_at: Time
+
+
+class HistoryEntry(StateModel):
+    """One event of the shard's ladder; which fields are set depends on ``kind``."""
+
+    kind: str
+    at: Time
+    id: str | None = None
+    rung: str | None = None
+    """A rung's name, or ``next`` in a refused manual request."""
+    source: str | None = None
+    reason: str | None = None
+    alertname: str | None = None
+    fingerprint: str | None = None
+    starts_at: Time | None = None
+    worker: WorkerJson | None = None
+    decided_at: Time | None = None
+    effective_at: Time | None = None
+    outcome: str | None = None
+    shared_bytes: int | None = Field(default=None, ge=0)
+    """``verified`` entries: the new worker's shared GPU memory (sidecar/verify.py)."""
+    rate_ratio: Finite | None = None
+    """``verified`` entries: the new worker's median rate / the shard's baseline."""
+
+
+class LadderFile(StateModel):
+    version: int = Field(default=VERSION, alias="schema", ge=1, le=VERSION)  # VERSION_KEY
+    shard: str | None = None
+    crawls: int = Field(default=0, ge=0)
+    rung: RungName = rungs.NONE.name
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    pending: PendingRung | None = None
+    episode: Episode | None = None
+    last_rung_decided_at: Time | None = None
+    last_rung_effective_at: Time | None = None
+    seq: int = Field(default=0, ge=0)
+    seen: list[str] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+def parse(data: Any, where: str = "ladder.json") -> LadderFile:
+    """A parsed ladder document as ``LadderFile``; ``CorruptStateError`` naming ``where``."""
+    return validate(LadderFile, data, where, "a ladder", HINT)
+
+
+def read(path: Path) -> LadderFile | None:
+    """The ladder in ``path``; ``None`` when the shard has none; ``CorruptStateError``
+    when it is not one crawlguard wrote (``StateError`` when it cannot be read)."""
+    try:
+        data = read_json(path)
+    except CorruptStateError as exc:
+        raise CorruptStateError(f"{exc}{HINT}") from exc
     return None if data is None else parse(data, str(path))
 
 
-def write(path: Path, doc: Mapping[str, Any], durable: bool = True) -> None:
-    """Replace ``path`` with ``doc`` stamped with this version (atomic; fsynced unless
-    ``durable=False``, which leaves that to a later ``statedir.sync_file``)."""
-    write_json_atomic(path, {**doc, VERSION_KEY: VERSION}, durable=durable)
+def dump(doc: LadderFile) -> dict[str, Any]:
+    """``doc`` as the file holds it: history entries without their unset fields."""
+    out = doc.model_dump(mode="json", by_alias=True)
+    out["history"] = [e.model_dump(mode="json", exclude_none=True) for e in doc.history]
+    return out
 
 
-def _is_entry(value: Any) -> bool:
-    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-        return False
-    return finite_number(value.get("at")) is not None
-
-
-def _corrupt(where: str, why: str) -> CorruptStateError:
-    return CorruptStateError(f"{where} is not a ladder crawlguard wrote ({why}); "
-                             "fix or delete it to reset the shard")
+def write(path: Path, doc: LadderFile) -> None:
+    """Replace ``path`` with ``doc`` stamped with this version, durably (atomic, fsynced)."""
+    write_json_atomic(path, dump(doc.model_copy(update={"version": VERSION})))
