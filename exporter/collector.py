@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from crawlguard.gpu.vram import VramSource
 from crawlguard.kernel.errors import ProcessError, StateError, VramError
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outage, get_logger
 from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
@@ -115,7 +115,7 @@ class VramCollector(Collector):
     def __init__(self, source: VramSource, full_ratio: float) -> None:
         self.source = source
         self.full_ratio = full_ratio
-        self._failing = False
+        self._outage = Outage(log, f"VRAM source {source.name}")
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("bfm_vram_source_up", catalog.EXPORTER_GAUGES["bfm_vram_source_up"],
@@ -123,15 +123,10 @@ class VramCollector(Collector):
         try:
             gpus = self.source.read()
         except VramError as exc:
-            if not self._failing:
-                log.warning("VRAM source %s failed, VRAM series absent until it recovers: %s",
-                            self.source.name, exc)
-            self._failing = True
+            self._outage.failed("failed, VRAM series absent until it recovers: %s", exc)
             up.add_metric([self.source.name], 0.0)
             return [up]
-        if self._failing:
-            log.info("VRAM source %s recovered", self.source.name)
-            self._failing = False
+        self._outage.recovered()
         up.add_metric([self.source.name], 1.0)
         families = {name: GaugeMetricFamily(name, doc, labels=list(catalog.VRAM_LABELS))
                     for name, doc in catalog.VRAM_GAUGES.items()}

@@ -15,9 +15,9 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
-from crawlguard.kernel.errors import SidecarUnavailable, VramError
+from crawlguard.kernel import http
+from crawlguard.kernel.errors import HttpError, VramError
+from crawlguard.kernel.http import Answer
 
 TIMEOUT_S = 3.0
 
@@ -74,29 +74,16 @@ class Pynvml:
 
 
 class Http:
-    """GET with a short timeout; ``HttpError`` (a ``SidecarUnavailable``) on any failure."""
+    """GET with a short timeout (``crawlguard.kernel.http``); ``HttpError`` on any failure."""
 
     def __init__(self, timeout: float = TIMEOUT_S) -> None:
         self.timeout = timeout
 
-    def get(self, url: str, token: str | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            return httpx.get(url, headers=headers, timeout=self.timeout, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise HttpError(url, f"{type(exc).__name__}: {exc}") from exc
+    def get(self, url: str, token: str | None = None) -> Answer:
+        return http.get(url, token=token, timeout=self.timeout)
 
     def json(self, url: str) -> Any:
-        response = self.get(url)
-        if response.status_code != 200:
-            raise HttpError(url, f"HTTP {response.status_code}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise HttpError(url, "the answer is not JSON") from exc
-
-
-class HttpError(SidecarUnavailable):
-    def __init__(self, url: str, why: str) -> None:
-        self.url = url
-        super().__init__(f"{url}: {why}")
+        answer = self.get(url)
+        if answer.status != 200:
+            raise HttpError(url, f"HTTP {answer.status}")
+        return answer.json()

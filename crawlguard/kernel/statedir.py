@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from . import longpaths
-from .devices import file_part, gpu_label
+from .devices import file_part
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
 
-__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic"]
+__all__ = ["StateDir", "fsync_dir", "read_json", "write_json_atomic"]
 log = logging.getLogger("crawlguard.kernel.statedir")
 # Roots opened for service by this process -> (st_dev, st_ino) when opened.
 _ESTABLISHED: dict[str, tuple[int, int]] = {}
@@ -239,7 +239,7 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
                 os.unlink(tmp)
             raise
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -259,7 +259,7 @@ def sync_file(path: Path) -> None:
                 synced = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             if sys.platform == "win32" or os.stat(path).st_ino == synced:
                 return
         raise OSError(f"{path} was replaced 100 times while being synced")
@@ -279,7 +279,8 @@ def _replace(src: str, dst: Path) -> None:
             time.sleep(0.02)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (its renames and deletions)."""
     if sys.platform == "win32":  # directories cannot be opened for fsync on Windows
         return
     with contextlib.suppress(OSError):
@@ -288,9 +289,6 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-fsync_dir = _fsync_dir  # for writers of their own formats (crawlguard.exporter.compaction)
 
 
 def read_json(path: Path) -> Any | None:
@@ -306,3 +304,6 @@ def read_json(path: Path) -> Any | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptStateError(f"{path} is not valid JSON ({exc}); it was not written "
                                 "by crawlguard or was cut short") from exc
+    except RecursionError as exc:  # arrays nested thousands deep: no file crawlguard wrote
+        raise CorruptStateError(f"{path} is not a file crawlguard wrote: its JSON is "
+                                "nested too deep to read") from exc

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +40,7 @@ from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
 from crawlguard.kernel.errors import ConfigError, StateError
+from crawlguard.kernel.formats import schema
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
 from crawlguard.rules import EmbeddedAlerting
@@ -52,6 +53,29 @@ from .console import ConsoleWriter
 from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
+
+UP_FILE = "up.json"
+
+
+@dataclass(frozen=True)
+class UpFile:
+    """The schema of ``<state>/run/up.json``: what a running ``up`` tells people and scripts."""
+
+    pid: int
+    alert_path: str
+    urls: dict[str, str]
+    """``exporter``, ``sidecar`` and, with Prometheus, ``prometheus`` and ``alertmanager``."""
+    token_file: str
+    shards: tuple[str, ...]
+    servers: dict[str, int | None]
+    """Each server's pid; null while it is not running."""
+    updated_at: float
+
+
+def read_up(state_dir: Path) -> UpFile | None:
+    """The up.json of ``state_dir``; None when no ``up`` wrote one. ``CorruptStateError``
+    when it does not fit ``UpFile``."""
+    return schema.read_file(Path(state_dir) / "run" / UP_FILE, UpFile, "the rig's state")
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,7 @@ class RigConfig:
     """Also append the live view's lines here (``up --log-file``): a log without a pipe."""
 
 
-class Rig:
+class RunningRig:
     def __init__(self, config: RigConfig, stream: TextIO = sys.stderr) -> None:
         self.config = config
         self.stream = stream
@@ -170,7 +194,7 @@ class Rig:
         skip = set(checks.SELF_STARTED)
         if self.config.simulate_gpu:
             skip |= {"driver", "sysmem-fallback"}  # about a real GPU this run does not use
-        found = [c for c in checks.run_checks(checks.Rig(settings, env=self.env), skip=skip)
+        found = [c for c in checks.run_checks(checks.CheckInputs(settings, env=self.env), skip=skip)
                  if c.status != "ok"]
         checks.render(found, self.stream, prefix="up: doctor: ")
 
@@ -319,10 +343,10 @@ class Rig:
                     self._write_up_json()
 
     def _write_up_json(self) -> None:
-        write_json_atomic(self.run_dir / "up.json", {
-            "pid": os.getpid(), "alert_path": self.alert_path, "urls": self.urls,
-            "token_file": str(self.token_file), "shards": list(self.config.shards),
-            "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
+        write_json_atomic(self.run_dir / UP_FILE, asdict(UpFile(
+            pid=os.getpid(), alert_path=self.alert_path, urls=dict(self.urls),
+            token_file=str(self.token_file), shards=tuple(self.config.shards),
+            servers={s.name: s.pid for s in self.servers}, updated_at=time.time())))
 
     def _shutdown(self) -> None:
         for server in self.servers:

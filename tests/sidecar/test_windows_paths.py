@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +72,17 @@ def test_a_worker_leads_its_own_process_group(windows: None,
     assert seen["argv"] == ["python", "build.py", "--shard", "confluence"]  # no shell
 
 
-def test_the_supervisors_graceful_stop_is_ctrl_break(windows: None) -> None:
-    sent: list[int] = []
-
+def test_the_supervisors_graceful_stop_is_ctrl_break_to_the_childs_group(
+        windows: None, no_break: list[tuple[int, int]]) -> None:
     class Child:
         pid = 4242
 
         def poll(self) -> None:
             return None
 
-        def send_signal(self, sig: int) -> None:
-            sent.append(sig)
-
     childproc.request_stop(Child())  # type: ignore[arg-type]
-    assert sent == [CTRL_BREAK]
+    # The child leads the group the supervisor created for it: its pid is the group id.
+    assert no_break == [(4242, CTRL_BREAK)]
 
 
 def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
@@ -147,7 +144,8 @@ class FakeJobs:
         self.calls.append(("assign", process_handle))
         self.jobs[job][1].add(process_handle - HANDLE_BASE)
 
-    def resume(self, pid: int) -> None:
+    def resume(self, pid: int, thread_ids: Sequence[int]) -> None:
+        assert thread_ids, "a process has at least one thread"
         self.calls.append(("resume", pid))
         if self.fail_resume:
             raise OSError(5, "access denied")

@@ -31,7 +31,7 @@ def iter_objects(path: Path) -> Iterator[dict[str, Any] | None]:
             continue
         try:
             value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             yield None
             continue
         yield value if isinstance(value, dict) else None
