@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from crawlguard.gpu.vram import VramSource
@@ -32,7 +31,7 @@ from crawlguard.kernel.workers import WorkerIdentity
 from . import catalog
 from .compaction import MetricsJanitor
 from .liveworkers import live_workers
-from .mpfiles import GAUGE_MODE
+from .mpfiles import merge, parse_name
 
 log = get_logger(__name__)
 
@@ -73,15 +72,16 @@ class WorkerCollector(Collector):
         """Delete live-gauge files of dead workers; returns their identity keys."""
         removed = []
         live = 0
-        for path in glob.glob(str(self.metrics_dir / f"gauge_{GAUGE_MODE}_*.db")):
-            key = os.path.basename(path)[len(f"gauge_{GAUGE_MODE}_"):-len(".db")]
-            identity = WorkerIdentity.from_key(key)
-            if identity is None or self._is_alive(identity):
+        for path in glob.glob(str(self.metrics_dir / "gauge_*.db")):
+            name = parse_name(os.path.basename(path))
+            if name is None or name.kind != "gauge" or name.worker is None:
+                continue  # no worker's: the merge quarantines it
+            if self._is_alive(name.worker):
                 live += 1
                 continue
             try:
                 os.remove(path)
-                removed.append(key)
+                removed.append(name.worker.key)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -102,13 +102,8 @@ class WorkerCollector(Collector):
                     # Compaction only saves space and scrape time; serving must go on.
                     log.error("cannot compact dead workers' counter files in %s: %s",
                               self.metrics_dir, exc)
-            files = glob.glob(str(self.metrics_dir / "*.db"))
-            try:
-                merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
-            except Exception:  # one unreadable file fails the library's whole merge
-                merged = MultiProcessCollector.merge(self.janitor.readable(files),
-                                                     accumulate=True)
-        return merged
+            # Each file read once and checked; what does not read is never merged.
+            return merge(self.janitor.read_all())
 
 
 class VramCollector(Collector):

@@ -149,12 +149,6 @@ class CrawlTracker:
     def batches(self) -> int:
         return self._rate.batches
 
-    def stall_limit(self, genes: float) -> float | None:
-        base = self.baseline
-        if base is None or genes <= 0:
-            return None
-        return self.detection.window * self.detection.factor * genes / base
-
     # -- what the build calls -------------------------------------------------
     @contextmanager
     def batch(self, genes: int, tokens: int | None = None) -> Iterator[None]:

@@ -25,7 +25,7 @@ from .errors import HttpError
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["Answer", "HttpClient", "HttpError", "Transport", "get"]
+__all__ = ["Answer", "HttpClient", "Transport", "get"]
 
 Transport = httpx.BaseTransport
 """What ``HttpClient(transport=)`` takes: e.g. ``httpx.MockTransport`` in tests."""

@@ -16,7 +16,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .evidence import MARKERS, Batch, ReportError, ShardEvidence, VramSample, vram_for
+from crawlguard.kernel.errors import ReportError
+from crawlguard.kernel.formats.batchlog import Batch
+from crawlguard.kernel.formats.vramlog import VramSample
+
+from .evidence import MARKERS, ShardEvidence, vram_for
 from .summary import fmt_rate
 
 RUNG_COLOURS = {"restart": "tab:orange", "cpu": "tab:purple", "reset": "tab:green"}

@@ -40,8 +40,8 @@ from crawlguard.kernel.formats.vramlog import VramSample
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
 
-__all__ = ["MARKERS", "Batch", "ReportError", "RunEvidence", "RungEvent", "ShardEvidence",
-           "VramSample", "load_run", "parse_rung", "vram_for"]
+__all__ = ["MARKERS", "RunEvidence", "RungEvent", "ShardEvidence", "load_run", "parse_rung",
+           "vram_for"]
 
 RUNGS = ("restart", "cpu")
 MARKERS = (*RUNGS, "reset")

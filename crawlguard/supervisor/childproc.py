@@ -147,17 +147,6 @@ def _target(popen: subprocess.Popen[bytes]) -> processes.Target:
                             job=None if held is None else held[0])
 
 
-def request_stop(popen: subprocess.Popen[bytes]) -> None:
-    """The graceful signal: the worker salvages what is complete and exits."""
-    if popen.poll() is None:
-        _target(popen).terminate()
-
-
-def hard_kill(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is None:
-        _target(popen).kill()
-
-
 def stop_gracefully(popen: subprocess.Popen[bytes], grace: float) -> int:
     """Graceful signal, up to ``grace`` seconds for salvage, then the hard kill; the
     exit code (-9 when the child survived even that)."""

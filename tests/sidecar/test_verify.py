@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from crawlguard.cli.main import main
 from crawlguard.gpu.shared import FileSharedSource
+from crawlguard.kernel.formats.batchlog import Batch
 from crawlguard.kernel.settings import Detection
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity
-from crawlguard.report.evidence import Batch, load_run
+from crawlguard.report.evidence import load_run
 from crawlguard.report.summary import summary_markdown
 from crawlguard.sidecar import ladder
 from crawlguard.sidecar.ladder import Context, Entry, ShardLadder
