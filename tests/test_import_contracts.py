@@ -37,6 +37,7 @@ PLANTED = [
     ("crawlguard/kernel/workers.py", "import psutil", "psutil only in"),
     ("crawlguard/rules/loop.py", "import httpx", "httpx only in"),
     ("crawlguard/doctor/probes.py", "import httpx", "httpx only in"),
+    ("crawlguard/doctor/probes.py", "import pynvml", "pynvml only in"),
 ]
 
 

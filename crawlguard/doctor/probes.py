@@ -11,12 +11,12 @@ what a failure means.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from crawlguard.gpu.vram import Nvml
 from crawlguard.kernel import http
-from crawlguard.kernel.errors import HttpError, VramError
+from crawlguard.kernel.errors import HttpError
 from crawlguard.kernel.http import Answer
 
 TIMEOUT_S = 3.0
@@ -36,24 +36,15 @@ class NvmlProbe(Protocol):
 
 
 class Pynvml:
-    """The real NVML, initialised for each question and shut down after it."""
+    """The real NVML (``crawlguard.gpu.vram.Nvml``), initialised for each question and
+    shut down after it."""
 
     def _run(self, fn: Any) -> Any:
+        nvml = Nvml()
         try:
-            import pynvml
-        except ImportError as exc:
-            raise VramError("pynvml is not importable (install nvidia-ml-py)") from exc
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise VramError(f"NVML: {exc}") from exc
-        try:
-            return fn(pynvml)
-        except pynvml.NVMLError as exc:
-            raise VramError(f"NVML: {exc}") from exc
+            return nvml.call(fn)
         finally:
-            with contextlib.suppress(pynvml.NVMLError):
-                pynvml.nvmlShutdown()
+            nvml.close()
 
     def driver_version(self) -> str:
         version = self._run(lambda nv: nv.nvmlSystemGetDriverVersion())
