@@ -61,7 +61,7 @@ class FileSource:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise VramError(f"VRAM file {self.path} does not exist") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise VramError(f"VRAM file {self.path} is unreadable: {exc}") from exc
         return parse_gpu_document(data, str(self.path))
 

@@ -15,7 +15,6 @@ record's children, the sidecar's ladders and audit) checks it the same way.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import sys
@@ -29,14 +28,17 @@ from .names import ShardName
 from .processes import CREATE_TIME_TOLERANCE_S
 from .statedir import StateDir, write_json_atomic
 
+PID_MAX = 2 ** 32 - 1
+"""No OS hands out a larger pid (Windows' are 32-bit, Linux's at most 2**22)."""
+
 
 def check_identity(pid: object, create_time: object) -> None:
     """ValueError unless ``pid`` and ``create_time`` could be a process's."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        raise ValueError(f"pid must be a positive integer, got {pid!r}")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+        raise ValueError(f"pid must be an integer from 1 to {PID_MAX}, got {pid!r}")
     if (not isinstance(create_time, (int, float)) or isinstance(create_time, bool)
-            or not math.isfinite(create_time) or create_time < 0):
-        raise ValueError(f"create_time must be a finite number >= 0, got {create_time!r}")
+            or not 0 <= create_time < 1e11):
+        raise ValueError(f"create_time must be Unix seconds >= 0, got {create_time!r}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,18 @@ class WorkerIdentity:
 
     def __post_init__(self) -> None:
         check_identity(self.pid, self.create_time)
+
+    @classmethod
+    def from_json(cls, data: object) -> WorkerIdentity:
+        """``{"pid": int, "create_time": number}`` (what ``dataclasses.asdict`` writes) as an
+        identity; ``ValueError`` (``schema.SchemaError``) naming the field that does not fit.
+        In a pydantic model::
+
+            Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)]
+        """
+        if isinstance(data, cls):
+            return data
+        return schema.load(cls, data)
 
     @classmethod
     def current(cls) -> WorkerIdentity:
@@ -69,10 +83,13 @@ class WorkerIdentity:
     def from_key(cls, key: str) -> WorkerIdentity | None:
         """The identity a ``key`` names; None when it is no key."""
         pid, sep, ms = key.partition("-")
-        if not sep or not pid.isascii() or not pid.isdigit() or not ms.isascii() \
-                or not ms.isdigit() or len(pid) > 12 or len(ms) > 16 or int(pid) == 0:
+        if not (sep and pid.isascii() and pid.isdigit() and ms.isascii() and ms.isdigit()
+                and len(pid) <= 12 and len(ms) <= 16):
             return None
-        return cls(int(pid), int(ms) / 1000)
+        try:
+            return cls(int(pid), int(ms) / 1000)
+        except ValueError:  # pid 0 or beyond any OS's, a creation time of no process
+            return None
 
     def created_at(self, create_time: float, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
         """Whether a process created at ``create_time`` is this one (same pid assumed)."""

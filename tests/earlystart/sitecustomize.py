@@ -9,12 +9,14 @@ With ``CRAWLGUARD_TEST_START_EARLY_S=<seconds>`` set and this folder on
 exporter, ``up``, workers) sees psutil's creation times that many seconds before
 the exact start, whatever this host's own boot fraction is::
 
-    CRAWLGUARD_TEST_START_EARLY_S=1 PYTHONPATH=tests/earlystart \\
+    CRAWLGUARD_TEST_START_EARLY_S=1 PYTHONPATH=$PWD/tests/earlystart \\
         .venv/bin/python -m pytest -q -p no:cacheprovider
 
 It replaces psutil's answer, below crawlguard's psutil boundary, as such a host
-would. The ``early_starts`` fixture (tests/conftest.py) does the same for one test.
-Linux only (it reads /proc/uptime); elsewhere it does nothing.
+would, when something imports psutil (a process that never does, such as one
+importing only ``crawlguard.sidecar.resume``, is left as it is). The
+``early_starts`` fixture (tests/conftest.py) does the same for one test. Linux
+only (it reads /proc/uptime); elsewhere it does nothing.
 """
 
 from __future__ import annotations
@@ -66,5 +68,44 @@ def install(early: float) -> Callable[[], None]:
     return undo
 
 
+class _OnImport:
+    """Installs the early start times right after psutil is imported. Libraries ask
+    ``importlib.util.find_spec("psutil")`` without importing it (transformers does):
+    every spec found carries the hook, and the hook leaves once it has run."""
+
+    def __init__(self) -> None:
+        self._finding = False
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "psutil" or self._finding:
+            return None
+        import importlib.util
+        import sys
+
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None:
+            return spec
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            real_exec(module)
+            sys.modules[name] = module
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+                install(float(os.environ[EARLY_VAR]))
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 if os.environ.get(EARLY_VAR):
-    install(float(os.environ[EARLY_VAR]))
+    import sys as _sys
+
+    if "psutil" in _sys.modules:
+        install(float(os.environ[EARLY_VAR]))
+    else:
+        _sys.meta_path.insert(0, _OnImport())

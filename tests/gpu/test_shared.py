@@ -197,7 +197,9 @@ def test_auto_is_pdh_on_windows_and_off_elsewhere() -> None:
 
 @pytest.mark.parametrize("content", ["", "[]", '{"processes": {}}', '{"processes": [1]}',
                                      '{"processes": [{"pid": 1, "shared_bytes": -1}]}',
-                                     '{"processes": [{"pid": true, "shared_bytes": 1}]}'])
+                                     '{"processes": [{"pid": true, "shared_bytes": 1}]}',
+                                     "[" * 100_000 + "]" * 100_000,
+                                     '{"processes": [{"pid": 1, "shared_bytes": 1e400}]}'])
 def test_bad_file_is_a_shared_memory_error(tmp_path: Path, content: str) -> None:
     f = tmp_path / "shared.json"
     f.write_text(content)

@@ -51,6 +51,8 @@ HOSTILE_TEXTS = [
     '{"pid": ' + "[" * 100_000 + "]" * 100_000 + "}", "1", "[]", "null", '"x"', "{",
     '{"pid": true, "create_time": 1.0}', '{"pid": 0, "create_time": 1.0}',
     '{"pid": -5, "create_time": 1.0}', '{"pid": 12, "create_time": "now"}',
+    '{"pid": 1' + "0" * 400 + ', "create_time": 1' + "0" * 400 + "}",
+    '{"pid": 4294967296, "create_time": 1.0}',
 ]
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -275,7 +277,27 @@ def test_schema_load_is_strict_and_names_the_field() -> None:
 
 
 def test_the_identity_refuses_what_no_process_can_have() -> None:
-    for pid, created in [(0, 1.0), (-1, 1.0), (True, 1.0), (1, float("inf")), (1, -1.0)]:
+    for pid, created in [(0, 1.0), (-1, 1.0), (True, 1.0), (2 ** 32, 1.0), (10 ** 400, 1.0),
+                         (1, float("inf")), (1, float("nan")), (1, -1.0), (1, 10 ** 400)]:
         with pytest.raises(ValueError):
             WorkerIdentity(pid, created)
     assert WorkerIdentity.from_key("0-5") is None and WorkerIdentity.from_key("１-5") is None
+
+
+def test_an_identity_read_from_json_is_checked_the_one_way_in_pydantic_too() -> None:
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
+
+    class Doc(BaseModel):  # how a pydantic schema holds one (the sidecar's state files)
+        model_config = ConfigDict(strict=True)
+        worker: Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)] | None
+
+    good = asdict(ME)
+    assert WorkerIdentity.from_json(good) == ME == Doc.model_validate({"worker": good}).worker
+    for bad in [{"pid": 0, "create_time": 1.0}, {"pid": "5", "create_time": 1.0},
+                {"pid": 5, "create_time": float("inf")}, {"pid": 5}, [5, 1.0], 5]:
+        with pytest.raises(ValueError):
+            WorkerIdentity.from_json(bad)
+        with pytest.raises(ValidationError):
+            Doc.model_validate({"worker": bad})

@@ -64,6 +64,12 @@ def read_file(path: Path, cls: type[T], what: str) -> T | None:
 
 
 _CHECKERS: dict[Any, Check] = {}
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    type(None): (lambda v: v is None, "null"),
+}
 
 
 def _checker(tp: Any) -> Check:
@@ -89,37 +95,25 @@ def _build(tp: Any) -> Check:
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _dataclass(tp)
-    if tp is int:
-        def check_int(v: Any, p: str) -> int:
-            if isinstance(v, int) and not isinstance(v, bool):
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+
+        def check_scalar(v: Any, p: str) -> Any:
+            if accepts(v):
                 return v
-            raise _fail(p, "an integer", v)
-        return check_int
+            raise _fail(p, expected, v)
+        return check_scalar
     if tp is float:
         def check_float(v: Any, p: str) -> float:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                f = float(v)
+                try:
+                    f = float(v)  # an integer of 400 digits overflows
+                except OverflowError:
+                    f = math.inf
                 if math.isfinite(f):
                     return f
             raise _fail(p, "a finite number", v)
         return check_float
-    if tp is str:
-        def check_str(v: Any, p: str) -> str:
-            if isinstance(v, str):
-                return v
-            raise _fail(p, "a string", v)
-        return check_str
-    if tp is bool:
-        def check_bool(v: Any, p: str) -> bool:
-            if isinstance(v, bool):
-                return v
-            raise _fail(p, "true or false", v)
-        return check_bool
-    if tp is type(None):
-        def check_none(v: Any, p: str) -> None:
-            if v is not None:
-                raise _fail(p, "null", v)
-        return check_none
     if origin is typing.Literal:
         allowed = tuple(args)
 
