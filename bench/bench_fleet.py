@@ -55,7 +55,7 @@ from crawlguard.refbuild.corpus import generate as generate_corpus
 from crawlguard.rig import promstack
 from crawlguard.rig.demo import clean_env
 from crawlguard.rig.servers import free_port
-from crawlguard.rig.up import Rig, RigConfig
+from crawlguard.rig.up import RigConfig, RunningRig
 
 INTERVAL = 1.0
 AM_TIMING = promstack.AmTiming.scaled_to(INTERVAL)
@@ -133,7 +133,7 @@ def rebuild(spec: ShardSpec, root: Path, alert_path: str, env: dict[str, str]) -
         settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(root)}), env=env,
         alert_path=alert_path, interval=INTERVAL, am_timing=AM_TIMING, simulate_gpu=True,
         progress="off")
-    rc = Rig(config, sys.stderr).run(threading.Event())
+    rc = RunningRig(config, sys.stderr).run(threading.Event())
     if rc != 0:
         raise SystemExit(f"the rebuild of {spec.shard} ({alert_path}) failed with {rc}")
     return StateDir(root)

@@ -53,7 +53,7 @@ from crawlguard.refbuild.simdevice import SimDevice
 from crawlguard.rig.demo import clean_env
 from crawlguard.rig.promstack import AmTiming, resolve_alert_path
 from crawlguard.rig.shardview import summarise_batches
-from crawlguard.rig.up import Rig, RigConfig
+from crawlguard.rig.up import RigConfig, RunningRig
 
 TIMEOUT_FACTOR = 2.0
 LARGEST = 10.0
@@ -147,7 +147,7 @@ def run_real(spec: ShardSpec, alert_path: str, root: Path, am_timing: AmTiming |
         settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(root)}), env=env,
         alert_path=path, interval=1.0 if path == "prometheus" else 0.5,
         am_timing=am_timing, simulate_gpu=True, progress="off")
-    rc = Rig(config, sys.stderr).run(threading.Event())
+    rc = RunningRig(config, sys.stderr).run(threading.Event())
     if rc != 0:
         raise SystemExit(f"the rebuild of {spec.shard} failed with exit status {rc}")
     state = StateDir(root)

@@ -7,61 +7,58 @@ start would cost the rebuild.
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.formats import schema
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.statedir import StateDir, read_json, write_json_atomic
+from crawlguard.kernel.statedir import StateDir, write_json_atomic
 
 log = get_logger(__name__)
 
+Unit = Literal["genes", "tokens"]
+"""What a tracker judges throughput in: genes, or non-padding tokens."""
 
-class BaselineRecord(NamedTuple):
-    value: float
+
+@dataclass(frozen=True)
+class BaselineRecord:
+    """The schema of ``shards/<shard>/baseline-<stage>-<device>.json``."""
+
+    baseline: float
     """In the unit the tracker judges (genes/s, or non-padding tokens/s)."""
-    unit: str
-    genes_per_unit: float
-    """Genes per unit over the baseline batches: value x this is genes/s."""
+    unit: Unit = "genes"
+    genes_per_unit: float = 1.0
+    """Genes per unit over the baseline batches: baseline x this is genes/s."""
+    shard: str = ""
+    stage: str = ""
+    device: str = ""
+    samples: tuple[float, ...] = ()
+    established_at: float = 0.0
 
-
-def load_baseline(state: StateDir, shard: str, stage: str, device: str) -> float | None:
-    record = load_baseline_record(state, shard, stage, device)
-    return None if record is None else record.value
+    def __post_init__(self) -> None:
+        if self.baseline <= 0:
+            raise ValueError(f"baseline must be > 0, got {self.baseline!r}")
+        if self.genes_per_unit <= 0:
+            raise ValueError(f"genes_per_unit must be > 0, got {self.genes_per_unit!r}")
 
 
 def load_baseline_record(state: StateDir, shard: str, stage: str,
                          device: str) -> BaselineRecord | None:
-    path = state.baseline_file(shard, stage, device)
     try:
-        data: Any = read_json(path)
+        return schema.read_file(state.baseline_file(shard, stage, device), BaselineRecord,
+                                "the baseline")
     except StateError as exc:
         log.warning("ignoring baseline of %s/%s/%s: %s", shard, stage, device, exc)
         return None
-    if data is None:
-        return None
-    value = data.get("baseline") if isinstance(data, dict) else None
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not math.isfinite(value) or value <= 0):
-        log.warning("ignoring baseline of %s/%s/%s: %s holds no positive 'baseline'",
-                    shard, stage, device, path)
-        return None
-    unit = data.get("unit", "genes")
-    scale = data.get("genes_per_unit", 1.0)
-    if (unit not in ("genes", "tokens") or not isinstance(scale, (int, float))
-            or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0):
-        log.warning("ignoring baseline of %s/%s/%s: %s has a bad unit or genes_per_unit",
-                    shard, stage, device, path)
-        return None
-    return BaselineRecord(float(value), str(unit), float(scale))
 
 
 def save_baseline(state: StateDir, shard: str, stage: str, device: str, baseline: float,
-                  samples: list[float], now: float | None = None, unit: str = "genes",
+                  samples: list[float], now: float | None = None,
+                  unit: Unit = "genes",
                   genes_per_unit: float = 1.0) -> None:
-    write_json_atomic(state.baseline_file(shard, stage, device), {
-        "shard": shard, "stage": stage, "device": device, "baseline": baseline,
-        "samples": samples, "established_at": time.time() if now is None else now,
-        "unit": unit, "genes_per_unit": genes_per_unit,
-    })
+    write_json_atomic(state.baseline_file(shard, stage, device), asdict(BaselineRecord(
+        baseline=baseline, unit=unit, genes_per_unit=genes_per_unit, shard=shard, stage=stage,
+        device=device, samples=tuple(samples),
+        established_at=time.time() if now is None else now)))

@@ -21,18 +21,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from crawlguard.gpu.vram import VramSource
 from crawlguard.kernel.errors import ProcessError, StateError, VramError
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outage, get_logger
 from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
 from .compaction import MetricsJanitor
 from .liveworkers import live_workers
-from .mpfiles import GAUGE_MODE
+from .mpfiles import merge, parse_name
 
 log = get_logger(__name__)
 
@@ -73,15 +72,16 @@ class WorkerCollector(Collector):
         """Delete live-gauge files of dead workers; returns their identity keys."""
         removed = []
         live = 0
-        for path in glob.glob(str(self.metrics_dir / f"gauge_{GAUGE_MODE}_*.db")):
-            key = os.path.basename(path)[len(f"gauge_{GAUGE_MODE}_"):-len(".db")]
-            identity = WorkerIdentity.from_key(key)
-            if identity is None or self._is_alive(identity):
+        for path in glob.glob(str(self.metrics_dir / "gauge_*.db")):
+            name = parse_name(os.path.basename(path))
+            if name is None or name.kind != "gauge" or name.worker is None:
+                continue  # no worker's: the merge quarantines it
+            if self._is_alive(name.worker):
                 live += 1
                 continue
             try:
                 os.remove(path)
-                removed.append(key)
+                removed.append(name.worker.key)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -102,20 +102,15 @@ class WorkerCollector(Collector):
                     # Compaction only saves space and scrape time; serving must go on.
                     log.error("cannot compact dead workers' counter files in %s: %s",
                               self.metrics_dir, exc)
-            files = glob.glob(str(self.metrics_dir / "*.db"))
-            try:
-                merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
-            except Exception:  # one unreadable file fails the library's whole merge
-                merged = MultiProcessCollector.merge(self.janitor.readable(files),
-                                                     accumulate=True)
-        return merged
+            # Each file read once and checked; what does not read is never merged.
+            return merge(self.janitor.read_all())
 
 
 class VramCollector(Collector):
     def __init__(self, source: VramSource, full_ratio: float) -> None:
         self.source = source
         self.full_ratio = full_ratio
-        self._failing = False
+        self._outage = Outage(log, f"VRAM source {source.name}")
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("bfm_vram_source_up", catalog.EXPORTER_GAUGES["bfm_vram_source_up"],
@@ -123,15 +118,10 @@ class VramCollector(Collector):
         try:
             gpus = self.source.read()
         except VramError as exc:
-            if not self._failing:
-                log.warning("VRAM source %s failed, VRAM series absent until it recovers: %s",
-                            self.source.name, exc)
-            self._failing = True
+            self._outage.failed("failed, VRAM series absent until it recovers: %s", exc)
             up.add_metric([self.source.name], 0.0)
             return [up]
-        if self._failing:
-            log.info("VRAM source %s recovered", self.source.name)
-            self._failing = False
+        self._outage.recovered()
         up.add_metric([self.source.name], 1.0)
         families = {name: GaugeMetricFamily(name, doc, labels=list(catalog.VRAM_LABELS))
                     for name, doc in catalog.VRAM_GAUGES.items()}

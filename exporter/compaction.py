@@ -2,15 +2,17 @@
 
 Two jobs of the exporter, run before each scrape's merge (``WorkerCollector``):
 
-**Quarantine.** A file that does not parse (a truncated or 8-byte file, left by
-a disk that filled or a copy cut short) made prometheus_client's merge fail,
-so every scrape answered 500 and detection went blind for every shard. A bad
-file of a dead (or unidentifiable) worker is moved to ``metrics/quarantine/``,
-logged once and counted in ``bfm_exporter_corrupt_files_total``; the other
-files are served as usual. A bad file of a *live* worker is skipped, not
-moved: it may be a file that worker is creating right now (``MmapedDict``
-creates it empty, then sizes it), and moving it would blind that worker for
-good. It is logged once.
+**Quarantine.** A file that does not read (``mpfiles.read``: a truncated or
+8-byte file, left by a disk that filled or a copy cut short; a key that is not
+``[metric, sample, labels, help]``; a negative counter) or whose name is not
+one crawlguard writes (``mpfiles.parse_name``) would make the merge fail, so
+every scrape would answer 500 and detection would go blind for every shard. It
+is never merged. A bad file of a dead (or unidentifiable) worker, a bad archive
+and a file of a foreign name are moved to ``metrics/quarantine/``, logged once
+and counted in ``bfm_exporter_corrupt_files_total``; the other files are served
+as usual. A bad file of a *live* worker is skipped, not moved: it may be a file
+that worker is creating right now (the writer creates it empty, then sizes it),
+and moving it would blind that worker for good. It is logged once.
 
 **Compaction.** Each worker start leaves a ``counter_<key>.db`` (a 64 KiB sparse
 file) that the exporter must read at every scrape, so a rebuild with hundreds
@@ -41,23 +43,24 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
-import struct
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from prometheus_client.mmap_dict import MmapedDict
 
 from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.formats import schema
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.statedir import fsync_dir, read_json, write_json_atomic
+from crawlguard.kernel.statedir import fsync_dir, write_json_atomic
 from crawlguard.kernel.workers import WorkerIdentity
+
+from . import mpfiles
+from .mpfiles import ARCHIVE, BadMetricsFile, Entry, Kind
 
 log = get_logger(__name__)
 
-ARCHIVE = "counter_archive.db"
 TMP_SUFFIX = ".tmp"
 JOURNAL = "compaction.json"
 QUARANTINE = "quarantine"
@@ -68,30 +71,18 @@ AliveCheck = Callable[[WorkerIdentity], bool]
 CrashPoint = Callable[[str], None]
 
 
-def read_file(path: str) -> list[tuple[str, float, float]]:
-    """The (key, value, timestamp) entries of one file; ValueError when it does not parse."""
-    try:
-        entries = [(k, v, t) for k, v, t, _ in MmapedDict.read_all_values_from_file(path)]
-        for key, _, _ in entries:
-            json.loads(key)  # the merge parses every key: one that does not parse fails it
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # the library raises struct.error, RuntimeError, Unicode...
-        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
-    size = os.path.getsize(path)
-    if size < 8:
-        raise ValueError(f"{size} bytes: shorter than the 8-byte header")
-    with open(path, "rb") as fh:
-        (used,) = struct.unpack("i", fh.read(4))
-    if used < 0 or 0 < used < 8 or used > size:
-        # The library reads such a header as "no entries": the file's counts are lost.
-        raise ValueError(f"header says {used} bytes used of {size}")
-    return entries
+@dataclass(frozen=True)
+class Journal:
+    """The schema of ``metrics/compaction.json``: the dead workers' counter files that
+    the new archive holds."""
 
+    merged: tuple[str, ...]
 
-def key_of(path: str) -> str:
-    """``counter_<pid>-<ms>.db`` / ``gauge_livemostrecent_<pid>-<ms>.db`` -> ``<pid>-<ms>``."""
-    return os.path.basename(path)[:-len(".db")].rsplit("_", 1)[-1]
+    def __post_init__(self) -> None:
+        for name in self.merged:
+            parsed = mpfiles.parse_name(name)
+            if parsed is None or parsed.kind != "counter" or parsed.worker is None:
+                raise ValueError(f"{name!r} is no worker's counter file")
 
 
 class MetricsJanitor:
@@ -131,34 +122,37 @@ class MetricsJanitor:
         return self.dir / JOURNAL
 
     def _is_dead(self, path: str) -> bool:
-        if os.path.basename(path) == ARCHIVE:
-            return False
-        identity = WorkerIdentity.from_key(key_of(path))
-        return identity is None or not self._alive(identity)
+        """A counter file of a worker that is gone (never the archive)."""
+        name = mpfiles.parse_name(os.path.basename(path))
+        return (name is not None and name.kind == "counter" and name.worker is not None
+                and not self._alive(name.worker))
 
     # -- quarantine ------------------------------------------------------------
 
-    def readable(self, files: list[str]) -> list[str]:
-        """``files`` without the ones that do not parse (those of dead workers are moved
-        to quarantine/). Reads each file once; call it only when the merge failed."""
-        good = []
-        for path in files:
+    def read_all(self) -> list[tuple[Kind, list[Entry]]]:
+        """The entries of every metrics file that reads (each read once, checked); the
+        others are never merged: quarantined, or skipped while their worker lives."""
+        out: list[tuple[Kind, list[Entry]]] = []
+        for path in sorted(glob.glob(str(self.dir / "*.db"))):
+            name = mpfiles.parse_name(os.path.basename(path))
+            if name is None:
+                self._bad(path, BadMetricsFile("not a file name crawlguard writes"))
+                continue
             try:
-                read_file(path)
+                out.append((name.kind, mpfiles.read(path, name.kind)))
             except FileNotFoundError:
-                continue
-            except ValueError as exc:
+                continue  # a dead worker's gauges, pruned meanwhile
+            except (BadMetricsFile, OSError) as exc:
                 self._bad(path, exc)
-                continue
-            good.append(path)
-        return good
+        return out
 
     def _bad(self, path: str, exc: Exception) -> None:
-        if not self._is_dead(path) and os.path.basename(path) != ARCHIVE:
+        name = mpfiles.parse_name(os.path.basename(path))
+        if name is not None and name.worker is not None and self._alive(name.worker):
             if path not in self._skipped_live:
                 self._skipped_live.add(path)
                 log.warning("metrics file %s of a live worker is unreadable (%s); skipped "
-                            "until it parses", path, exc)
+                            "until it reads", path, exc)
             return
         target = self.dir / QUARANTINE / os.path.basename(path)
         try:
@@ -178,9 +172,12 @@ class MetricsJanitor:
         """Finish or undo a compaction the exporter died in (module docstring)."""
         tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
         try:
-            journal = read_json(self.journal)
-        except CorruptStateError:
-            journal = None  # half-written journal: step 3 did not complete
+            journal = schema.read_file(self.journal, Journal, "the compaction journal")
+        except CorruptStateError as exc:
+            # Written atomically, so only a hand can have broken it: what it listed is
+            # unknown, and no file is deleted on its word.
+            log.error("%s; ignored", exc)
+            journal = None
             with contextlib.suppress(OSError):
                 self.journal.unlink()
         if journal is None:
@@ -190,9 +187,9 @@ class MetricsJanitor:
         if tmp.exists():  # crashed before the rename: the old state is whole
             tmp.unlink()
         else:             # crashed after it: the journal's files are in the archive
-            for name in journal.get("merged", []):
+            for name in journal.merged:
                 with contextlib.suppress(FileNotFoundError):
-                    (self.dir / os.path.basename(str(name))).unlink()
+                    (self.dir / name).unlink()
             fsync_dir(self.dir)
         self.journal.unlink()
         log.warning("finished an interrupted compaction of %s", self.dir)
@@ -209,14 +206,15 @@ class MetricsJanitor:
         sources = [str(self.archive)] if self.archive.exists() else []
         for path in sources + dead:
             try:
-                entries = read_file(path)
+                entries = mpfiles.read(path, "counter")
             except FileNotFoundError:
                 continue
-            except ValueError as exc:
+            except (BadMetricsFile, OSError) as exc:
                 self._bad(path, exc)
                 continue
-            for key, value, _ in entries:
-                totals[key] = totals.get(key, 0.0) + value
+            for e in entries:
+                key = mpfiles.encode_key(e.metric, e.sample, dict(e.labels), e.help)
+                totals[key] = totals.get(key, 0.0) + e.value
             if path in dead:
                 merged.append(path)
         if not merged:
@@ -224,7 +222,8 @@ class MetricsJanitor:
         tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
         _write_archive(tmp, totals)
         self._crash("tmp_written")
-        write_json_atomic(self.journal, {"merged": [os.path.basename(p) for p in merged]})
+        write_json_atomic(self.journal, asdict(Journal(tuple(os.path.basename(p)
+                                                             for p in merged))))
         self._crash("journal_written")
         os.replace(tmp, self.archive)
         fsync_dir(self.dir)
@@ -242,7 +241,7 @@ def _write_archive(path: Path, totals: dict[str, float]) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a stray one from an attempt that never reached its journal
     try:
-        out = MmapedDict(str(path))
+        out = mpfiles.MetricsFile(path)
         try:
             for key in sorted(totals):
                 out.write_value(key, totals[key], 0.0)

@@ -86,13 +86,3 @@ class RateState:
             else:
                 self.streak = 0
         return Verdict(rate, self.ema, self.baseline, self.streak, self.crawling, established)
-
-    def stall_limit(self, genes: float) -> float | None:
-        """Seconds after which an unfinished batch of ``genes`` counts as stalled.
-
-        The time a whole window of crawling batches of that size would take:
-        WINDOW x FACTOR x genes / baseline (docs/architecture.md, "Detection: the tracker").
-        """
-        if self.baseline is None or genes <= 0:
-            return None
-        return self.detection.window * self.detection.factor * genes / self.baseline

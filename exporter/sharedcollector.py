@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from crawlguard.gpu.shared import SharedSource
 from crawlguard.kernel.errors import SharedMemoryError
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outage, get_logger
 
 from . import catalog
 from .liveworkers import live_workers
@@ -32,7 +32,7 @@ class SharedMemoryCollector(Collector):
     def __init__(self, metrics_dir: Path, source: SharedSource) -> None:
         self.metrics_dir = Path(metrics_dir)
         self.source = source
-        self._failing = False
+        self._outage = Outage(log, f"shared-memory source {source.name}")
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("bfm_shared_memory_source_up",
@@ -42,15 +42,11 @@ class SharedMemoryCollector(Collector):
         try:
             readings = self.source.read({w.identity.pid for w in workers})
         except SharedMemoryError as exc:
-            if not self._failing:
-                log.warning("shared-memory source %s failed, bfm_worker_shared_memory_bytes "
-                            "absent until it recovers: %s", self.source.name, exc)
-            self._failing = True
+            self._outage.failed("failed, bfm_worker_shared_memory_bytes absent until it "
+                                "recovers: %s", exc)
             up.add_metric([self.source.name], 0.0)
             return [up]
-        if self._failing:
-            log.info("shared-memory source %s recovered", self.source.name)
-            self._failing = False
+        self._outage.recovered()
         up.add_metric([self.source.name], 1.0)
         name = "bfm_worker_shared_memory_bytes"
         family = GaugeMetricFamily(name, catalog.SHARED_GAUGES[name],

@@ -34,7 +34,7 @@ from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import register_worker
 
 from . import catalog
-from .baseline import load_baseline_record, save_baseline
+from .baseline import Unit, load_baseline_record, save_baseline
 from .mpfiles import SeriesWriter
 from .rate import RateState, Verdict
 
@@ -64,13 +64,13 @@ class CrawlTracker:
         self._clock = clock
         persisted = load_baseline_record(self.state, self.shard, self.stage, self.device)
         self._rate = RateState(self.detection,
-                               baseline=None if persisted is None else persisted.value)
+                               baseline=None if persisted is None else persisted.baseline)
         # Throughput is judged in "units": non-padding tokens when the batches
         # carry them (length-sorted encodes), else genes. Published rates stay
         # genes/s: the EMA and baseline are scaled by the baseline batches' genes
         # per unit, so EMA/baseline (what the rules judge) is the unit-free ratio.
         self._persisted_unit = None if persisted is None else persisted.unit
-        self._unit: str | None = None
+        self._unit: Unit | None = None
         self._scale = 1.0 if persisted is None else persisted.genes_per_unit
         self._scale_genes = 0.0
         self._scale_units = 0.0
@@ -132,7 +132,7 @@ class CrawlTracker:
         return None if e is None else e * self._scale
 
     @property
-    def unit(self) -> str:
+    def unit(self) -> Unit:
         """What throughput is judged in: ``tokens`` (non-padding) or ``genes``."""
         return self._unit or "genes"
 
@@ -148,12 +148,6 @@ class CrawlTracker:
     @property
     def batches(self) -> int:
         return self._rate.batches
-
-    def stall_limit(self, genes: float) -> float | None:
-        base = self.baseline
-        if base is None or genes <= 0:
-            return None
-        return self.detection.window * self.detection.factor * genes / base
 
     # -- what the build calls -------------------------------------------------
     @contextmanager
@@ -226,7 +220,7 @@ class CrawlTracker:
         self._oom_pending = True
         self._writer.record({"bfm_oom_batches": 1.0}, {})
 
-    def _judge_unit(self, unit: str) -> None:
+    def _judge_unit(self, unit: Unit) -> None:
         """Fix the unit on the first batch; a persisted baseline in another unit is dropped."""
         self._unit = unit
         if self._persisted_unit is not None and self._persisted_unit != unit:

@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from crawlguard.kernel.errors import ConfigError
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.errors import ConfigError, HttpError
+from crawlguard.kernel.http import HttpClient, Transport
+from crawlguard.kernel.logs import Outage, get_logger
 
 from .dispatch import REPEAT_INTERVAL_S, Dispatcher, Notification
 from .evaluator import FIRING, INACTIVE, Alert, Evaluator
@@ -75,7 +74,7 @@ class EmbeddedAlerting:
                  repeat_interval_s: float = REPEAT_INTERVAL_S, retry_initial_s: float = 1.0,
                  retry_max_s: float = 60.0, timeout_s: float = 5.0,
                  deliver: Iterable[str] = ACTIONABLE,
-                 transport: httpx.BaseTransport | None = None,
+                 transport: Transport | None = None,
                  runbook_url: str | None = None) -> None:
         if not interval_s > 0:
             raise ConfigError("interval_s", interval_s, "must be > 0")
@@ -97,27 +96,22 @@ class EmbeddedAlerting:
         self.evaluator = Evaluator(RULES if runbook_url is None else with_runbook(runbook_url))
         self.dispatcher = Dispatcher(repeat_interval_s=repeat_interval_s,
                                      retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
-        self._scrape_failing = False
+        self._client = HttpClient(token=token, timeout=timeout_s, transport=transport)
+        self._scrape = Outage(log, f"scrape of {self.metrics_url}")
         self._logged_states: dict[str, str] = {}
 
     # -- one tick ---------------------------------------------------------
     def scrape(self) -> list[Sample] | None:
         """The exporter's samples, or None when the scrape failed."""
         try:
-            resp = self._client.get(self.metrics_url)
-            resp.raise_for_status()
-            samples = parse_exposition(resp.text, self.target_labels)
-        except (httpx.HTTPError, ValueError) as exc:
-            if not self._scrape_failing:
-                log.warning("scrape of %s failed, treating its series as absent: %s",
-                            self.metrics_url, exc)
-            self._scrape_failing = True
+            answer = self._client.get(self.metrics_url)
+            if not answer.ok:
+                raise HttpError(self.metrics_url, f"HTTP {answer.status}")
+            samples = parse_exposition(answer.text, self.target_labels)
+        except (HttpError, ValueError) as exc:
+            self._scrape.failed("failed, treating its series as absent: %s", exc)
             return None
-        if self._scrape_failing:
-            log.info("scrape of %s recovered", self.metrics_url)
-            self._scrape_failing = False
+        self._scrape.recovered()
         return samples
 
     def run_once(self) -> TickReport:
@@ -136,22 +130,22 @@ class EmbeddedAlerting:
                                 generator_url=self.metrics_url)
         try:
             resp = self._client.post(self.alerts_url, json=payload)
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             delay = self.dispatcher.failed(n, now)
             log.warning("delivery to %s failed (%s); retrying in %.0fs",
                         self.alerts_url, exc, delay)
             return False
-        if resp.is_success:
+        if resp.ok:
             self.dispatcher.delivered(n, now)
             log.info("notified %s: %s %s", self.alerts_url, payload["status"],
                      ", ".join(sorted({a.name for a in n.alerts})))
             return True
         # 4xx will not heal by itself (bad token, bad payload): back off fully.
-        permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
+        permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
         delay = self.dispatcher.failed(n, now, permanent=permanent)
         log.warning("sidecar %s answered %d%s; retrying in %.0fs", self.alerts_url,
-                    resp.status_code, " (check HELIX_BFM_SIDECAR_TOKEN)"
-                    if resp.status_code in (401, 403) else "", delay)
+                    resp.status, " (check HELIX_BFM_SIDECAR_TOKEN)"
+                    if resp.status in (401, 403) else "", delay)
         return False
 
     def _log_informational(self, alerts: list[Alert]) -> None:

@@ -1,4 +1,8 @@
-"""Carrying out a restart: verify the worker, signal it, wait, kill. All OS bits live here.
+"""Carrying out a restart: verify the worker, signal it, wait, kill.
+
+Which process and which group the rung reaches is decided here; the signals, the
+waits and the hard kill are the one way crawlguard stops a process
+(``crawlguard.kernel.processes``, where psutil and the OS calls live).
 
 Sequence for one worker (``restart_worker``):
 
@@ -42,18 +46,12 @@ the hard kill), ``already_gone``, ``identity_mismatch``; and, recorded by
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
-
-from crawlguard.kernel import winjob
+from crawlguard.kernel import processes
 from crawlguard.kernel.errors import ProcessError
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
@@ -62,8 +60,6 @@ log = get_logger(__name__)
 
 OUTCOMES = ("signalled", "killed", "already_gone", "identity_mismatch", "no_worker", "refused",
             "error")
-KILL_WAIT_SECONDS = 10.0
-"""How long to wait for a SIGKILLed worker to disappear before reporting it anyway."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +78,8 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
                    clock: Callable[[], float] = time.time,
                    launch: LaunchRecord | None = None) -> ActionResult:
     """Stop ``worker`` so its supervisor resumes it; never touches any other process."""
-    ident = WorkerIdentity(worker.pid, worker.create_time)
     try:
-        status = ident.status()
+        status = worker.status()
     except ProcessError as exc:
         # We cannot tell who the pid is: not signalling is the only safe answer.
         return ActionResult("identity_mismatch", clock(), f"cannot verify pid: {exc}")
@@ -93,147 +88,42 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
     if status == "reused":
         return ActionResult("identity_mismatch", clock(),
                             f"pid {worker.pid} now belongs to another process; not signalled")
-    with _Target(worker, launch) as target:
-        if target.mismatch:
+    if launch is not None and not _leads(launch, worker):
+        log.warning("launch record pid %s does not lead worker pid %s; not used",
+                    launch.pid, worker.pid)
+        launch = None
+    with _target(worker, launch) as target:
+        pinned = target.pin(worker.create_time)
+        if pinned == "mismatch":
             return ActionResult("identity_mismatch", clock(),
                                 f"pid {worker.pid} changed hands or cannot be verified")
-        if target.proc is None:
+        if pinned == "gone":
             return ActionResult("already_gone", clock(), f"pid {worker.pid} exited before signal")
-        sent = target.terminate()
-        if sent is None:
-            return ActionResult("already_gone", clock(), "exited before the signal")
-        if sent and target.wait(grace_seconds):
-            return ActionResult("signalled", clock(), f"exited within {grace_seconds:g}s")
-        target.kill()
-        if not target.wait(KILL_WAIT_SECONDS):
-            log.error("pid %s survived the hard kill for %gs", worker.pid, KILL_WAIT_SECONDS)
-        return ActionResult("killed", clock(), "hard kill after the grace period"
-                            if sent else "graceful signal impossible; hard kill")
+        stopped = processes.stop(target, grace_seconds)
+    if stopped.outcome == "gone":
+        return ActionResult("already_gone", clock(), "exited before the signal")
+    if stopped.outcome == "signalled":
+        return ActionResult("signalled", clock(), f"exited within {grace_seconds:g}s")
+    return ActionResult("killed", clock(), "hard kill after the grace period"
+                        if stopped.graceful else "graceful signal impossible; hard kill")
 
 
-class _Target:
-    """One verified worker process, pinned by a pidfd where the OS has them."""
+def _leads(launch: LaunchRecord, worker: WorkerIdentity) -> bool:
+    """The launch is still the process the supervisor started, and leads ``worker``."""
+    try:
+        return launch.identity.is_alive() and launch.leads(worker)
+    except ProcessError:
+        return False
 
-    def __init__(self, worker: WorkerIdentity, launch: LaunchRecord | None = None) -> None:
-        self.worker = worker
-        self.launch = launch
-        self.proc: psutil.Process | None = None
-        self.pidfd: int | None = None
-        self.mismatch = False
 
-    def __enter__(self) -> _Target:
-        pidfd_open = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None:
-            with contextlib.suppress(OSError):
-                self.pidfd = pidfd_open(self.worker.pid)
-        try:
-            # Re-checked after the pidfd exists: from here on the pid cannot change hands.
-            self.proc = psutil.Process(self.worker.pid)
-            self.mismatch = not self.worker.created_at(self.proc.create_time())
-        except psutil.NoSuchProcess:
-            self.proc = None
-        except psutil.Error:
-            self.mismatch = True  # cannot verify (e.g. access denied): never signal
-        if self.launch is not None and not self._verified(self.launch):
-            log.warning("launch record pid %s does not lead worker pid %s; not used",
-                        self.launch.pid, self.worker.pid)
-            self.launch = None
-        return self
-
-    def _verified(self, launch: LaunchRecord) -> bool:
-        try:
-            return launch.identity.is_alive() and launch.leads(self.worker)
-        except ProcessError:
-            return False
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-
-    def _own_group(self) -> int | None:
-        """The group to signal (POSIX): the launch's or the worker's own, never ours."""
-        if sys.platform == "win32":
-            return None
-        try:
-            pgid = os.getpgid(self.worker.pid)
-        except ProcessLookupError:
-            return None
-        leader = self.launch.pid if self.launch is not None else self.worker.pid
-        return pgid if pgid == leader and pgid != os.getpgrp() else None
-
-    def terminate(self) -> bool | None:
-        """Send the graceful signal: True sent, False impossible, None already gone."""
-        assert self.proc is not None
-        try:
-            if sys.platform == "win32":
-                if self.launch is None:
-                    return False  # no known group: a break could reach the whole console
-                os.kill(self.launch.pid, signal.CTRL_BREAK_EVENT)
-                return True
-            group = self._own_group()
-            if group is not None:
-                os.killpg(group, signal.SIGTERM)
-            elif self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
-            else:
-                self.proc.send_signal(signal.SIGTERM)
-            return True
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            return None
-        except (OSError, psutil.Error) as exc:
-            log.warning("graceful signal to pid %s failed: %s", self.worker.pid, exc)
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        try:
-            if sys.platform == "win32":
-                self._kill_windows()
-                return
-            group = self._own_group()
-            if group is not None:
-                os.killpg(group, signal.SIGKILL)
-            elif self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            else:
-                self.proc.kill()
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            pass
-        except (OSError, psutil.Error) as exc:
-            log.error("hard kill of pid %s failed: %s", self.worker.pid, exc)
-
-    def _kill_windows(self) -> None:
-        launch = self.launch
-        if launch is not None and launch.job and winjob.api().terminate_named(launch.job):
-            return
-        assert self.proc is not None
-        self.proc.kill()  # TerminateProcess: this process only
-        if launch is not None and launch.pid != self.worker.pid:
-            # The launcher would exit with the worker anyway; ending it now keeps the
-            # supervisor from waiting on it. Verified above, so it is still ours.
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(launch.pid).kill()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the worker has exited (a zombie counts), False after ``timeout``."""
-        if self.pidfd is not None:
-            # A pidfd turns readable when the process terminates: exact, no polling.
-            # (pidfds exist on Linux only: mypy --platform win32 knows no select.poll.)
-            poller = select.poll()  # type: ignore[attr-defined,unused-ignore]
-            poller.register(self.pidfd, select.POLLIN)  # type: ignore[attr-defined,unused-ignore]
-            return bool(poller.poll(max(0.0, timeout) * 1000))
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.proc.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
-                return True
-            except psutil.TimeoutExpired:
-                # Only the parent can reap a zombie; for us it is gone.
-                with contextlib.suppress(psutil.Error):
-                    if self.proc.status() == psutil.STATUS_ZOMBIE:
-                        return True
-                if time.monotonic() >= deadline:
-                    return False
-            except psutil.NoSuchProcess:
-                return True
+def _target(worker: WorkerIdentity, launch: LaunchRecord | None) -> processes.Target:
+    """What the rung reaches: the launch's group (or the worker's own), never ours."""
+    leader = launch.pid if launch is not None else worker.pid
+    if sys.platform == "win32":
+        # CTRL_BREAK_EVENT only to the group the supervisor created (the launch's).
+        return processes.Target(worker.pid, group=None if launch is None else launch.pid,
+                                job=launch.job if launch is not None else None,
+                                also=() if launch is None or launch.pid == worker.pid
+                                else (launch.pid,))
+    group = leader if processes.group_of(worker.pid) == leader else None
+    return processes.Target(worker.pid, group=group)

@@ -1,8 +1,9 @@
-"""A small httpx client of the sidecar API, for `crawlguard rung`/`status` and scripts.
+"""A small client of the sidecar API, for `crawlguard rung`/`status` and scripts.
 
-Every transport failure becomes ``SidecarUnavailable`` and every error answer
-``SidecarRefused`` (with the status and the server's ``detail``), both with
-``raise ... from exc``, so the command line prints one line, never a traceback.
+It calls through ``crawlguard.kernel.http``. Every transport failure becomes
+``SidecarUnavailable`` and every error answer ``SidecarRefused`` (with the
+status and the server's ``detail``), both with ``raise ... from exc``, so the
+command line prints one line, never a traceback.
 
 An ``https://`` sidecar (a rig of a fleet) is reached with the client context of
 ``crawlguard.kernel.tls``: the server verified with HELIX_BFM_TLS_CA_FILE, and
@@ -15,9 +16,8 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
-from crawlguard.kernel.errors import SidecarRefused, SidecarUnavailable
+from crawlguard.kernel.errors import HttpError, SidecarRefused, SidecarUnavailable
+from crawlguard.kernel.http import Answer, HttpClient
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.settings import Endpoints
 
@@ -28,9 +28,7 @@ class SidecarClient:
     def __init__(self, url: str, token: str | None, timeout: float = DEFAULT_TIMEOUT_S,
                  tls: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  trust_env=False, verify=tls if tls is not None else True)
+        self._http = HttpClient(self.url, token=token, timeout=timeout, tls=tls)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarClient:
@@ -54,16 +52,16 @@ class SidecarClient:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            response = self._http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
+            answer = self._http.request(method, path, json=body)
+        except HttpError as exc:
             raise SidecarUnavailable(f"cannot reach the sidecar at {self.url}: "
-                                     f"{exc or type(exc).__name__}") from exc
-        if response.status_code >= 400:
-            raise SidecarRefused(response.status_code, f"{method} {path}: "
-                                 f"{response.status_code} {_detail(response)}")
+                                     f"{exc.why}") from exc
+        if answer.status >= 400:
+            raise SidecarRefused(answer.status, f"{method} {path}: "
+                                 f"{answer.status} {_detail(answer)}")
         try:
-            return response.json()
-        except ValueError as exc:
+            return answer.json()
+        except HttpError as exc:
             raise SidecarUnavailable(f"{method} {path}: the answer is not JSON") from exc
 
     def health(self) -> dict[str, Any]:
@@ -98,11 +96,11 @@ class SidecarClient:
         return result
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(answer: Answer) -> str:
     try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text[:200]
-    if response.status_code == 401:
+        detail = answer.json().get("detail")
+    except (HttpError, AttributeError):
+        return answer.text[:200]
+    if answer.status == 401:
         return f"{detail} (check HELIX_BFM_SIDECAR_TOKEN / HELIX_BFM_SIDECAR_TOKEN_FILE)"
     return detail if isinstance(detail, str) else str(detail)[:300]

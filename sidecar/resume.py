@@ -30,7 +30,7 @@ from crawlguard.kernel.formats import ladderfile
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
 
-__all__ = ["ResumeEnvError", "ladder_path", "resume_env"]
+__all__ = ["ladder_path", "resume_env"]
 
 
 def ladder_path(state_dir: str | os.PathLike[str], shard: str) -> Path:

@@ -43,7 +43,7 @@ from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import CrawlguardError, SharedMemoryError
 from crawlguard.kernel.formats import batchlog
 from crawlguard.kernel.formats.batchlog import Batch
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outage, get_logger
 from crawlguard.kernel.settings import Detection
 from crawlguard.kernel.workers import WorkerIdentity, read_registration
 from crawlguard.sidecar import ladder
@@ -151,7 +151,7 @@ class Verifier:
         self.detection = detection
         self.shared = shared
         self.clock = clock
-        self._shared_failing = False
+        self._shared_outage = Outage(log, "shared-memory source")
 
     def step(self) -> list[tuple[str, Entry]]:
         """One look at every shard; returns the entries recorded."""
@@ -187,12 +187,10 @@ class Verifier:
         try:
             got = self.shared.read({w.pid for w in workers})
         except SharedMemoryError as exc:
-            if not self._shared_failing:
-                log.warning("shared-memory source failed; restarts are verified on the rate "
-                            "alone until it recovers: %s", exc)
-            self._shared_failing = True
+            self._shared_outage.failed("failed; restarts are verified on the rate alone "
+                                       "until it recovers: %s", exc)
             return {}
-        self._shared_failing = False
+        self._shared_outage.recovered()
         return got
 
     def _record(self, shard: str, rung: Entry, verdict: Verification) -> bool:

@@ -32,6 +32,12 @@ PLANTED = [
     ("crawlguard/kernel/names.py", "from crawlguard.sidecar import ladder",
      "The kernel, the GPU edge"),
     ("crawlguard/sidecar/resume.py", "import fastapi", "resume"),
+    # One boundary per foreign library.
+    ("crawlguard/sidecar/actions.py", "import psutil", "psutil only in"),
+    ("crawlguard/kernel/workers.py", "import psutil", "psutil only in"),
+    ("crawlguard/rules/loop.py", "import httpx", "httpx only in"),
+    ("crawlguard/doctor/probes.py", "import httpx", "httpx only in"),
+    ("crawlguard/doctor/probes.py", "import pynvml", "pynvml only in"),
 ]
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from crawlguard.doctor.checks import Rig, render, run_checks
+from crawlguard.doctor.checks import CheckInputs, render, run_checks
 from crawlguard.kernel.settings import Preflight, Settings
 
 from . import HELP
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         alertmanager_url=(args.alertmanager or pre.alertmanager_url or "").rstrip("/") or None,
         windows_exporter_url=(args.windows_exporter or pre.windows_exporter_url or ""
                               ).rstrip("/") or None)
-    checks = run_checks(Rig(settings, pre))
+    checks = run_checks(CheckInputs(settings, pre))
     failed = any(c.status == "fail" for c in checks)
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [c.as_json() for c in checks]},

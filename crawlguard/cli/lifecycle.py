@@ -26,7 +26,7 @@ from typing import Any
 
 from crawlguard.kernel.stopevent import SLICE_S, StopEvent
 
-__all__ = ["SLICE_S", "StopEvent", "shutdown_on_signals", "wait_for_stop"]
+__all__ = ["shutdown_on_signals", "wait_for_stop"]
 
 HANDLED: list[int] = [signal.SIGINT, signal.SIGTERM]
 if hasattr(signal, "SIGBREAK"):  # Windows: CTRL_BREAK_EVENT to our process group

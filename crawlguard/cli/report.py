@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crawlguard.kernel.errors import StateError
+from crawlguard.kernel.errors import ReportError, StateError
 from crawlguard.kernel.settings import Detection, state_dir_from_env
-from crawlguard.report.evidence import ReportError, load_run
+from crawlguard.report.evidence import load_run
 from crawlguard.report.summary import summary_markdown
 
 from . import HELP

@@ -13,7 +13,7 @@ from crawlguard.kernel import envfile
 from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.settings import Settings
 from crawlguard.rig.promstack import ALERT_PATHS, AmTiming
-from crawlguard.rig.up import Rig, RigConfig, with_state_dir
+from crawlguard.rig.up import RigConfig, RunningRig, with_state_dir
 
 from . import HELP
 from .run import EPILOG, add_run_arguments, command_of
@@ -76,4 +76,4 @@ def main(args: argparse.Namespace) -> int:
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
         progress=args.progress, log_file=args.log_file)
     with shutdown_on_signals(hangup=True) as stop:
-        return Rig(config, sys.stderr).run(stop)
+        return RunningRig(config, sys.stderr).run(stop)

@@ -4,7 +4,7 @@
 state dir, NVML when it is the VRAM source, a configured Prometheus without
 our rules, a sidecar that rejects the token); ``warn`` for what makes the
 crawl likelier or the evidence thinner. Everything a check reads comes in
-through ``Rig``, so tests fake the OS and NVML and run real servers.
+through ``CheckInputs``, so tests fake the OS and NVML and run real servers.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Check:
 
 
 @dataclass
-class Rig:
+class CheckInputs:
     """What the checks look at; defaults are the real machine."""
 
     settings: Settings
@@ -71,7 +71,7 @@ def _version(text: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def check_driver(rig: Rig) -> Check:
+def check_driver(rig: CheckInputs) -> Check:
     try:
         text = rig.nvml.driver_version()
     except CrawlguardError as exc:
@@ -95,7 +95,7 @@ def check_driver(rig: Rig) -> Check:
                  "can be set (>= 546.01)")
 
 
-def check_fallback_policy(rig: Rig) -> Check:
+def check_fallback_policy(rig: CheckInputs) -> Check:
     if rig.platform != "win32":
         return Check("sysmem-fallback", "ok", "not applicable: only Windows (WDDM) drivers "
                      "fall back to system memory")
@@ -106,7 +106,7 @@ def check_fallback_policy(rig: Rig) -> Check:
                  "full GPU raise out-of-memory instead of crawling")
 
 
-def check_alloc_conf(rig: Rig) -> Check:
+def check_alloc_conf(rig: CheckInputs) -> Check:
     raw = rig.env.get("PYTORCH_CUDA_ALLOC_CONF", "")
     if not raw.strip():
         return Check("alloc-conf", "ok", "PYTORCH_CUDA_ALLOC_CONF is not set")
@@ -126,7 +126,7 @@ def check_alloc_conf(rig: Rig) -> Check:
     return Check("alloc-conf", "ok", f"PYTORCH_CUDA_ALLOC_CONF={raw}")
 
 
-def check_nvml(rig: Rig) -> Check:
+def check_nvml(rig: CheckInputs) -> Check:
     try:
         gpus = rig.nvml.gpus()
     except CrawlguardError as exc:
@@ -140,7 +140,7 @@ def check_nvml(rig: Rig) -> Check:
     return Check("nvml", "ok", f"reachable ({names})")
 
 
-def check_vram_size(rig: Rig) -> Check:
+def check_vram_size(rig: CheckInputs) -> Check:
     knob = rig.settings.remediation.cpu_backfill_max_vram_gb
     try:
         gpus = rig.vram(rig.settings.vram_source).read()
@@ -162,7 +162,7 @@ def check_vram_size(rig: Rig) -> Check:
     return Check("vram-size", "ok", f"GPU {smallest.index}: {gib:.1f} GiB dedicated")
 
 
-def check_shared_source(rig: Rig) -> Check:
+def check_shared_source(rig: CheckInputs) -> Check:
     spec = resolve_spec(rig.settings.shared_source, rig.platform)
     url = rig.preflight.windows_exporter_url
     if url:
@@ -210,7 +210,7 @@ def _rule_names(groups: Iterable[Any]) -> dict[str, str]:
     return out
 
 
-def check_prometheus(rig: Rig) -> Check:
+def check_prometheus(rig: CheckInputs) -> Check:
     url = rig.preflight.prometheus_url
     if not url:
         return Check("prometheus", "ok", "not configured (HELIX_BFM_PROMETHEUS_URL): skipped")
@@ -239,7 +239,7 @@ def _routes(route: Any) -> Iterable[dict[str, Any]]:
             yield from _routes(child)
 
 
-def check_alertmanager(rig: Rig) -> Check:
+def check_alertmanager(rig: CheckInputs) -> Check:
     url = rig.preflight.alertmanager_url
     if not url:
         return Check("alertmanager", "ok", "not configured (HELIX_BFM_ALERTMANAGER_URL): "
@@ -265,7 +265,7 @@ def check_alertmanager(rig: Rig) -> Check:
                  "sidecar's URL and token file) and reload Alertmanager")
 
 
-def check_sidecar(rig: Rig) -> Check:
+def check_sidecar(rig: CheckInputs) -> Check:
     ep = rig.settings.endpoints
     with SidecarClient.from_endpoints(ep, timeout=rig.http.timeout) as client:
         try:
@@ -288,7 +288,7 @@ def check_sidecar(rig: Rig) -> Check:
     return Check("sidecar", "ok", f"{ep.sidecar_url} healthy and accepts the token")
 
 
-def check_state_dir(rig: Rig) -> Check:
+def check_state_dir(rig: CheckInputs) -> Check:
     state = StateDir(rig.settings.state_dir)
     try:
         state.ensure()
@@ -301,7 +301,7 @@ def check_state_dir(rig: Rig) -> Check:
     return Check("state-dir", "ok", f"{state.root.resolve()} is writable")
 
 
-CHECKS: tuple[tuple[str, Callable[[Rig], Check]], ...] = (
+CHECKS: tuple[tuple[str, Callable[[CheckInputs], Check]], ...] = (
     ("driver", check_driver), ("sysmem-fallback", check_fallback_policy),
     ("alloc-conf", check_alloc_conf), ("nvml", check_nvml), ("vram-size", check_vram_size),
     ("shared-memory", check_shared_source), ("prometheus", check_prometheus),
@@ -311,7 +311,7 @@ SELF_STARTED = frozenset({"sidecar", "prometheus", "alertmanager"})
 """What ``crawlguard up`` starts itself: not checked before it has."""
 
 
-def run_checks(rig: Rig, skip: Iterable[str] = ()) -> list[Check]:
+def run_checks(rig: CheckInputs, skip: Iterable[str] = ()) -> list[Check]:
     skipped = set(skip)
     return [check(rig) for name, check in CHECKS if name not in skipped]
 

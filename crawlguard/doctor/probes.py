@@ -11,13 +11,13 @@ what a failure means.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
-from crawlguard.kernel.errors import SidecarUnavailable, VramError
+from crawlguard.gpu.vram import Nvml
+from crawlguard.kernel import http
+from crawlguard.kernel.errors import HttpError
+from crawlguard.kernel.http import Answer
 
 TIMEOUT_S = 3.0
 
@@ -36,24 +36,15 @@ class NvmlProbe(Protocol):
 
 
 class Pynvml:
-    """The real NVML, initialised for each question and shut down after it."""
+    """The real NVML (``crawlguard.gpu.vram.Nvml``), initialised for each question and
+    shut down after it."""
 
     def _run(self, fn: Any) -> Any:
+        nvml = Nvml()
         try:
-            import pynvml
-        except ImportError as exc:
-            raise VramError("pynvml is not importable (install nvidia-ml-py)") from exc
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise VramError(f"NVML: {exc}") from exc
-        try:
-            return fn(pynvml)
-        except pynvml.NVMLError as exc:
-            raise VramError(f"NVML: {exc}") from exc
+            return nvml.call(fn)
         finally:
-            with contextlib.suppress(pynvml.NVMLError):
-                pynvml.nvmlShutdown()
+            nvml.close()
 
     def driver_version(self) -> str:
         version = self._run(lambda nv: nv.nvmlSystemGetDriverVersion())
@@ -74,29 +65,16 @@ class Pynvml:
 
 
 class Http:
-    """GET with a short timeout; ``HttpError`` (a ``SidecarUnavailable``) on any failure."""
+    """GET with a short timeout (``crawlguard.kernel.http``); ``HttpError`` on any failure."""
 
     def __init__(self, timeout: float = TIMEOUT_S) -> None:
         self.timeout = timeout
 
-    def get(self, url: str, token: str | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            return httpx.get(url, headers=headers, timeout=self.timeout, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise HttpError(url, f"{type(exc).__name__}: {exc}") from exc
+    def get(self, url: str, token: str | None = None) -> Answer:
+        return http.get(url, token=token, timeout=self.timeout)
 
     def json(self, url: str) -> Any:
-        response = self.get(url)
-        if response.status_code != 200:
-            raise HttpError(url, f"HTTP {response.status_code}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise HttpError(url, "the answer is not JSON") from exc
-
-
-class HttpError(SidecarUnavailable):
-    def __init__(self, url: str, why: str) -> None:
-        self.url = url
-        super().__init__(f"{url}: {why}")
+        answer = self.get(url)
+        if answer.status != 200:
+            raise HttpError(url, f"HTTP {answer.status}")
+        return answer.json()

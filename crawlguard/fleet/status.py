@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawlguard.kernel.errors import ConfigError, CrawlguardError, SidecarUnavailable
+from crawlguard.kernel import http
+from crawlguard.kernel.errors import ConfigError, CrawlguardError, HttpError, SidecarUnavailable
 from crawlguard.kernel.tls import TlsFiles
 from crawlguard.sidecar.client import SidecarClient
 
@@ -83,17 +83,15 @@ class FleetClient:
         url = f"{rig.exporter_url}/metrics"
         out: dict[str, Any] = {"url": url, "ok": False, "error": None, "shards": {}}
         try:
-            token = self.token(rig)
-            with httpx.Client(verify=self.tls, timeout=self.timeout, trust_env=False) as http:
-                answer = http.get(url, headers={"Authorization": f"Bearer {token}"})
+            answer = http.get(url, token=self.token(rig), timeout=self.timeout, tls=self.tls)
+        except HttpError as exc:
+            out["error"] = exc.why
+            return out
         except CrawlguardError as exc:
             out["error"] = str(exc)
             return out
-        except httpx.HTTPError as exc:
-            out["error"] = _why(exc)
-            return out
-        if answer.status_code != 200:
-            out["error"] = f"HTTP {answer.status_code}"
+        if answer.status != 200:
+            out["error"] = f"HTTP {answer.status}"
             return out
         try:
             out["shards"] = shards_served(answer.text)
@@ -160,12 +158,3 @@ def shards_served(text: str) -> dict[str, dict[str, Any]]:
                 entry["device"] = sample.labels.get("device")
     return dict(sorted(shards.items()))
 
-
-def _why(exc: httpx.HTTPError) -> str:
-    """The reason a person can act on: a refused connection, a TLS failure, a timeout."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS: {getattr(cause, 'reason', None) or cause}"
-        cause = cause.__cause__ or cause.__context__
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

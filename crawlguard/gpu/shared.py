@@ -208,7 +208,7 @@ class FileSharedSource:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise SharedMemoryError(f"shared-memory file {self.path} does not exist") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise SharedMemoryError(f"shared-memory file {self.path} is unreadable: {exc}"
                                     ) from exc
         table = parse_shared_document(data, str(self.path))

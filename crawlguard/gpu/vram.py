@@ -20,11 +20,14 @@ import contextlib
 import json
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from crawlguard.kernel.errors import VramError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class FileSource:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise VramError(f"VRAM file {self.path} does not exist") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise VramError(f"VRAM file {self.path} is unreadable: {exc}") from exc
         return parse_gpu_document(data, str(self.path))
 
@@ -87,16 +90,17 @@ def parse_gpu_document(data: Any, where: str) -> list[GpuMemory]:
     return out
 
 
-class NvmlSource:
-    """NVML device memory. Initialised lazily and once; re-initialised after a failure."""
+class Nvml:
+    """The one place crawlguard talks to NVML (``pynvml``): its errors become ``VramError``.
 
-    name = "nvml"
+    Initialised lazily and once; re-initialised after a failure (a driver reset
+    invalidates handles). ``call(fn)`` runs ``fn(pynvml)`` under its lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ready = False
 
-    def read(self) -> list[GpuMemory]:
+    def call(self, fn: Callable[[Any], T]) -> T:
         try:
             import pynvml
         except ImportError as exc:
@@ -106,13 +110,8 @@ class NvmlSource:
                 if not self._ready:
                     pynvml.nvmlInit()
                     self._ready = True
-                out = []
-                for i in range(pynvml.nvmlDeviceGetCount()):
-                    info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
-                    out.append(GpuMemory(i, int(info.used), int(info.total)))
-                return out
+                return fn(pynvml)
             except pynvml.NVMLError as exc:
-                # Re-initialise next time: a driver reset invalidates handles.
                 self._ready = False
                 raise VramError(f"NVML: {exc}") from exc
 
@@ -123,6 +122,28 @@ class NvmlSource:
                 with contextlib.suppress(pynvml.NVMLError):
                     pynvml.nvmlShutdown()
                 self._ready = False
+
+
+class NvmlSource:
+    """NVML device memory (``Nvml``)."""
+
+    name = "nvml"
+
+    def __init__(self) -> None:
+        self._nvml = Nvml()
+
+    def read(self) -> list[GpuMemory]:
+        def read_all(nv: Any) -> list[GpuMemory]:
+            out = []
+            for i in range(nv.nvmlDeviceGetCount()):
+                info = nv.nvmlDeviceGetMemoryInfo(nv.nvmlDeviceGetHandleByIndex(i))
+                out.append(GpuMemory(i, int(info.used), int(info.total)))
+            return out
+
+        return self._nvml.call(read_all)
+
+    def close(self) -> None:
+        self._nvml.close()
 
 
 class TorchSource:

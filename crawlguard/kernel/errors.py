@@ -19,6 +19,7 @@ traceback::
     ├── ProcessError             a worker process cannot be inspected or signalled
     ├── RungRefused              the sidecar will not take a rung now (paused, action=off,
     │                            a rung already in progress)
+    ├── HttpError                an HTTP peer could not be reached or answered nothing usable
     ├── SidecarUnavailable       a client could not reach the sidecar API
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
     └── ReportError              the evidence report cannot be made (no state, no matplotlib)
@@ -104,6 +105,16 @@ class RungRefused(CrawlguardError):
     Raised for a state that passes (pause, a rung in progress) or a policy
     (HELIX_BFM_CRAWL_ACTION=off); the API answers it with 409 Conflict.
     """
+
+
+class HttpError(CrawlguardError):
+    """An HTTP call got no usable answer: the peer could not be reached, timed out, or
+    answered what the caller cannot use; ``url`` is what was asked."""
+
+    def __init__(self, url: str, why: str) -> None:
+        self.url = url
+        self.why = why
+        super().__init__(f"{url}: {why}")
 
 
 class SidecarUnavailable(CrawlguardError):

@@ -8,6 +8,11 @@ logger ``crawlguard`` and gets everything, and nothing of crawlguard's is
 configured on the root logger: the command line (``console``) and ``up``
 (``to_file``) attach their handlers to ``crawlguard`` only, and leave other
 libraries' loggers and the root's handlers as they found them.
+
+``Outage`` is the one way a source that fails for a while (a VRAM or
+shared-memory source, the exporter the embedded rules scrape) is logged: its
+failure once, until it recovers, and its recovery once, so a source that is
+down for a day writes two lines, not one per scrape.
 """
 
 from __future__ import annotations
@@ -35,6 +40,28 @@ class _Stderr(logging.Handler):
 
 
 _console: list[_Stderr] = []
+
+
+class Outage:
+    """A source that may fail: the first failure is logged, then nothing until
+    ``recovered``, which is logged once. ``what`` names the source in both lines."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self.what = what
+        self.failing = False
+
+    def failed(self, why: str, *args: object) -> None:
+        """The source failed now; ``why`` is a %-format for ``args`` (logged once)."""
+        if not self.failing:
+            self._log.warning("%s " + why, self.what, *args)
+        self.failing = True
+
+    def recovered(self) -> None:
+        """The source answered: logged once when it had failed."""
+        if self.failing:
+            self._log.info("%s recovered", self.what)
+        self.failing = False
 
 
 def get_logger(module: str) -> logging.Logger:

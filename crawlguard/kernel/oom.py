@@ -18,23 +18,23 @@ The exporter serves the deaths as ``bfm_worker_oom_timestamp_seconds``
 exited to wait, bounded, for the sidecar to climb the ladder before it
 relaunches (so the CPU rung's environment reaches that very relaunch).
 
-Standard library only, and torch is never imported here: an exception is
-recognised by its class (``torch.OutOfMemoryError``, which
-``torch.cuda.OutOfMemoryError`` aliases) only when the build loaded torch.
+torch is never imported here: an exception is recognised by its class
+(``torch.OutOfMemoryError``, which ``torch.cuda.OutOfMemoryError`` aliases)
+only when the build loaded torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from .errors import StateError
+from .formats import schema
 from .names import ShardName
-from .statedir import StateDir, read_json, write_json_atomic
+from .statedir import StateDir, write_json_atomic
+from .workers import check_identity
 
 OOM_DIR = "oom"
 OOM_MESSAGES = ("CUDA out of memory", "out of memory")
@@ -56,6 +56,8 @@ def is_oom(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class OomRecord:
+    """The schema of ``shards/<shard>/oom/<key>.json``."""
+
     shard: str
     stage: str
     device: str
@@ -67,6 +69,12 @@ class OomRecord:
     error: str
     count: int = 1
     recovered: bool = False
+
+    def __post_init__(self) -> None:
+        ShardName.parse(self.shard)
+        check_identity(self.pid, self.create_time)
+        if self.count < 1:
+            raise ValueError(f"count must be at least 1, got {self.count!r}")
 
     @property
     def key(self) -> str:
@@ -100,10 +108,6 @@ def mark_recovered(state: StateDir, shard: str, key: str) -> None:
         write_json_atomic(path, asdict(replace(old, recovered=True)))
 
 
-def read_record(state: StateDir, shard: str, key: str) -> OomRecord | None:
-    return _parse(shard, record_path(state, shard, key))
-
-
 def read_records(state: StateDir, shard: str) -> list[OomRecord]:
     """Every readable record of ``shard``, oldest first; unreadable ones are skipped."""
     try:
@@ -123,23 +127,10 @@ def all_records(state: StateDir) -> list[OomRecord]:
 
 
 def _parse(shard: str, path: Path) -> OomRecord | None:
+    """The record at ``path``; None when there is none, or it is unreadable (skipped: an
+    OOM record is evidence, and one bad file must not hide the others)."""
     try:
-        data: Any = read_json(path)
+        rec = schema.read_file(path, OomRecord, f"the OOM record of shard {shard!r}")
     except StateError:
         return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        rec = OomRecord(
-            shard=ShardName.parse(data["shard"]), stage=str(data["stage"]),
-            device=str(data["device"]), gpu=str(data.get("gpu", "")), pid=int(data["pid"]),
-            create_time=float(data["create_time"]), at=float(data["at"]),
-            genes=float(data.get("genes", 0.0)), error=str(data.get("error", ""))[:500],
-            count=int(data.get("count", 1)), recovered=bool(data.get("recovered", False)))
-    except (KeyError, TypeError, ValueError):
-        return None
-    if rec.shard != shard or rec.pid <= 0 or not math.isfinite(rec.at):
-        return None
-    return rec
-
-
+    return rec if rec is not None and rec.shard == shard else None

@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from . import longpaths
-from .devices import file_part, gpu_label
+from .devices import file_part
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
 
-__all__ = ["StateDir", "gpu_label", "read_json", "write_json_atomic", "write_volatile_json"]
+__all__ = ["StateDir", "fsync_dir", "read_json", "write_json_atomic", "write_volatile_json"]
 log = logging.getLogger("crawlguard.kernel.statedir")
 # Roots opened for service by this process -> (st_dev, st_ino) when opened.
 _ESTABLISHED: dict[str, tuple[int, int]] = {}
@@ -252,7 +252,7 @@ def _write_json(path: Path, data: Any, durable: bool) -> None:
                 os.unlink(tmp)
             raise
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -269,7 +269,8 @@ def _replace(src: str, dst: Path) -> None:
             time.sleep(0.02)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (its renames and deletions)."""
     if sys.platform == "win32":  # directories cannot be opened for fsync on Windows
         return
     with contextlib.suppress(OSError):
@@ -278,9 +279,6 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-fsync_dir = _fsync_dir  # for writers of their own formats (crawlguard.exporter.compaction)
 
 
 MAX_JSON_BYTES = 16 << 20

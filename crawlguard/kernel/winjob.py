@@ -11,7 +11,8 @@ ends them when the last handle closes, which is what happens when the supervisor
 dies however it dies (killed, a closed console, logoff).
 
 The child is created suspended (``CREATE_SUSPENDED``), put in its job, then
-resumed, so it cannot start a grandchild before it is in the job. Each job is
+resumed (``crawlguard.supervisor.childproc``), so it cannot start a grandchild
+before it is in the job. Each job is
 named after its launch's identity (``Local\\crawlguard-<pid>-<ms>``) so that the
 sidecar, which did not create it, can open and terminate it for a rung's hard kill.
 
@@ -22,13 +23,8 @@ tests substitute a fake at exactly this boundary.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Protocol
-
-import psutil
-
-from crawlguard.kernel.logs import get_logger
-
-log = get_logger(__name__)
+from collections.abc import Sequence
+from typing import Protocol
 
 CREATE_SUSPENDED = 0x00000004
 JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x00002000
@@ -50,8 +46,8 @@ class JobApi(Protocol):
 
     def assign(self, job: int, process_handle: int) -> None: ...
 
-    def resume(self, pid: int) -> None:
-        """Resume every thread of a process created with CREATE_SUSPENDED."""
+    def resume(self, pid: int, thread_ids: Sequence[int]) -> None:
+        """Resume the threads of ``pid``, a process created with CREATE_SUSPENDED."""
 
     def terminate(self, job: int) -> None: ...
 
@@ -131,9 +127,9 @@ class Kernel32Jobs:
         if not self._k.AssignProcessToJobObject(job, process_handle):
             raise self._fail("AssignProcessToJobObject")
 
-    def resume(self, pid: int) -> None:
-        for thread in psutil.Process(pid).threads():
-            handle = self._k.OpenThread(THREAD_SUSPEND_RESUME, 0, thread.id)
+    def resume(self, pid: int, thread_ids: Sequence[int]) -> None:
+        for thread in thread_ids:
+            handle = self._k.OpenThread(THREAD_SUSPEND_RESUME, 0, thread)
             if not handle:
                 raise self._fail("OpenThread")
             try:
@@ -177,23 +173,3 @@ def set_api(new: JobApi | None) -> JobApi | None:
     old, _api = _api, new
     return old
 
-
-def contain(popen: Any, name: str) -> int | None:
-    """Put a child created suspended into a new job named ``name``, then resume it.
-
-    The child is resumed whatever happens: a worker without a job still runs (and is
-    still stopped by TerminateProcess), it only loses the tree kill. Returns the job
-    handle, or None when no job could be made (e.g. a parent job forbids nesting)."""
-    jobs = api()
-    job: int | None = None
-    try:
-        job = jobs.create(name)
-        jobs.assign(job, int(popen._handle))
-    except OSError as exc:
-        log.warning("pid %s runs without a Job Object (%s): a hard kill will end only "
-                    "that process, not its children", popen.pid, exc)
-        if job is not None:
-            jobs.close(job)
-        job = None
-    jobs.resume(popen.pid)
-    return job

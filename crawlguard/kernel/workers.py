@@ -2,8 +2,15 @@
 
 A worker is identified by its pid AND its process creation time: pids are
 reused (quickly on Windows), and crawlguard must never signal or trust the
-metrics of a process that merely inherited a dead worker's pid. psutil is the
-only place that answers; its errors are translated here.
+metrics of a process that merely inherited a dead worker's pid. What the OS
+says about a process comes from ``crawlguard.kernel.processes`` (the one module
+that talks psutil), and so do the creation-time margins.
+
+``WorkerIdentity`` is also the one check of a pid and a creation time read from a
+file: its constructor refuses what no process can have (a pid that is not a
+positive integer, a creation time that is not a finite, non-negative number),
+so every schema that holds one (``Registration``, ``LaunchRecord``, the run
+record's children, the sidecar's ladders and audit) checks it the same way.
 """
 
 from __future__ import annotations
@@ -12,25 +19,49 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
-import psutil
-
+from . import processes
 from .errors import CorruptStateError, ProcessError
+from .formats import schema
 from .names import ShardName
-from .statedir import StateDir, read_json, write_json_atomic
+from .processes import CREATE_TIME_TOLERANCE_S
+from .statedir import StateDir, write_json_atomic
 
-# psutil derives creation time from boot time + start ticks on Linux and from a
-# 100 ns FILETIME on Windows; two readings of the same process agree far
-# closer than this, while a reused pid starts at least a scheduler tick later.
-CREATE_TIME_TOLERANCE_S = 0.005
+PID_MAX = 2 ** 32 - 1
+"""No OS hands out a larger pid (Windows' are 32-bit, Linux's at most 2**22)."""
+
+
+def check_identity(pid: object, create_time: object) -> None:
+    """ValueError unless ``pid`` and ``create_time`` could be a process's."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+        raise ValueError(f"pid must be an integer from 1 to {PID_MAX}, got {pid!r}")
+    if (not isinstance(create_time, (int, float)) or isinstance(create_time, bool)
+            or not 0 <= create_time < 1e11):
+        raise ValueError(f"create_time must be Unix seconds >= 0, got {create_time!r}")
 
 
 @dataclass(frozen=True)
 class WorkerIdentity:
+    """A process: its pid and its creation time (Unix seconds, as psutil reports it)."""
+
     pid: int
     create_time: float
+
+    def __post_init__(self) -> None:
+        check_identity(self.pid, self.create_time)
+
+    @classmethod
+    def from_json(cls, data: object) -> WorkerIdentity:
+        """``{"pid": int, "create_time": number}`` (what ``dataclasses.asdict`` writes) as an
+        identity; ``ValueError`` (``schema.SchemaError``) naming the field that does not fit.
+        In a pydantic model::
+
+            Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)]
+        """
+        if isinstance(data, cls):
+            return data
+        return schema.load(cls, data)
 
     @classmethod
     def current(cls) -> WorkerIdentity:
@@ -38,12 +69,10 @@ class WorkerIdentity:
 
     @classmethod
     def of_pid(cls, pid: int) -> WorkerIdentity:
-        try:
-            return cls(pid, psutil.Process(pid).create_time())
-        except psutil.NoSuchProcess as exc:
-            raise ProcessError(f"no process with pid {pid}") from exc
-        except psutil.Error as exc:
-            raise ProcessError(f"cannot inspect pid {pid}: {exc}") from exc
+        seen = processes.look(pid)
+        if seen is None:
+            raise ProcessError(f"no process with pid {pid}")
+        return cls(pid, seen.create_time)
 
     @property
     def key(self) -> str:
@@ -52,10 +81,15 @@ class WorkerIdentity:
 
     @classmethod
     def from_key(cls, key: str) -> WorkerIdentity | None:
+        """The identity a ``key`` names; None when it is no key."""
         pid, sep, ms = key.partition("-")
-        if not sep or not pid.isdigit() or not ms.isdigit():
+        if not (sep and pid.isascii() and pid.isdigit() and ms.isascii() and ms.isdigit()
+                and len(pid) <= 12 and len(ms) <= 16):
             return None
-        return cls(int(pid), int(ms) / 1000)
+        try:
+            return cls(int(pid), int(ms) / 1000)
+        except ValueError:  # pid 0 or beyond any OS's, a creation time of no process
+            return None
 
     def created_at(self, create_time: float, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
         """Whether a process created at ``create_time`` is this one (same pid assumed)."""
@@ -66,17 +100,10 @@ class WorkerIdentity:
 
     def status(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> str:
         """``alive``, ``gone`` (no such pid, or a zombie) or ``reused`` (pid is another process)."""
-        try:
-            proc = psutil.Process(self.pid)
-            with proc.oneshot():  # one read of /proc/<pid>/stat for both answers
-                created = proc.create_time()
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    return "gone"
-        except psutil.NoSuchProcess:
+        seen = processes.look(self.pid)
+        if seen is None or seen.zombie:
             return "gone"
-        except psutil.Error as exc:
-            raise ProcessError(f"cannot inspect pid {self.pid}: {exc}") from exc
-        return "alive" if self.created_at(created, tolerance) else "reused"
+        return "alive" if self.created_at(seen.create_time, tolerance) else "reused"
 
     def is_alive(self, tolerance: float = CREATE_TIME_TOLERANCE_S) -> bool:
         return self.status(tolerance) == "alive"
@@ -84,14 +111,17 @@ class WorkerIdentity:
 
 @dataclass(frozen=True)
 class Registration:
-    """What ``shards/<shard>/worker.json`` holds."""
+    """The schema of ``shards/<shard>/worker.json``: the worker that registered."""
 
     shard: str
     pid: int
     create_time: float
-    registered_at: float
-    host: str
-    argv: list[str]
+    registered_at: float = 0.0
+    host: str = ""
+    argv: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_identity(self.pid, self.create_time)
 
     @property
     def identity(self) -> WorkerIdentity:
@@ -105,40 +135,26 @@ def register_worker(state: StateDir, shard: str, identity: WorkerIdentity | None
     reg = Registration(
         shard=ShardName.parse(shard), pid=ident.pid, create_time=ident.create_time,
         registered_at=time.time() if now is None else now, host=socket.gethostname(),
-        argv=list(sys.argv),
+        argv=tuple(sys.argv),
     )
     write_json_atomic(state.worker_file(shard), asdict(reg))
     return reg
 
 
 def read_registration(state: StateDir, shard: str) -> Registration | None:
-    """The registered worker of ``shard``; None when none registered yet."""
-    data = read_json(state.worker_file(shard))
-    if data is None:
-        return None
-    return _parse(shard, data)
-
-
-def _parse(shard: str, data: Any) -> Registration:
-    try:
-        pid, created = data["pid"], data["create_time"]
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise ValueError("pid")
-        if not isinstance(created, (int, float)) or isinstance(created, bool):
-            raise ValueError("create_time")
-        return Registration(
-            shard=shard, pid=pid, create_time=float(created),
-            registered_at=float(data.get("registered_at", 0.0)),
-            host=str(data.get("host", "")), argv=[str(a) for a in data.get("argv", [])],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptStateError(f"worker registration of shard {shard!r} is malformed "
-                                f"({exc})") from exc
+    """The registered worker of ``shard``; None when none registered yet.
+    ``CorruptStateError`` when the file does not fit ``Registration``."""
+    reg = schema.read_file(state.worker_file(shard), Registration,
+                           f"the worker registration of shard {shard!r}")
+    if reg is not None and reg.shard != shard:
+        raise CorruptStateError(f"the worker registration of shard {shard!r} names shard "
+                                f"{reg.shard!r}: it was not written for this shard")
+    return reg
 
 
 @dataclass(frozen=True)
 class LaunchRecord:
-    """What ``shards/<shard>/launch.json`` holds: the process the supervisor started.
+    """The schema of ``shards/<shard>/launch.json``: the process the supervisor started.
 
     The registered worker may be a child of it (a venv launcher, ``uv run``, a
     ``.bat``), so this, not the worker, leads the process group that the
@@ -150,6 +166,9 @@ class LaunchRecord:
     create_time: float
     job: str | None = None
 
+    def __post_init__(self) -> None:
+        check_identity(self.pid, self.create_time)
+
     @property
     def identity(self) -> WorkerIdentity:
         return WorkerIdentity(self.pid, self.create_time)
@@ -158,12 +177,8 @@ class LaunchRecord:
         """Whether this launch is ``worker`` itself or one of its living ancestors."""
         if self.identity.same_as(worker):
             return True
-        try:
-            parents = psutil.Process(worker.pid).parents()
-            return any(p.pid == self.pid and self.identity.created_at(p.create_time())
-                       for p in parents)
-        except psutil.Error:
-            return False
+        return any(pid == self.pid and self.identity.created_at(created)
+                   for pid, created in processes.ancestors(worker.pid))
 
 
 def record_launch(state: StateDir, shard: str, launch: LaunchRecord) -> None:
@@ -171,18 +186,7 @@ def record_launch(state: StateDir, shard: str, launch: LaunchRecord) -> None:
 
 
 def read_launch(state: StateDir, shard: str) -> LaunchRecord | None:
-    """The shard's last launch; None when none is recorded (a worker started by hand)."""
-    data = read_json(state.launch_file(shard))
-    if data is None:
-        return None
-    try:
-        pid, created, job = data["pid"], data["create_time"], data.get("job")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise ValueError("pid")
-        if not isinstance(created, (int, float)) or isinstance(created, bool):
-            raise ValueError("create_time")
-        if job is not None and not isinstance(job, str):
-            raise ValueError("job")
-        return LaunchRecord(pid, float(created), job)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptStateError(f"launch record of shard {shard!r} is malformed ({exc})") from exc
+    """The shard's last launch; None when none is recorded (a worker started by hand).
+    ``CorruptStateError`` when the file does not fit ``LaunchRecord``."""
+    return schema.read_file(state.launch_file(shard), LaunchRecord,
+                            f"the launch record of shard {shard!r}")

@@ -90,7 +90,7 @@ class SimGpu:
             data = json.loads(self.config_file.read_text(encoding="utf-8"))
             return [{k: int(g[k]) for k in ("index", "total_bytes", "desktop_bytes")}
                     for g in data["gpus"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return []
 
 
@@ -139,7 +139,7 @@ class Driver:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 index, nbytes = int(data["gpu"]), int(data["bytes"])
                 spilled = int(data.get("shared_bytes", 0))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
                 continue  # being replaced right now, or foreign: next step sees it
             if identity is not None and not self._alive(identity):
                 since = self._dead_since.setdefault(key, now)

@@ -17,8 +17,11 @@ from types import ModuleType
 from typing import Any
 
 from crawlguard.kernel import rungs
+from crawlguard.kernel.errors import ReportError
+from crawlguard.kernel.formats.batchlog import Batch
+from crawlguard.kernel.formats.vramlog import VramSample
 
-from .evidence import MARKERS, RESET, Batch, ReportError, ShardEvidence, VramSample, vram_for
+from .evidence import MARKERS, RESET, ShardEvidence, vram_for
 from .summary import fmt_rate
 
 # The rungs of kernel.rungs.TAKEN in order of level, then the reset that undoes them.

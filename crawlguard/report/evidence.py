@@ -38,8 +38,8 @@ from crawlguard.kernel.formats.vramlog import VramSample
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
 
-__all__ = ["MARKERS", "Batch", "ReportError", "RunEvidence", "RungEvent", "ShardEvidence",
-           "VramSample", "audit_marker", "ladder_marker", "load_run", "vram_for"]
+__all__ = ["MARKERS", "RESET", "RunEvidence", "RungEvent", "ShardEvidence", "audit_marker",
+           "ladder_marker", "load_run", "vram_for"]
 
 RESET = "reset"
 MARKERS = (*rungs.TAKEN_NAMES, RESET)

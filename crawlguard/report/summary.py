@@ -9,7 +9,9 @@ import statistics
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from .evidence import RunEvidence, ShardEvidence, VramSample, vram_for
+from crawlguard.kernel.formats.vramlog import VramSample
+
+from .evidence import RunEvidence, ShardEvidence, vram_for
 
 
 def fmt_time(t: float | None) -> str:

@@ -30,7 +30,7 @@ from crawlguard.refbuild.verify import verify_shard
 
 from .promstack import AmTiming, resolve_alert_path
 from .shardview import read_ladder, summarise_batches
-from .up import Rig, RigConfig
+from .up import RigConfig, RunningRig
 
 DEVICE_VAR = "BGEM3_DEVICE"
 
@@ -123,7 +123,7 @@ def run_demo(root: Path, env: dict[str, str], alert_path: str, stop: threading.E
         simulate_gpu=True, progress=progress, progress_period=10.0, progress_prefix="demo",
         vram_log_interval=0.5, unique_genes=DistinctGenes(data))
     started = time.monotonic()
-    rc = Rig(config, stream).run(stop)
+    rc = RunningRig(config, stream).run(stop)
     wall = time.monotonic() - started
     return DemoResult(path, rc, wall, [shard_result(root, data, s) for s in shards], time_scale)
 

@@ -18,9 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import httpx
-
-from crawlguard.kernel.errors import ProcessError
+from crawlguard.kernel import http
+from crawlguard.kernel.errors import HttpError, ProcessError
 from crawlguard.supervisor import childproc
 from crawlguard.supervisor.runrecord import RunRecord
 
@@ -33,9 +32,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def http_ok(url: str, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=timeout,
-                         verify=tls if tls is not None else True).status_code == 200
-    except httpx.HTTPError:
+        return http.get(url, timeout=timeout, tls=tls).status == 200
+    except HttpError:
         return False
 
 

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +47,7 @@ from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
 from crawlguard.kernel.errors import ConfigError, StateError
+from crawlguard.kernel.formats import schema
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
@@ -61,6 +62,42 @@ from .console import ConsoleWriter
 from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port
+
+UP_FILE = "up.json"
+
+
+@dataclass(frozen=True)
+class UpTls:
+    """Absolute paths of the rig's TLS files (``crawlguard.kernel.tls``)."""
+
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
+@dataclass(frozen=True)
+class UpFile:
+    """The schema of ``<state>/run/up.json``: what a running ``up`` tells people and scripts."""
+
+    pid: int
+    alert_path: str
+    urls: dict[str, str]
+    """``exporter``, ``sidecar`` and, with Prometheus, ``prometheus`` and ``alertmanager``."""
+    token_file: str
+    shards: tuple[str, ...]
+    servers: dict[str, int | None]
+    """Each server's pid; null while it is not running."""
+    updated_at: float
+    exporter_token_file: str | None = None
+    """On the external alert path (a rig of a fleet): the exporter's token file."""
+    tls: UpTls | None = None
+    """On the external alert path: the TLS files a client context is built from."""
+
+
+def read_up(state_dir: Path) -> UpFile | None:
+    """The up.json of ``state_dir``; None when no ``up`` wrote one. ``CorruptStateError``
+    when it does not fit ``UpFile``."""
+    return schema.read_file(Path(state_dir) / "run" / UP_FILE, UpFile, "the rig's state")
 
 
 @dataclass(frozen=True)
@@ -86,7 +123,7 @@ class RigConfig:
     """Also append the live view's lines here (``up --log-file``): a log without a pipe."""
 
 
-class Rig:
+class RunningRig:
     def __init__(self, config: RigConfig, stream: TextIO = sys.stderr) -> None:
         self.config = config
         self.stream = stream
@@ -190,7 +227,7 @@ class Rig:
         skip = set(checks.SELF_STARTED)
         if self.config.simulate_gpu:
             skip |= {"driver", "sysmem-fallback"}  # about a real GPU this run does not use
-        found = [c for c in checks.run_checks(checks.Rig(settings, env=self.env), skip=skip)
+        found = [c for c in checks.run_checks(checks.CheckInputs(settings, env=self.env), skip=skip)
                  if c.status != "ok"]
         checks.render(found, self.stream, prefix="up: doctor: ")
 
@@ -353,15 +390,14 @@ class Rig:
         path, the TLS files its client context is built from (``kernel.tls``)."""
         tls = self.config.settings.endpoints.tls
         exporter_token = self.env.get("HELIX_BFM_EXPORTER_TOKEN_FILE") or None
-        write_json_atomic(self.run_dir / "up.json", {
-            "pid": os.getpid(), "alert_path": self.alert_path, "urls": self.urls,
-            "token_file": str(self.token_file),
-            "exporter_token_file": (str(Path(exporter_token).resolve())
-                                    if self.external and exporter_token else None),
-            "tls": ({"ca_file": _abs(tls.ca), "cert_file": _abs(tls.cert),
-                     "key_file": _abs(tls.key)} if self.external and tls.serves else None),
-            "shards": list(self.config.shards),
-            "servers": {s.name: s.pid for s in self.servers}, "updated_at": time.time()})
+        write_json_atomic(self.run_dir / UP_FILE, asdict(UpFile(
+            pid=os.getpid(), alert_path=self.alert_path, urls=dict(self.urls),
+            token_file=str(self.token_file), shards=tuple(self.config.shards),
+            servers={s.name: s.pid for s in self.servers}, updated_at=time.time(),
+            exporter_token_file=(str(Path(exporter_token).resolve())
+                                 if self.external and exporter_token else None),
+            tls=(UpTls(ca_file=_abs(tls.ca), cert_file=_abs(tls.cert), key_file=_abs(tls.key))
+                 if self.external and tls.serves else None))))
 
     def _shutdown(self) -> None:
         for server in self.servers:

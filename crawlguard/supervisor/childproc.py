@@ -4,10 +4,12 @@ Every child leads its own process group: on POSIX ``start_new_session=True``,
 on Windows ``CREATE_NEW_PROCESS_GROUP``, which is what lets CTRL_BREAK_EVENT
 reach a worker (it is delivered to a process group) and keeps a Ctrl-C in the
 terminal from hitting the worker before the supervisor decides how to stop it.
-A graceful stop is SIGTERM to the group on POSIX, CTRL_BREAK_EVENT on Windows;
-the hard kill is SIGKILL to the group on POSIX, and on Windows TerminateJobObject
-on the child's Job Object (``winjob``), which also ends the grandchildren that a
-launcher (venv ``python.exe``, ``uv run``, a ``.bat``) started.
+A child is stopped the one way crawlguard stops a process
+(``crawlguard.kernel.processes.stop``): SIGTERM to its group on POSIX,
+CTRL_BREAK_EVENT on Windows, then SIGKILL to the group, or on Windows
+TerminateJobObject on the child's Job Object (``winjob``), which also ends the
+grandchildren that a launcher (venv ``python.exe``, ``uv run``, a ``.bat``)
+started.
 
 No orphans: a child must not outlive the supervisor, however the supervisor ends.
 On Windows the job's kill-on-close does it. On Linux the child asks for a
@@ -27,14 +29,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
-from crawlguard.kernel import winjob
+from crawlguard.kernel import processes, winjob
 from crawlguard.kernel.errors import ProcessError
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.workers import WorkerIdentity
@@ -47,7 +46,6 @@ PARENT_DEATH_SIGNAL = signal.SIGTERM
 salvages its batch; what ignores it is left to the next ``up``'s sweep. Servers
 (``spawn(..., salvage=False)``) get SIGKILL: they hold nothing to salvage (the
 sidecar is crash-safe by design) and must be gone before the next ``up`` starts."""
-KILL_WAIT_S = 10.0
 
 _jobs: dict[int, tuple[int, str]] = {}
 """pid -> (job handle, job name) of the Windows children this process launched."""
@@ -99,14 +97,30 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = Non
 
 
 def _contain(popen: subprocess.Popen[bytes]) -> None:
+    """Put a child created suspended into a new job named after it, then resume it.
+
+    The child is resumed whatever happens to the job: a worker without a job still
+    runs (and is still stopped by TerminateProcess), it only loses the tree kill
+    (e.g. a parent job forbids nesting)."""
+    jobs = winjob.api()
+    job: int | None = None
     try:
         name = winjob.job_name(WorkerIdentity.of_pid(popen.pid).key)
-        job = winjob.contain(popen, name)
-    except (OSError, ProcessError, psutil.Error) as exc:
+        try:
+            job = jobs.create(name)
+            jobs.assign(job, int(getattr(popen, "_handle")))  # noqa: B009
+        except OSError as exc:
+            log.warning("pid %s runs without a Job Object (%s): a hard kill will end only "
+                        "that process, not its children", popen.pid, exc)
+            if job is not None:
+                jobs.close(job)
+            job = None
+        jobs.resume(popen.pid, processes.thread_ids(popen.pid))
+    except (OSError, ProcessError) as exc:
         # Not resumed: it never ran a line, and must not stay suspended forever.
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             popen.kill()
-            popen.wait(KILL_WAIT_S)
+            popen.wait(processes.KILL_WAIT_S)
         raise ProcessError(f"cannot start {popen.args!r}: {exc}") from exc
     if job is not None:
         _jobs[popen.pid] = (job, name)
@@ -126,52 +140,21 @@ def release(popen: subprocess.Popen[bytes]) -> None:
             winjob.api().close(held[0])
 
 
-def request_stop(popen: subprocess.Popen[bytes]) -> None:
-    """The graceful signal: the worker salvages what is complete and exits."""
-    if popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        if sys.platform == "win32":
-            popen.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            try:
-                os.killpg(popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                # The child left its group (setsid of its own): signal it alone.
-                popen.send_signal(signal.SIGTERM)
+def _target(popen: subprocess.Popen[bytes]) -> processes.Target:
+    """The child leads its own group (``spawn``), and on Windows holds its own job."""
+    held = _jobs.get(popen.pid)
+    return processes.Target(popen.pid, group=popen.pid, child=popen,
+                            job=None if held is None else held[0])
 
 
-def hard_kill(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        if sys.platform == "win32":
-            held = _jobs.get(popen.pid)
-            if held is not None:
-                winjob.api().terminate(held[0])  # the whole tree, not the launcher alone
-            else:
-                popen.kill()
-        else:
-            try:
-                os.killpg(popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                popen.kill()
-
-
-def stop_gracefully(popen: subprocess.Popen[bytes], grace: float, poll: float = 0.05) -> int:
-    """Graceful signal, up to ``grace`` seconds for salvage, then the hard kill."""
-    request_stop(popen)
-    deadline = time.monotonic() + grace
-    while popen.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=poll)
-    if popen.poll() is None:
-        hard_kill(popen)
+def stop_gracefully(popen: subprocess.Popen[bytes], grace: float) -> int:
+    """Graceful signal, up to ``grace`` seconds for salvage, then the hard kill; the
+    exit code (-9 when the child survived even that)."""
     try:
-        return popen.wait(KILL_WAIT_S)
-    except subprocess.TimeoutExpired:
-        log.error("pid %s survived the hard kill for %gs", popen.pid, KILL_WAIT_S)
-        return -9
+        if popen.poll() is None:
+            processes.stop(_target(popen), grace)
+        code = popen.poll()
+        return -9 if code is None else code
     finally:
         if popen.poll() is not None:
             release(popen)

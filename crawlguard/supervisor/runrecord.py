@@ -8,27 +8,25 @@ parent-death signal and the Windows Job Object end those children, but not what
 ignores SIGTERM or what a launcher started below them (Linux). So the next ``up``,
 once it holds the state dir's lock, calls ``sweep``: every entry still alive AND
 still the same process (pid plus creation time) is stopped with its process group
-(POSIX) or its Job Object (Windows); a reused pid is never touched.
+(POSIX) or its Job Object (Windows), the one way crawlguard stops a process
+(``crawlguard.kernel.processes.stop``); a reused pid is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
-
-from crawlguard.kernel import winjob
+from crawlguard.kernel import processes, winjob
 from crawlguard.kernel.errors import CrawlguardError, ProcessError
+from crawlguard.kernel.formats import schema
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.statedir import read_json, write_json_atomic
-from crawlguard.kernel.workers import WorkerIdentity
+from crawlguard.kernel.statedir import write_json_atomic
+from crawlguard.kernel.workers import WorkerIdentity, check_identity
 
 log = get_logger(__name__)
 
@@ -39,9 +37,21 @@ class Child:
     pid: int
     create_time: float
 
+    def __post_init__(self) -> None:
+        check_identity(self.pid, self.create_time)
+
     @property
     def identity(self) -> WorkerIdentity:
         return WorkerIdentity(self.pid, self.create_time)
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """The schema of ``run/children.json``."""
+
+    pid: int
+    """The process that wrote it (``up``)."""
+    children: tuple[Child, ...] = ()
 
 
 class RunRecord:
@@ -66,21 +76,19 @@ class RunRecord:
 
     def _write(self) -> None:
         try:
-            write_json_atomic(self.path, {"pid": os.getpid(), "children": [
-                asdict(c) for c in self._children.values()]})
+            write_json_atomic(self.path, asdict(RunFile(os.getpid(),
+                                                        tuple(self._children.values()))))
         except CrawlguardError as exc:
             log.error("run record not updated: %s", exc)
 
 
 def read(path: Path) -> list[Child]:
     try:
-        data = read_json(path)
-        return [] if data is None else [
-            Child(str(c["name"]), int(c["pid"]), float(c["create_time"]))
-            for c in data["children"]]
-    except (CrawlguardError, KeyError, TypeError, ValueError) as exc:
-        log.warning("run record %s unreadable (%s); nothing swept", path, exc)
+        run = schema.read_file(path, RunFile, "the run record")
+    except CrawlguardError as exc:
+        log.warning("%s; nothing swept", exc)
         return []
+    return [] if run is None else list(run.children)
 
 
 def sweep(path: Path, grace: float) -> list[str]:
@@ -100,54 +108,25 @@ def _stop(child: Child, grace: float) -> str | None:
         status = child.identity.status()
     except ProcessError:
         return None  # cannot tell who it is: never signal
-    if sys.platform == "win32":
-        if status != "alive":
-            return None
-        if not winjob.api().terminate_named(winjob.job_name(child.identity.key)):
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(child.pid).kill()
-        return f"stopped leftover {child.name} (pid {child.pid}) of a previous run"
-    if status == "reused":
+    if status == "reused" or (status == "gone" and sys.platform == "win32"):
         return None
-    if status == "alive" and _pgid(child.pid) != child.pid:
+    if sys.platform == "win32":
+        # The job holds what it started; no console group of a dead run is ours to break.
+        target = processes.Target(child.pid, job=winjob.job_name(child.identity.key))
+        what = f"pid {child.pid}"
+    elif status == "alive" and processes.group_of(child.pid) != child.pid:
         # It left the group we gave it: it alone is what we know to be ours.
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(child.pid).kill()
-        return f"stopped leftover {child.name} (pid {child.pid}) of a previous run"
-    # The group outlives its leader while any member runs, and a pgid is never handed
-    # out again while the group exists: signalling it reaches only our leftovers.
-    if not _group_exists(child.pid):
+        target = processes.Target(child.pid)
+        what = f"pid {child.pid}"
+    elif processes.group_alive(child.pid):
+        # The group outlives its leader while any member runs, and a pgid is never handed
+        # out again while the group exists: signalling it reaches only our leftovers.
+        target = processes.Target(child.pid, group=child.pid, whole_group=True)
+        what = f"process group {child.pid}"
+    else:
         return None
-    _signal_group(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _group_exists(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_exists(child.pid):
-        _signal_group(child.pid, signal.SIGKILL)
-    return f"stopped leftover {child.name} (process group {child.pid}) of a previous run"
-
-
-def _pgid(pid: int) -> int | None:
-    if sys.platform == "win32":
-        return None
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _group_exists(pgid: int) -> bool:
-    if sys.platform == "win32":
-        return False
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    if sys.platform == "win32":
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    with target:
+        if status == "alive" and target.pin(child.create_time) != "ok":
+            return None
+        processes.stop(target, grace)
+    return f"stopped leftover {child.name} ({what}) of a previous run"

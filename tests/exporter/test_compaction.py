@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from crawlguard.exporter.collector import LiveWorkersCollector, WorkerCollector
 from crawlguard.exporter.compaction import ARCHIVE, JOURNAL, MetricsJanitor
+from crawlguard.exporter.mpfiles import MetricsFile, encode_key
 from crawlguard.kernel.workers import WorkerIdentity
 
 LABELS = ["shard", "stage", "device", "gpu"]
@@ -22,9 +22,10 @@ LIVE = WorkerIdentity(os.getpid(), 1234.5)
 
 def write_counter(directory: Path, identity: WorkerIdentity, shard: str, genes: float) -> Path:
     path = directory / f"counter_{identity.key}.db"
-    f = MmapedDict(str(path))
-    f.write_value(mmap_key("bfm_genes", "bfm_genes_total", LABELS, [shard, "b", "cuda:0", "0"],
-                           "Genes."), genes, 0.0)
+    f = MetricsFile(path)
+    f.write_value(encode_key("bfm_genes", "bfm_genes_total",
+                             dict(zip(LABELS, [shard, "b", "cuda:0", "0"], strict=True)),
+                             "Genes."), genes, 0.0)
     f.close()
     return path
 

@@ -184,7 +184,6 @@ def test_inflight_batch_and_failed_batch(state_dir: Path) -> None:
         raise RuntimeError("CUDA error")
     assert value(state_dir, "bfm_batch_inflight_genes") == 0
     assert value(state_dir, "bfm_batches_total") == 1  # the failed batch is not counted
-    assert t.stall_limit(64) is None  # no baseline yet: no stall verdict either
 
 
 def test_observe_for_already_timed_batches(state_dir: Path) -> None:
@@ -198,13 +197,6 @@ def test_observe_for_already_timed_batches(state_dir: Path) -> None:
         t.observe(genes=-1, seconds=1)
     with pytest.raises(ValueError):
         t.observe(genes=1, seconds=float("nan"))
-
-
-def test_stall_limit_is_a_window_of_crawling_batches(state_dir: Path) -> None:
-    clock = FakeClock()
-    t = make(state_dir, clock)
-    run(t, clock, rate=16.0, batches=10)
-    assert t.stall_limit(64) == pytest.approx(8 * 5 * 64 / 16.0)
 
 
 def test_creating_a_tracker_registers_the_worker(state_dir: Path) -> None:
@@ -258,21 +250,20 @@ def test_batches_log_lines_are_json(state_dir: Path) -> None:
 def test_worker_info_names_each_live_worker_once(state_dir: Path) -> None:
     """Two live identity files of one series: the newest worker's pid is served (the
     rules join on it with group_left); an unreadable file is skipped, not fatal."""
-    from prometheus_client.mmap_dict import MmapedDict, mmap_key
-
     from crawlguard.exporter import catalog
     from crawlguard.exporter.collector import WorkerInfoCollector
+    from crawlguard.exporter.mpfiles import MetricsFile, encode_key
 
     metrics = state_dir / "metrics"
     metrics.mkdir(parents=True)
-    names, values = list(catalog.WORKER_LABELS), ["s", "backfill", "cuda:0", "0"]
+    labels = dict(zip(catalog.WORKER_LABELS, ["s", "backfill", "cuda:0", "0"], strict=True))
     for key in ("10-1000", "20-2000", "30-500"):
-        d = MmapedDict(str(metrics / f"gauge_livemostrecent_{key}.db"))
-        d.write_value(mmap_key("bfm_crawl_factor", "bfm_crawl_factor", names, values, ""), 5.0,
-                      1.0)
+        d = MetricsFile(metrics / f"gauge_livemostrecent_{key}.db")
+        d.write_value(encode_key("bfm_crawl_factor", "bfm_crawl_factor", labels, ""), 5.0, 1.0)
         if key == "30-500":
-            d.write_value(mmap_key("bfm_crawl_factor", "bfm_crawl_factor", names,
-                                   ["t", "backfill", "cpu", ""], ""), 5.0, 1.0)
+            d.write_value(encode_key("bfm_crawl_factor", "bfm_crawl_factor",
+                                     dict(zip(catalog.WORKER_LABELS, ["t", "backfill", "cpu", ""],
+                                              strict=True)), ""), 5.0, 1.0)
         d.close()
     (metrics / "gauge_livemostrecent_40-4000.db").write_bytes(b"\xff" * 8)
     (family,) = WorkerInfoCollector(metrics).collect()

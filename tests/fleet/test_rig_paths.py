@@ -13,14 +13,14 @@ import pytest
 from crawlguard.kernel import envfile
 from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.settings import Settings
-from crawlguard.rig.up import Rig, RigConfig
+from crawlguard.rig.up import RigConfig, RunningRig
 from tests.helpers import REPO, crawlguard_cmd
 
 from .conftest import RIG_HOSTS, GeneratedFleet
 
 
-def rig(env: dict[str, str], alert_path: str, state: Path) -> Rig:
-    return Rig(RigConfig(shards=("a",), command=(sys.executable, "-c", "pass"),
+def rig(env: dict[str, str], alert_path: str, state: Path) -> RunningRig:
+    return RunningRig(RigConfig(shards=("a",), command=(sys.executable, "-c", "pass"),
                          settings=Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(state)}),
                          env=env, alert_path=alert_path))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from crawlguard.exporter import catalog
+from crawlguard.exporter.mpfiles import MetricsFile, encode_key
 from crawlguard.exporter.sharedcollector import SharedMemoryCollector
 from crawlguard.gpu.shared import (
     COUNTER_PATH,
@@ -197,7 +197,9 @@ def test_auto_is_pdh_on_windows_and_off_elsewhere() -> None:
 
 @pytest.mark.parametrize("content", ["", "[]", '{"processes": {}}', '{"processes": [1]}',
                                      '{"processes": [{"pid": 1, "shared_bytes": -1}]}',
-                                     '{"processes": [{"pid": true, "shared_bytes": 1}]}'])
+                                     '{"processes": [{"pid": true, "shared_bytes": 1}]}',
+                                     "[" * 100_000 + "]" * 100_000,
+                                     '{"processes": [{"pid": 1, "shared_bytes": 1e400}]}'])
 def test_bad_file_is_a_shared_memory_error(tmp_path: Path, content: str) -> None:
     f = tmp_path / "shared.json"
     f.write_text(content)
@@ -207,10 +209,11 @@ def test_bad_file_is_a_shared_memory_error(tmp_path: Path, content: str) -> None
 
 def write_worker(metrics: Path, key: str, *labelsets: tuple[str, str, str, str]) -> None:
     metrics.mkdir(parents=True, exist_ok=True)
-    d = MmapedDict(str(metrics / f"gauge_livemostrecent_{key}.db"))
+    d = MetricsFile(metrics / f"gauge_livemostrecent_{key}.db")
     for labels in labelsets:
-        d.write_value(mmap_key("bfm_crawl_factor", "bfm_crawl_factor",
-                               list(catalog.WORKER_LABELS), list(labels), "doc"), 5.0, 1.0)
+        d.write_value(encode_key("bfm_crawl_factor", "bfm_crawl_factor",
+                                 dict(zip(catalog.WORKER_LABELS, labels, strict=True)), "doc"),
+                      5.0, 1.0)
     d.close()
 
 

@@ -39,7 +39,8 @@ def test_file_source_is_reread_every_time(tmp_path: Path) -> None:
     "", "{", "[]", '{"gpus": {}}', '{"gpus": [1]}', doc((0, 13, 12)), doc((0, 1, 0)),
     '{"gpus": [{"index": 0, "used_bytes": 1.5, "total_bytes": 2}]}',
     '{"gpus": [{"index": 0, "used_bytes": true, "total_bytes": 2}]}',
-    doc((0, 1, 2), (0, 1, 2)),
+    doc((0, 1, 2), (0, 1, 2)), "[" * 100_000 + "]" * 100_000,
+    '{"gpus": [{"index": 0, "used_bytes": 1e400, "total_bytes": 2}]}',
 ])
 def test_bad_file_is_a_vram_error(tmp_path: Path, content: str) -> None:
     f = tmp_path / "vram.json"

@@ -40,11 +40,27 @@ def test_the_drawn_tree_is_the_class_tree() -> None:
     assert issubclass(ResumeEnvError, StateError) and issubclass(ReportError, CrawlguardError)
 
 
-def test_the_sidecars_names_are_the_trees_classes() -> None:
-    from crawlguard.report import evidence
-    from crawlguard.sidecar import resume
+FACADES = {"crawlguard", "crawlguard.rules"}
+"""Packages whose ``__all__`` is their public surface, gathered from their modules."""
 
-    assert resume.ResumeEnvError is ResumeEnvError and evidence.ReportError is ReportError
+
+def test_each_name_is_exported_by_its_one_home_only() -> None:
+    # Walked one by one: in a checkout the mapped folders are not under crawlguard/.
+    import importlib
+    import pkgutil
+
+    borrowed = []
+    for top in ("crawlguard", "crawlguard.exporter", "crawlguard.sidecar", "crawlguard.rules"):
+        package = importlib.import_module(top)
+        for info in pkgutil.walk_packages(package.__path__, top + "."):
+            if info.name.endswith("__main__"):  # importing it would run it
+                continue
+            module = importlib.import_module(info.name)
+            for name in getattr(module, "__all__", ()) if info.name not in FACADES else ():
+                home = getattr(getattr(module, name), "__module__", info.name)
+                if home.startswith("crawlguard") and home != info.name:
+                    borrowed.append(f"{info.name}.{name} (from {home})")
+    assert borrowed == [], "re-exported under a second name: callers import the one home"
 
 
 def test_demo_refuses_a_bad_time_scale_like_up_refuses_a_bad_interval(

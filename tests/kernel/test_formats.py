@@ -139,13 +139,16 @@ def test_the_writer_refuses_what_would_not_be_json() -> None:
 def test_a_writer_that_cannot_open_loses_lines_not_the_batch(tmp_path: Path) -> None:
     blocker = tmp_path / "shard"
     blocker.write_text("")
-    w = _writer(blocker / "batches.jsonl")  # its parent is a file: the line is lost, quietly
-    w.append(t=1.0, genes=1.0, seconds=1.0, rate=1.0, ema=None, baseline=None, streak=0)
-    blocker.unlink()  # the folder can be made now: the next line gets through
-    w.append(t=2.0, genes=2.0, seconds=1.0, rate=2.0, ema=None, baseline=None, streak=0)
+    w = _writer(blocker / "batches.jsonl")  # its parent is a file
+    for t in (1.0, 2.0):  # no exception reaches the batch, and each line tries again
+        w.append(t=t, genes=1.0, seconds=1.0, rate=1.0, ema=None, baseline=None, streak=0)
     w.close()
-    batches, bad = batchlog.read(blocker / "batches.jsonl")
-    assert [b.t for b in batches] == [2.0] and bad == 0
+    assert blocker.read_text() == "" and not (blocker / "batches.jsonl").exists()
+    blocker.unlink()
+    blocker.mkdir()  # the directory can be made now: the next line is written
+    w.append(t=3.0, genes=1.0, seconds=1.0, rate=1.0, ema=None, baseline=None, streak=0)
+    w.close()
+    assert [b.t for b in batchlog.read(blocker / "batches.jsonl")[0]] == [3.0]
 
 
 def test_first_release_lines_read_and_damaged_lines_are_counted(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from crawlguard.kernel.devices import parse_device
+from crawlguard.kernel.devices import gpu_label, parse_device
 from crawlguard.kernel.errors import CorruptStateError, UnsafeNameError
 from crawlguard.kernel.names import ShardName
-from crawlguard.kernel.statedir import StateDir, gpu_label, read_json, write_json_atomic
+from crawlguard.kernel.statedir import StateDir, read_json, write_json_atomic
 
 
 @pytest.mark.parametrize("name", ["confluence", "slack__eng-oncall", "a", "A.b-c_d", "x" * 128])

@@ -62,7 +62,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_WARMUP_BATCHES="1",
                HELIX_BFM_BASELINE_BATCHES="3", HELIX_BFM_CRAWL_WINDOW="4",
                HELIX_BFM_GRACE_SECONDS="10", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=str(REPO), **extra)
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [
+                   os.environ.get("PYTHONPATH")])]), **extra)
     return env
 
 
@@ -101,7 +102,7 @@ class DutyCycle:
             if reg is None:
                 return None
             proc = psutil.Process(reg.pid)
-            if abs(proc.create_time() - reg.create_time) < 0.01 and \
+            if reg.identity.created_at(proc.create_time()) and \
                     proc.environ().get("BGEM3_DEVICE", "") != "cpu":
                 return proc
         return None

@@ -175,7 +175,8 @@ def test_report_during_a_rebuild_reads_a_growing_file(tmp_path: Path) -> None:
 
 def test_a_stalled_batch_cut_short_by_a_rung_counts_as_time_lost() -> None:
     """Incident 2: the crawling batch never finishes, so only the rung bounds it."""
-    from crawlguard.report.evidence import Batch, RungEvent, ShardEvidence
+    from crawlguard.kernel.formats.batchlog import Batch
+    from crawlguard.report.evidence import RungEvent, ShardEvidence
 
     def batch(t: float) -> Batch:
         return Batch(t=t, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=64,

@@ -12,7 +12,7 @@ import pytest
 
 from crawlguard.cli.main import main
 from crawlguard.doctor import checks
-from crawlguard.doctor.checks import Check, Rig, run_checks
+from crawlguard.doctor.checks import Check, CheckInputs, run_checks
 from crawlguard.doctor.probes import Gpu
 from crawlguard.gpu.shared import PdhSharedSource
 from crawlguard.kernel.errors import VramError
@@ -44,17 +44,17 @@ class FakeNvml:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Rig:
+def rig(tmp_path: Path) -> CheckInputs:
     vram = tmp_path / "vram.json"
     vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 1,
                                           "total_bytes": 12 * GIB}]}))
     settings = Settings(state_dir=tmp_path / "state", vram_source=f"file:{vram}",
                         endpoints=Endpoints(sidecar_url=f"http://127.0.0.1:{free_port()}"))
-    return Rig(settings, env={}, platform="win32", nvml=FakeNvml(),
+    return CheckInputs(settings, env={}, platform="win32", nvml=FakeNvml(),
                shared=lambda spec, plat: PdhSharedSource(FakePdh({inst(1): 0.0})))
 
 
-def one(rig: Rig, name: str) -> Check:
+def one(rig: CheckInputs, name: str) -> Check:
     found = dict(checks.CHECKS)[name](rig)
     assert found.name == name
     return found
@@ -70,14 +70,14 @@ def one(rig: Rig, name: str) -> Check:
     ("linux", "535.104.05", "ok", "Linux drivers do not spill"),
 ])
 def test_driver_version_against_the_fallback_and_policy_releases(
-        rig: Rig, platform: str, version: str, status: str, words: str) -> None:
+        rig: CheckInputs, platform: str, version: str, status: str, words: str) -> None:
     rig.platform, rig.nvml = platform, FakeNvml(version)
     got = one(rig, "driver")
     assert got.status == status and words in got.summary
 
 
 def test_without_nvml_the_driver_is_unknown_and_nvml_fails_only_when_it_is_the_source(
-        rig: Rig) -> None:
+        rig: CheckInputs) -> None:
     rig.nvml = FakeNvml(error="NVML Shared Library Not Found")
     assert one(rig, "driver").status == "warn"
     assert one(rig, "nvml").status == "ok"  # the VRAM source is file:
@@ -86,7 +86,7 @@ def test_without_nvml_the_driver_is_unknown_and_nvml_fails_only_when_it_is_the_s
     assert got.status == "fail" and "Library Not Found" in got.summary
 
 
-def test_the_fallback_policy_says_exactly_where_to_look_on_windows(rig: Rig) -> None:
+def test_the_fallback_policy_says_exactly_where_to_look_on_windows(rig: CheckInputs) -> None:
     got = one(rig, "sysmem-fallback")
     assert got.status == "warn"
     assert "NVIDIA Control Panel > Manage 3D settings" in got.advice
@@ -103,14 +103,14 @@ def test_the_fallback_policy_says_exactly_where_to_look_on_windows(rig: Rig) -> 
     ("win32", "max_split_size_mb:128, backend:cudaMallocAsync", "warn", "cudaMallocAsync"),
     ("win32", "max_split_size_mb:128", "ok", "max_split_size_mb"),
 ])
-def test_pytorch_cuda_alloc_conf(rig: Rig, platform: str, conf: str, status: str,
+def test_pytorch_cuda_alloc_conf(rig: CheckInputs, platform: str, conf: str, status: str,
                                  words: str) -> None:
     rig.platform, rig.env = platform, {"PYTORCH_CUDA_ALLOC_CONF": conf}
     got = one(rig, "alloc-conf")
     assert got.status == status and words in got.summary
 
 
-def test_dedicated_vram_against_the_cpu_backfill_knob(rig: Rig) -> None:
+def test_dedicated_vram_against_the_cpu_backfill_knob(rig: CheckInputs) -> None:
     got = one(rig, "vram-size")
     assert got.status == "warn" and "HELIX_BFM_CPU_BACKFILL_MAX_VRAM_GB=12" in got.advice
     rig.settings = replace(rig.settings, remediation=Remediation(cpu_backfill_max_vram_gb=12))
@@ -121,7 +121,7 @@ def test_dedicated_vram_against_the_cpu_backfill_knob(rig: Rig) -> None:
     assert one(rig, "vram-size").status == "warn"
 
 
-def test_shared_memory_source_on_windows_linux_and_when_pdh_fails(rig: Rig) -> None:
+def test_shared_memory_source_on_windows_linux_and_when_pdh_fails(rig: CheckInputs) -> None:
     got = one(rig, "shared-memory")
     assert got.status == "ok" and "pdh answers" in got.summary
     rig.shared = lambda spec, plat: PdhSharedSource(FakePdh(english_fails=PDH_CSTATUS_NO_OBJECT))
@@ -135,7 +135,7 @@ def test_shared_memory_source_on_windows_linux_and_when_pdh_fails(rig: Rig) -> N
     assert got.status == "ok" and "not applicable" in got.summary
 
 
-def test_state_dir_that_cannot_be_written_fails(rig: Rig, tmp_path: Path) -> None:
+def test_state_dir_that_cannot_be_written_fails(rig: CheckInputs, tmp_path: Path) -> None:
     assert one(rig, "state-dir").status == "ok"
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -144,7 +144,7 @@ def test_state_dir_that_cannot_be_written_fails(rig: Rig, tmp_path: Path) -> Non
     assert got.status == "fail" and "HELIX_BFM_STATE_DIR" in got.advice
 
 
-def test_sidecar_health_and_token(rig: Rig, sidecar_thread: Callable[..., Live]) -> None:
+def test_sidecar_health_and_token(rig: CheckInputs, sidecar_thread: Callable[..., Live]) -> None:
     got = one(rig, "sidecar")
     assert got.status == "warn" and "not answering" in got.summary
     live = sidecar_thread()
@@ -157,13 +157,13 @@ def test_sidecar_health_and_token(rig: Rig, sidecar_thread: Callable[..., Live])
     assert "no token" in one(rig, "sidecar").summary
 
 
-def test_up_skips_the_servers_it_starts_itself(rig: Rig) -> None:
+def test_up_skips_the_servers_it_starts_itself(rig: CheckInputs) -> None:
     names = [c.name for c in run_checks(rig, skip=checks.SELF_STARTED)]
     assert "sidecar" not in names and "prometheus" not in names and "state-dir" in names
 
 
 def test_unconfigured_prometheus_and_alertmanager_are_skipped_and_unreachable_ones_fail(
-        rig: Rig) -> None:
+        rig: CheckInputs) -> None:
     assert "skipped" in one(rig, "prometheus").summary
     assert "skipped" in one(rig, "alertmanager").summary
     dead = f"http://127.0.0.1:{free_port()}"
@@ -234,7 +234,7 @@ def stack(tmp_path: Path) -> Iterator[Callable[[bool], tuple[str, str]]]:
 
 @pytest.mark.binaries
 def test_real_prometheus_and_alertmanager_loaded_with_our_rules_and_route(
-        rig: Rig, stack: Callable[[bool], tuple[str, str]]) -> None:
+        rig: CheckInputs, stack: Callable[[bool], tuple[str, str]]) -> None:
     prom, am = stack(True)
     rig.preflight = Preflight(prometheus_url=prom, alertmanager_url=am)
     got = wait_until(lambda: (lambda c: c if c.status == "ok" else None)(

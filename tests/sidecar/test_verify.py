@@ -11,10 +11,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from crawlguard.cli.main import main
 from crawlguard.gpu.shared import FileSharedSource
+from crawlguard.kernel.formats.batchlog import Batch
+from crawlguard.kernel.processes import CREATE_TIME_EARLY_S
 from crawlguard.kernel.settings import Detection
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import WorkerIdentity
-from crawlguard.report.evidence import Batch, load_run
+from crawlguard.report.evidence import load_run
 from crawlguard.report.summary import summary_markdown
 from crawlguard.sidecar import ladder
 from crawlguard.sidecar.ladder import Context, Entry, ShardLadder
@@ -97,12 +99,15 @@ def write_batches(state_dir: Path, shard: str, worker: WorkerIdentity, rates: li
         for i, rate in enumerate(rates):
             fh.write(json.dumps({"stage": "backfill", "device": "cuda:0", "gpu": "0",
                                  "pid": worker.pid, "factor": 5.0,
-                                 "t": worker.create_time + 1 + i, "genes": 64,
+                                 "t": worker.create_time + CREATE_TIME_EARLY_S + i,
+                                 "genes": 64,
                                  "seconds": 64 / rate, "rate": rate, "ema": rate,
                                  "baseline": baseline, "streak": 0}) + "\n")
 
 
+@pytest.mark.parametrize("early_starts", [0.0, 1.0], indirect=True)
 def test_the_sidecar_records_the_verification_and_status_report_and_metrics_show_it(
+        early_starts: float,
         sidecar_thread: Callable[..., Live], spawn_worker: Callable[..., Worker],
         state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,7 +156,10 @@ def test_the_sidecar_records_the_verification_and_status_report_and_metrics_show
 
     # The fresh context spills again: the verification changed nothing of the ladder,
     # so this crawl climbs past the restart already taken, to the CPU rung.
-    out = live.post_alerts(payload(alert("s1", new.identity.create_time + 0.5, "fp2")))
+    # The new worker's alert: it began after its worker did, which is at most
+    # CREATE_TIME_EARLY_S after its recorded creation time (and after the restart).
+    out = live.post_alerts(payload(alert("s1", new.identity.create_time + CREATE_TIME_EARLY_S,
+                                         "fp2")))
     assert out["decisions"][0]["decision"] == "rung", out
     state = live.settled("s1")
     assert (state["crawls"], state["rung"]) == (1, "cpu")

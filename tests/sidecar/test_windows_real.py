@@ -26,19 +26,25 @@ WRAPPER = ("import subprocess, sys; "
            "print(c.pid, flush=True); sys.exit(c.wait())")
 
 
-def launch() -> tuple[subprocess.Popen[bytes], psutil.Process]:
-    popen = childproc.spawn([sys.executable, "-c", WRAPPER], dict(os.environ),
+STUBBORN = ("import signal, subprocess, sys; signal.signal(signal.SIGBREAK, signal.SIG_IGN); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGBREAK, signal.SIG_IGN); time.sleep(60)']); "
+            "print(c.pid, flush=True); sys.exit(c.wait())")
+"""A launcher and its child that both ignore CTRL_BREAK_EVENT: only the hard kill ends them."""
+
+
+def launch(code: str = WRAPPER) -> tuple[subprocess.Popen[bytes], psutil.Process]:
+    popen = childproc.spawn([sys.executable, "-c", code], dict(os.environ),
                             stdout=subprocess.PIPE)
     assert popen.stdout is not None
     return popen, psutil.Process(int(popen.stdout.readline()))
 
 
 def test_the_hard_kill_ends_the_launchers_child_too() -> None:
-    popen, worker = launch()
+    popen, worker = launch(STUBBORN)
     try:
         assert childproc.job_of(popen) is not None
-        childproc.hard_kill(popen)
-        popen.wait(10)
+        assert childproc.stop_gracefully(popen, grace=0.5) != 0  # the job's exit code
         _, alive = psutil.wait_procs([worker], timeout=10)
         assert not alive
     finally:

@@ -80,8 +80,7 @@ def test_the_next_run_sweeps_leftovers_by_group_and_spares_reused_pids(tmp_path:
     finally:
         bystander.kill()
         bystander.wait()
-        childproc.hard_kill(popen)
-        popen.wait(10)
+        childproc.stop_gracefully(popen, 0)
 
 
 def test_a_rung_signals_the_launched_group_when_the_worker_is_the_launchers_child(
@@ -106,8 +105,7 @@ def test_a_rung_signals_the_launched_group_when_the_worker_is_the_launchers_chil
         assert Path(f"{out}.launcher").read_text() == "TERM\n"  # the whole group got it
         assert popen.wait(10) == 0
     finally:
-        childproc.hard_kill(popen)
-        popen.wait(10)
+        childproc.stop_gracefully(popen, 0)
 
 
 def test_the_supervisor_records_each_launch(tmp_path: Path) -> None:

@@ -175,11 +175,11 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
 
     from crawlguard.kernel.errors import StateError
     from crawlguard.kernel.settings import Settings
-    from crawlguard.rig.up import Rig, RigConfig
+    from crawlguard.rig.up import RigConfig, RunningRig
 
     (tmp_path / "run").mkdir()
     with FileLock(str(tmp_path / "run" / ".up.lock")):
-        rig = Rig(RigConfig(shards=("a",), command=("true",), env={}, alert_path="embedded",
+        rig = RunningRig(RigConfig(shards=("a",), command=("true",), env={}, alert_path="embedded",
                             settings=Settings.from_env({"HELIX_BFM_STATE_DIR": str(tmp_path)})))
         with pytest.raises(StateError, match="another crawlguard up"):
             rig.run(threading.Event())

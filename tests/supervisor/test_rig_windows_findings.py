@@ -23,7 +23,7 @@ from crawlguard.kernel.statedir import StateDir
 from crawlguard.rig import secretfile
 from crawlguard.rig.console import ConsoleWriter
 from crawlguard.rig.liveview import LiveView
-from crawlguard.rig.up import Rig, RigConfig
+from crawlguard.rig.up import RigConfig, RunningRig
 from crawlguard.supervisor.loop import ShardRun, SupervisorEvent
 from tests.helpers import wait_until
 
@@ -70,9 +70,9 @@ def test_a_hung_up_console_is_dropped_without_an_error(tmp_path: Path) -> None:
     writer.close()
 
 
-def rig(tmp_path: Path, env: dict[str, str]) -> Rig:
+def rig(tmp_path: Path, env: dict[str, str]) -> RunningRig:
     settings = Settings.from_env({**env, "HELIX_BFM_STATE_DIR": str(tmp_path / "state")})
-    return Rig(RigConfig(shards=("a",), command=("x",), settings=settings, env=env),
+    return RunningRig(RigConfig(shards=("a",), command=("x",), settings=settings, env=env),
                io.StringIO())
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from crawlguard.kernel.devices import parse_device
 from crawlguard.kernel.names import ShardName
 
-from .jsonlines import finite_number as _number
+from . import schema
 from .jsonlines import read_lines, version_of
 
 VERSION = 1
@@ -40,7 +40,7 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0
 
 @dataclass(frozen=True)
 class Batch:
-    """One line of batches.jsonl."""
+    """One line of batches.jsonl: its schema (``schema.load``), less the version key."""
 
     t: float
     stage: str
@@ -60,6 +60,14 @@ class Batch:
     """The genes the worker's tracker was told to do (``CrawlTracker(total=)``)."""
     remaining: float | None = None
     """Of ``total``, what was left after this batch."""
+
+    def __post_init__(self) -> None:
+        if self.factor <= 0:
+            raise ValueError(f"factor must be > 0, got {self.factor!r}")
+        if self.baseline is not None and self.baseline <= 0:
+            raise ValueError(f"baseline must be > 0 or null, got {self.baseline!r}")
+        if self.pid <= 0:
+            raise ValueError(f"pid must be positive, got {self.pid!r}")
 
     @property
     def threshold(self) -> float | None:
@@ -134,26 +142,14 @@ def _num(value: float | None) -> str:
 
 
 def parse_line(obj: Mapping[str, Any]) -> Batch | None:
-    """A batch, or ``None`` for a line of a later version or with a field missing or mistyped."""
+    """A batch, or ``None`` for a line of a later version or one that does not fit ``Batch``."""
     version = version_of(obj, VERSION_KEY)
     if version is None or version > VERSION:
         return None
-    t, genes, seconds, rate, factor = (_number(obj.get(k)) for k in
-                                       ("t", "genes", "seconds", "rate", "factor"))
-    stage, device = obj.get("stage"), obj.get("device")
-    if (t is None or genes is None or seconds is None or rate is None or factor is None
-            or factor <= 0 or not isinstance(stage, str) or not isinstance(device, str)):
+    try:
+        return schema.load(Batch, obj)
+    except schema.SchemaError:
         return None
-    baseline = _number(obj.get("baseline"))
-    total = _number(obj.get("total"))
-    return Batch(
-        t=t, stage=stage, device=device, gpu=str(obj.get("gpu") or ""),
-        pid=int(_number(obj.get("pid")) or 0), genes=genes, seconds=seconds, rate=rate,
-        ema=_number(obj.get("ema")),
-        baseline=baseline if baseline is not None and baseline > 0 else None,
-        streak=int(_number(obj.get("streak")) or 0), factor=factor,
-        tokens=_number(obj.get("tokens")), total=None if total is None else int(total),
-        remaining=_number(obj.get("remaining")))
 
 
 def read(path: Path) -> tuple[list[Batch], int]:
@@ -207,6 +203,6 @@ class BatchTail:
 def _parse_raw(raw: bytes) -> Batch | None:
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return parse_line(obj) if isinstance(obj, dict) else None

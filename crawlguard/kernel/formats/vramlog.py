@@ -24,7 +24,7 @@ from typing import Any
 
 from crawlguard.kernel.errors import StateError
 
-from .jsonlines import finite_number as _number
+from . import schema
 from .jsonlines import read_lines, version_of
 
 VERSION = 1
@@ -33,10 +33,18 @@ VERSION_KEY = "v"
 
 @dataclass(frozen=True)
 class VramSample:
+    """One line of vram.jsonl: its schema (``schema.load``), less the version key."""
+
     t: float
     gpu: str
     used_bytes: float
     total_bytes: float
+
+    def __post_init__(self) -> None:
+        if self.total_bytes <= 0:
+            raise ValueError(f"total_bytes must be > 0, got {self.total_bytes!r}")
+        if self.used_bytes < 0:
+            raise ValueError(f"used_bytes must be >= 0, got {self.used_bytes!r}")
 
 
 def append(path: Path, samples: Iterable[VramSample]) -> None:
@@ -54,14 +62,14 @@ def append(path: Path, samples: Iterable[VramSample]) -> None:
 
 
 def parse_line(obj: Mapping[str, Any]) -> VramSample | None:
-    """A sample, or ``None`` for a line of a later version or with a bad field."""
+    """A sample, or ``None`` for a line of a later version or one that does not fit."""
     version = version_of(obj, VERSION_KEY)
     if version is None or version > VERSION:
         return None
-    t, used, total = (_number(obj.get(k)) for k in ("t", "used_bytes", "total_bytes"))
-    if t is None or used is None or total is None or total <= 0:
+    try:
+        return schema.load(VramSample, obj)
+    except schema.SchemaError:
         return None
-    return VramSample(t=t, gpu=str(obj.get("gpu", "")), used_bytes=used, total_bytes=total)
 
 
 def read(path: Path) -> tuple[list[VramSample], int]:

@@ -1,0 +1,303 @@
+"""Every state file outside the sidecar's has one schema, read through
+``crawlguard.kernel.formats.schema``: what crawlguard writes reads back the same, and
+arbitrary JSON (1e400, nesting 100,000 deep, wrong shapes, a directory in the file's
+place) reads as "unreadable" with a message naming the file, never a traceback.
+
+Each reader is fuzzed twice: with arbitrary JSON documents, and with a valid document
+one of whose fields is replaced by arbitrary JSON (what a hand edit does)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crawlguard.exporter import mpfiles
+from crawlguard.exporter.baseline import BaselineRecord, load_baseline_record, save_baseline
+from crawlguard.exporter.compaction import JOURNAL, Journal, MetricsJanitor
+from crawlguard.kernel import oom
+from crawlguard.kernel.errors import CorruptStateError, StateError
+from crawlguard.kernel.formats import batchlog, schema, vramlog
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import (
+    LaunchRecord,
+    Registration,
+    WorkerIdentity,
+    read_launch,
+    read_registration,
+    record_launch,
+    register_worker,
+)
+from crawlguard.rig.up import UP_FILE, UpFile, read_up
+from crawlguard.supervisor import runrecord
+
+SHARD = "docs"
+ME = WorkerIdentity.current()
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=4),
+    max_leaves=15)
+HOSTILE_TEXTS = [
+    '{"pid": 1e400, "create_time": 1e400}', '{"pid": 12, "create_time": -1e400}',
+    '{"pid": 12, "create_time": NaN}', "[" * 100_000 + "]" * 100_000,
+    '{"pid": ' + "[" * 100_000 + "]" * 100_000 + "}", "1", "[]", "null", '"x"', "{",
+    '{"pid": true, "create_time": 1.0}', '{"pid": 0, "create_time": 1.0}',
+    '{"pid": -5, "create_time": 1.0}', '{"pid": 12, "create_time": "now"}',
+    '{"pid": 1' + "0" * 400 + ', "create_time": 1' + "0" * 400 + "}",
+    '{"pid": 4294967296, "create_time": 1.0}',
+]
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+def state(tmp: pytest.TempPathFactory) -> StateDir:
+    return StateDir(tmp.mktemp("state"))
+
+
+# -- one reader per file, as its users call it --------------------------------------------
+# Each returns what it read, or raises CorruptStateError / StateError where the file's
+# users expect an error; readers whose users skip bad files return their "nothing".
+
+def _registration(st_: StateDir, text: str) -> object:
+    path = st_.worker_file(SHARD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return read_registration(st_, SHARD)
+
+
+def _launch(st_: StateDir, text: str) -> object:
+    path = st_.launch_file(SHARD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return read_launch(st_, SHARD)
+
+
+def _run(st_: StateDir, text: str) -> object:
+    path = st_.root / "run" / "children.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return runrecord.read(path)
+
+
+def _up(st_: StateDir, text: str) -> object:
+    path = st_.root / "run" / UP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return read_up(st_.root)
+
+
+def _oom(st_: StateDir, text: str) -> object:
+    path = oom.record_path(st_, SHARD, ME.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return oom.read_records(st_, SHARD)
+
+
+def _baseline(st_: StateDir, text: str) -> object:
+    path = st_.baseline_file(SHARD, "backfill", "cuda:0")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return load_baseline_record(st_, SHARD, "backfill", "cuda:0")
+
+
+def _journal(st_: StateDir, text: str) -> object:
+    metrics = st_.metrics_dir
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / JOURNAL).write_text(text)
+    MetricsJanitor(metrics, lambda _: False).recover()
+    return None
+
+
+def _batches(st_: StateDir, text: str) -> object:
+    path = st_.batches_file(SHARD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace("\n", " ") + "\n")
+    tail = batchlog.BatchTail(path)
+    tail.poll()
+    return batchlog.read(path)
+
+
+def _vram(st_: StateDir, text: str) -> object:
+    st_.root.mkdir(parents=True, exist_ok=True)
+    st_.vram_log.write_text(text.replace("\n", " ") + "\n")
+    return vramlog.read(st_.vram_log)
+
+
+READERS = {"worker.json": _registration, "launch.json": _launch, "run/children.json": _run,
+           "run/up.json": _up, "oom record": _oom, "baseline": _baseline,
+           "compaction journal": _journal, "batches.jsonl": _batches, "vram.jsonl": _vram}
+
+
+def read_safely(reader: str, st_: StateDir, text: str) -> object:
+    """The reader's answer, or the CrawlguardError it raised: never anything else."""
+    try:
+        return READERS[reader](st_, text)
+    except StateError as exc:  # CorruptStateError included
+        assert str(exc), reader
+        return exc
+
+
+# -- what each writer writes reads back ----------------------------------------------------
+
+def valid_docs(st_: StateDir) -> dict[str, dict[str, Any]]:
+    """One document each writer writes (for the readers that read one document)."""
+    return {
+        "worker.json": asdict(Registration(SHARD, ME.pid, ME.create_time, 5.0, "h", ("a",))),
+        "launch.json": asdict(LaunchRecord(ME.pid, ME.create_time, "Local\\crawlguard-1-2")),
+        "run/children.json": asdict(runrecord.RunFile(1, (runrecord.Child("w", ME.pid,
+                                                                           ME.create_time),))),
+        "run/up.json": asdict(UpFile(1, "embedded", {"sidecar": "http://127.0.0.1:1"}, "t",
+                                     (SHARD,), {"sidecar": 3, "prometheus": None}, 2.0)),
+        "oom record": asdict(oom.OomRecord(SHARD, "backfill", "cuda:0", "0", ME.pid,
+                                           ME.create_time, 3.0, 8.0, "OOM")),
+        "baseline": asdict(BaselineRecord(15.0, "tokens", 0.5, SHARD, "backfill", "cuda:0",
+                                          (14.0, 16.0), 9.0)),
+        "compaction journal": asdict(Journal((mpfiles.file_name("counter", ME),))),
+        "batches.jsonl": {"v": 1, "t": 1.0, "stage": "backfill", "device": "cuda:0",
+                          "gpu": "0", "pid": 42, "genes": 64.0, "seconds": 4.0, "rate": 16.0,
+                          "ema": None, "baseline": 16.0, "streak": 0, "factor": 5.0},
+        "vram.jsonl": {"v": 1, "t": 1.0, "gpu": "0", "used_bytes": 5.0, "total_bytes": 10.0},
+    }
+
+
+def test_what_each_writer_writes_its_reader_reads(tmp_path: Path) -> None:
+    st_ = StateDir(tmp_path)
+    reg = register_worker(st_, SHARD, ME, now=5.0)
+    assert read_registration(st_, SHARD) == reg
+    launch = LaunchRecord(ME.pid, ME.create_time, None)
+    record_launch(st_, SHARD, launch)
+    assert read_launch(st_, SHARD) == launch
+    record = runrecord.RunRecord(tmp_path / "run" / "children.json")
+    record.add("worker", ME.pid)
+    assert runrecord.read(record.path) == [runrecord.Child("worker", ME.pid, ME.create_time)]
+    rec = oom.OomRecord(SHARD, "backfill", "cuda:0", "0", ME.pid, ME.create_time, 3.0, 8.0, "x")
+    oom.write_record(st_, rec)
+    oom.write_record(st_, rec)
+    assert [r.count for r in oom.read_records(st_, SHARD)] == [2]
+    save_baseline(st_, SHARD, "backfill", "cuda:0", 15.0, [14.0, 16.0], now=9.0)
+    assert load_baseline_record(st_, SHARD, "backfill", "cuda:0") == BaselineRecord(
+        15.0, "genes", 1.0, SHARD, "backfill", "cuda:0", (14.0, 16.0), 9.0)
+    for name, doc in valid_docs(st_).items():
+        if name.endswith(".jsonl"):
+            items, bad = READERS[name](StateDir(tmp_path / name), json.dumps(doc))
+            assert bad == 0 and len(items) == 1, name
+        elif name != "compaction journal":
+            got = READERS[name](StateDir(tmp_path / name.replace("/", "_")), json.dumps(doc))
+            assert got and not isinstance(got, StateError), name
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("text", HOSTILE_TEXTS, ids=range(len(HOSTILE_TEXTS)))
+def test_hostile_json_reads_as_unreadable(tmp_path: Path, reader: str, text: str) -> None:
+    got = read_safely(reader, StateDir(tmp_path), text)
+    if isinstance(got, StateError):
+        assert isinstance(got, CorruptStateError), got
+        assert any(why in str(got) for why in ("is unreadable:", "not valid JSON",
+                                                "holds null")), got
+    else:
+        assert got in (None, [], ([], 1)), (reader, got)
+
+
+def test_a_directory_in_a_files_place_is_unreadable_not_a_traceback(tmp_path: Path) -> None:
+    st_ = StateDir(tmp_path)
+    for path in (st_.worker_file(SHARD), st_.launch_file(SHARD), tmp_path / "run" / UP_FILE,
+                 oom.record_path(st_, SHARD, ME.key),
+                 st_.baseline_file(SHARD, "backfill", "cuda:0")):
+        path.mkdir(parents=True)
+    for read in (lambda: read_registration(st_, SHARD), lambda: read_launch(st_, SHARD),
+                 lambda: read_up(tmp_path)):
+        with pytest.raises(CorruptStateError, match="is a directory"):
+            read()
+    assert oom.read_records(st_, SHARD) == []
+    assert load_baseline_record(st_, SHARD, "backfill", "cuda:0") is None
+
+
+def test_a_registration_for_another_shard_is_refused(tmp_path: Path) -> None:
+    st_ = StateDir(tmp_path)
+    register_worker(st_, "other", ME)
+    os.makedirs(st_.shard_dir(SHARD))
+    os.replace(st_.worker_file("other"), st_.worker_file(SHARD))
+    with pytest.raises(CorruptStateError, match="names shard 'other'"):
+        read_registration(st_, SHARD)
+
+
+def test_the_message_names_the_file_and_the_field(tmp_path: Path) -> None:
+    with pytest.raises(CorruptStateError) as err:
+        _launch(StateDir(tmp_path), '{"pid": 12, "create_time": "soon"}')
+    assert "launch.json" in str(err.value) and "create_time" in str(err.value)
+    assert "expected a finite number, got 'soon'" in str(err.value)
+
+
+@FUZZ
+@given(json_values)
+def test_fuzz_every_reader_with_arbitrary_json(tmp_path_factory: pytest.TempPathFactory,
+                                               doc: Any) -> None:
+    text = json.dumps(doc)
+    for reader in READERS:
+        read_safely(reader, state(tmp_path_factory), text)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(READERS)), st.data())
+def test_fuzz_every_reader_with_one_field_changed(tmp_path_factory: pytest.TempPathFactory,
+                                                  reader: str, data: st.DataObject) -> None:
+    st_ = state(tmp_path_factory)
+    doc = valid_docs(st_)[reader]
+    field = data.draw(st.sampled_from(sorted(doc)))
+    doc[field] = data.draw(json_values)
+    got = read_safely(reader, st_, json.dumps(doc))
+    if isinstance(got, (Registration, LaunchRecord)):
+        WorkerIdentity(got.pid, got.create_time)  # whatever reads is a possible process
+
+
+# -- the schema mechanism ------------------------------------------------------------------
+
+def test_schema_load_is_strict_and_names_the_field() -> None:
+    assert schema.load(LaunchRecord, {"pid": 3, "create_time": 2}) == LaunchRecord(3, 2.0)
+    for doc, why in [({"pid": 3}, "create_time: missing"),
+                     ({"pid": 3.0, "create_time": 2}, "pid: expected an integer"),
+                     ({"pid": 3, "create_time": 2, "job": 5}, "job: expected str or null"),
+                     ([], "expected an object")]:
+        with pytest.raises(schema.SchemaError, match=why):
+            schema.load(LaunchRecord, doc)
+    with pytest.raises(schema.SchemaError, match=r"children\[0\].pid: expected an integer"):
+        schema.load(runrecord.RunFile, {"pid": 1, "children": [
+            {"name": "x", "pid": "1", "create_time": 1.0}]})
+    with pytest.raises(schema.SchemaError, match="unit: expected one of 'genes', 'tokens'"):
+        schema.load(BaselineRecord, {"baseline": 1.0, "unit": "bytes"})
+
+
+def test_the_identity_refuses_what_no_process_can_have() -> None:
+    for pid, created in [(0, 1.0), (-1, 1.0), (True, 1.0), (2 ** 32, 1.0), (10 ** 400, 1.0),
+                         (1, float("inf")), (1, float("nan")), (1, -1.0), (1, 10 ** 400)]:
+        with pytest.raises(ValueError):
+            WorkerIdentity(pid, created)
+    assert WorkerIdentity.from_key("0-5") is None and WorkerIdentity.from_key("１-5") is None
+
+
+def test_an_identity_read_from_json_is_checked_the_one_way_in_pydantic_too() -> None:
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
+
+    class Doc(BaseModel):  # how a pydantic schema holds one (the sidecar's state files)
+        model_config = ConfigDict(strict=True)
+        worker: Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)] | None
+
+    good = asdict(ME)
+    assert WorkerIdentity.from_json(good) == ME == Doc.model_validate({"worker": good}).worker
+    for bad in [{"pid": 0, "create_time": 1.0}, {"pid": "5", "create_time": 1.0},
+                {"pid": 5, "create_time": float("inf")}, {"pid": 5}, [5, 1.0], 5]:
+        with pytest.raises(ValueError):
+            WorkerIdentity.from_json(bad)
+        with pytest.raises(ValidationError):
+            Doc.model_validate({"worker": bad})
