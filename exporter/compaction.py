@@ -45,13 +45,14 @@ import contextlib
 import glob
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 from filelock import FileLock, Timeout
+from pydantic import AfterValidator
 
 from crawlguard.kernel.errors import CorruptStateError, StateError
-from crawlguard.kernel.formats import schema
+from crawlguard.kernel.formats.schema import StateModel, read_file
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.statedir import fsync_dir, write_json_atomic
 from crawlguard.kernel.workers import WorkerIdentity
@@ -71,18 +72,18 @@ AliveCheck = Callable[[WorkerIdentity], bool]
 CrashPoint = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Journal:
+def _counter_file(name: str) -> str:
+    parsed = mpfiles.parse_name(name)
+    if parsed is None or parsed.kind != "counter" or parsed.worker is None:
+        raise ValueError(f"{name!r} is no worker's counter file")
+    return name
+
+
+class Journal(StateModel):
     """The schema of ``metrics/compaction.json``: the dead workers' counter files that
     the new archive holds."""
 
-    merged: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        for name in self.merged:
-            parsed = mpfiles.parse_name(name)
-            if parsed is None or parsed.kind != "counter" or parsed.worker is None:
-                raise ValueError(f"{name!r} is no worker's counter file")
+    merged: list[Annotated[str, AfterValidator(_counter_file)]]
 
 
 class MetricsJanitor:
@@ -172,7 +173,7 @@ class MetricsJanitor:
         """Finish or undo a compaction the exporter died in (module docstring)."""
         tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
         try:
-            journal = schema.read_file(self.journal, Journal, "the compaction journal")
+            journal = read_file(Journal, self.journal, "a compaction journal")
         except CorruptStateError as exc:
             # Written atomically, so only a hand can have broken it: what it listed is
             # unknown, and no file is deleted on its word.
@@ -222,8 +223,8 @@ class MetricsJanitor:
         tmp = self.dir / (ARCHIVE + TMP_SUFFIX)
         _write_archive(tmp, totals)
         self._crash("tmp_written")
-        write_json_atomic(self.journal, asdict(Journal(tuple(os.path.basename(p)
-                                                             for p in merged))))
+        write_json_atomic(self.journal, Journal(merged=[os.path.basename(p) for p in merged])
+                          .model_dump(mode="json"))
         self._crash("journal_written")
         os.replace(tmp, self.archive)
         fsync_dir(self.dir)

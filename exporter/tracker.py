@@ -210,13 +210,12 @@ class CrawlTracker:
         """Make the OOM durable before the exception can kill the process."""
         key = self.identity_key
         pid, _, ms = key.partition("-")
-        record = oom.OomRecord(
-            shard=self.shard, stage=self.stage, device=self.device, gpu=self.gpu,
-            pid=int(pid), create_time=int(ms) / 1000, at=time.time(), genes=float(genes),
-            error=f"{type(exc).__name__}: {exc}"[:500])
-        # A full disk must not replace the OOM with another error.
-        with contextlib.suppress(StateError, OSError):
-            oom.write_record(self.state, record)
+        # Neither a full disk nor a batch size the schema refuses (NaN) may replace the OOM.
+        with contextlib.suppress(StateError, OSError, ValueError):
+            oom.write_record(self.state, oom.OomRecord(
+                shard=self.shard, stage=self.stage, device=self.device, gpu=self.gpu,
+                pid=int(pid), create_time=int(ms) / 1000, at=time.time(), genes=float(genes),
+                error=f"{type(exc).__name__}: {exc}"[:500]))
         self._oom_pending = True
         self._writer.record({"bfm_oom_batches": 1.0}, {})
 

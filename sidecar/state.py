@@ -31,7 +31,7 @@ from .ladder import Entry, Episode, Pending, ShardLadder
 
 
 def _worker(w: WorkerJson | None) -> WorkerIdentity | None:
-    return None if w is None else WorkerIdentity(w.pid, w.create_time)
+    return None if w is None else WorkerIdentity.from_json(w)
 
 
 def _worker_json(w: WorkerIdentity | None) -> WorkerJson | None:

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from .errors import StateError
-from .formats import schema
+from .formats.schema import Time, read_file
 from .names import ShardName
 from .statedir import StateDir, write_json_atomic
-from .workers import check_identity
+from .workers import ProcessRecord
 
 OOM_DIR = "oom"
 OOM_MESSAGES = ("CUDA out of memory", "out of memory")
@@ -54,32 +56,23 @@ def is_oom(exc: BaseException) -> bool:
             and str(exc.args[0]).startswith(OOM_MESSAGES))
 
 
-@dataclass(frozen=True)
-class OomRecord:
+class OomRecord(ProcessRecord):
     """The schema of ``shards/<shard>/oom/<key>.json``."""
 
-    shard: str
+    shard: Annotated[str, AfterValidator(ShardName.parse)]
     stage: str
     device: str
     gpu: str
-    pid: int
-    create_time: float
-    at: float
+    at: Time
     genes: float
     error: str
-    count: int = 1
+    count: int = Field(default=1, ge=1)
     recovered: bool = False
-
-    def __post_init__(self) -> None:
-        ShardName.parse(self.shard)
-        check_identity(self.pid, self.create_time)
-        if self.count < 1:
-            raise ValueError(f"count must be at least 1, got {self.count!r}")
 
     @property
     def key(self) -> str:
         """The worker's identity key (``crawlguard.kernel.workers.WorkerIdentity.key``)."""
-        return f"{self.pid}-{round(self.create_time * 1000)}"
+        return self.identity.key
 
 
 def oom_dir(state: StateDir, shard: str) -> Path:
@@ -95,9 +88,9 @@ def write_record(state: StateDir, record: OomRecord) -> None:
     path = record_path(state, record.shard, record.key)
     old = _parse(record.shard, path)
     if old is not None:
-        record = replace(record, count=old.count + 1)
+        record = record.model_copy(update={"count": old.count + 1})
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, asdict(record))
+    write_json_atomic(path, record.model_dump(mode="json"))
 
 
 def mark_recovered(state: StateDir, shard: str, key: str) -> None:
@@ -105,7 +98,7 @@ def mark_recovered(state: StateDir, shard: str, key: str) -> None:
     path = record_path(state, shard, key)
     old = _parse(shard, path)
     if old is not None and not old.recovered:
-        write_json_atomic(path, asdict(replace(old, recovered=True)))
+        write_json_atomic(path, old.model_copy(update={"recovered": True}).model_dump(mode="json"))
 
 
 def read_records(state: StateDir, shard: str) -> list[OomRecord]:
@@ -130,7 +123,7 @@ def _parse(shard: str, path: Path) -> OomRecord | None:
     """The record at ``path``; None when there is none, or it is unreadable (skipped: an
     OOM record is evidence, and one bad file must not hide the others)."""
     try:
-        rec = schema.read_file(path, OomRecord, f"the OOM record of shard {shard!r}")
+        rec = read_file(OomRecord, path, "an OOM record")
     except StateError:
         return None
     return rec if rec is not None and rec.shard == shard else None

@@ -6,11 +6,12 @@ metrics of a process that merely inherited a dead worker's pid. What the OS
 says about a process comes from ``crawlguard.kernel.processes`` (the one module
 that talks psutil), and so do the creation-time margins.
 
-``WorkerIdentity`` is also the one check of a pid and a creation time read from a
-file: its constructor refuses what no process can have (a pid that is not a
-positive integer, a creation time that is not a finite, non-negative number),
-so every schema that holds one (``Registration``, ``LaunchRecord``, the run
-record's children, the sidecar's ladders and audit) checks it the same way.
+A worker identity read from a file or written to one has one JSON form,
+``crawlguard.kernel.formats.schema.WorkerJson``, whose rule (a pid from 1 to
+``PID_MAX``, a creation time a process can have) every schema that holds one
+inherits (``Registration``, ``LaunchRecord``, the OOM records, the run record's
+children) or nests (the sidecar's ladders and audit lines); ``WorkerIdentity``
+holds an identity made in code to the same rule (``schema.check_identity``).
 """
 
 from __future__ import annotations
@@ -19,26 +20,16 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+
+from pydantic import Field
 
 from . import processes
 from .errors import CorruptStateError, ProcessError
-from .formats import schema
+from .formats.schema import Time, WorkerJson, check_identity, read_file
 from .names import ShardName
 from .processes import CREATE_TIME_TOLERANCE_S
 from .statedir import StateDir, write_json_atomic
-
-PID_MAX = 2 ** 32 - 1
-"""No OS hands out a larger pid (Windows' are 32-bit, Linux's at most 2**22)."""
-
-
-def check_identity(pid: object, create_time: object) -> None:
-    """ValueError unless ``pid`` and ``create_time`` could be a process's."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
-        raise ValueError(f"pid must be an integer from 1 to {PID_MAX}, got {pid!r}")
-    if (not isinstance(create_time, (int, float)) or isinstance(create_time, bool)
-            or not 0 <= create_time < 1e11):
-        raise ValueError(f"create_time must be Unix seconds >= 0, got {create_time!r}")
 
 
 @dataclass(frozen=True)
@@ -53,15 +44,11 @@ class WorkerIdentity:
 
     @classmethod
     def from_json(cls, data: object) -> WorkerIdentity:
-        """``{"pid": int, "create_time": number}`` (what ``dataclasses.asdict`` writes) as an
-        identity; ``ValueError`` (``schema.SchemaError``) naming the field that does not fit.
-        In a pydantic model::
-
-            Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)]
-        """
-        if isinstance(data, cls):
-            return data
-        return schema.load(cls, data)
+        """An identity from its JSON form: a parsed ``{"pid": int, "create_time": number}``,
+        or a ``WorkerJson`` (a ``Registration``, a ``LaunchRecord`` ...); ``ValueError``
+        (pydantic's ``ValidationError``) naming the field that does not fit."""
+        doc = data if isinstance(data, WorkerJson) else WorkerJson.model_validate(data)
+        return cls(doc.pid, doc.create_time)
 
     @classmethod
     def current(cls) -> WorkerIdentity:
@@ -109,23 +96,22 @@ class WorkerIdentity:
         return self.status(tolerance) == "alive"
 
 
-@dataclass(frozen=True)
-class Registration:
-    """The schema of ``shards/<shard>/worker.json``: the worker that registered."""
-
-    shard: str
-    pid: int
-    create_time: float
-    registered_at: float = 0.0
-    host: str = ""
-    argv: tuple[str, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        check_identity(self.pid, self.create_time)
+class ProcessRecord(WorkerJson):
+    """What a state file writes about one process: its identity, flat (``WorkerJson``'s
+    keys at the top of the document), and whatever the file adds."""
 
     @property
     def identity(self) -> WorkerIdentity:
-        return WorkerIdentity(self.pid, self.create_time)
+        return WorkerIdentity.from_json(self)
+
+
+class Registration(ProcessRecord):
+    """The schema of ``shards/<shard>/worker.json``: the worker that registered."""
+
+    shard: str
+    registered_at: Time = 0.0
+    host: str = ""
+    argv: list[str] = Field(default_factory=list)
 
 
 def register_worker(state: StateDir, shard: str, identity: WorkerIdentity | None = None,
@@ -135,25 +121,23 @@ def register_worker(state: StateDir, shard: str, identity: WorkerIdentity | None
     reg = Registration(
         shard=ShardName.parse(shard), pid=ident.pid, create_time=ident.create_time,
         registered_at=time.time() if now is None else now, host=socket.gethostname(),
-        argv=tuple(sys.argv),
+        argv=list(sys.argv),
     )
-    write_json_atomic(state.worker_file(shard), asdict(reg))
+    write_json_atomic(state.worker_file(shard), reg.model_dump(mode="json"))
     return reg
 
 
 def read_registration(state: StateDir, shard: str) -> Registration | None:
     """The registered worker of ``shard``; None when none registered yet.
     ``CorruptStateError`` when the file does not fit ``Registration``."""
-    reg = schema.read_file(state.worker_file(shard), Registration,
-                           f"the worker registration of shard {shard!r}")
+    reg = read_file(Registration, state.worker_file(shard), "a worker registration")
     if reg is not None and reg.shard != shard:
         raise CorruptStateError(f"the worker registration of shard {shard!r} names shard "
                                 f"{reg.shard!r}: it was not written for this shard")
     return reg
 
 
-@dataclass(frozen=True)
-class LaunchRecord:
+class LaunchRecord(ProcessRecord):
     """The schema of ``shards/<shard>/launch.json``: the process the supervisor started.
 
     The registered worker may be a child of it (a venv launcher, ``uv run``, a
@@ -162,16 +146,7 @@ class LaunchRecord:
     holds the whole tree (None elsewhere, or when no job could be made).
     """
 
-    pid: int
-    create_time: float
     job: str | None = None
-
-    def __post_init__(self) -> None:
-        check_identity(self.pid, self.create_time)
-
-    @property
-    def identity(self) -> WorkerIdentity:
-        return WorkerIdentity(self.pid, self.create_time)
 
     def leads(self, worker: WorkerIdentity) -> bool:
         """Whether this launch is ``worker`` itself or one of its living ancestors."""
@@ -182,11 +157,10 @@ class LaunchRecord:
 
 
 def record_launch(state: StateDir, shard: str, launch: LaunchRecord) -> None:
-    write_json_atomic(state.launch_file(shard), asdict(launch))
+    write_json_atomic(state.launch_file(shard), launch.model_dump(mode="json"))
 
 
 def read_launch(state: StateDir, shard: str) -> LaunchRecord | None:
     """The shard's last launch; None when none is recorded (a worker started by hand).
     ``CorruptStateError`` when the file does not fit ``LaunchRecord``."""
-    return schema.read_file(state.launch_file(shard), LaunchRecord,
-                            f"the launch record of shard {shard!r}")
+    return read_file(LaunchRecord, state.launch_file(shard), "a launch record")

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,7 +47,7 @@ from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
 from crawlguard.kernel.errors import ConfigError, StateError
-from crawlguard.kernel.formats import schema
+from crawlguard.kernel.formats.schema import StateModel, Time, read_file
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
@@ -66,8 +66,7 @@ from .servers import ServerProc, free_port
 UP_FILE = "up.json"
 
 
-@dataclass(frozen=True)
-class UpTls:
+class UpTls(StateModel):
     """Absolute paths of the rig's TLS files (``crawlguard.kernel.tls``)."""
 
     ca_file: str | None
@@ -75,8 +74,7 @@ class UpTls:
     key_file: str | None
 
 
-@dataclass(frozen=True)
-class UpFile:
+class UpFile(StateModel):
     """The schema of ``<state>/run/up.json``: what a running ``up`` tells people and scripts."""
 
     pid: int
@@ -84,10 +82,10 @@ class UpFile:
     urls: dict[str, str]
     """``exporter``, ``sidecar`` and, with Prometheus, ``prometheus`` and ``alertmanager``."""
     token_file: str
-    shards: tuple[str, ...]
+    shards: list[str]
     servers: dict[str, int | None]
     """Each server's pid; null while it is not running."""
-    updated_at: float
+    updated_at: Time
     exporter_token_file: str | None = None
     """On the external alert path (a rig of a fleet): the exporter's token file."""
     tls: UpTls | None = None
@@ -97,7 +95,7 @@ class UpFile:
 def read_up(state_dir: Path) -> UpFile | None:
     """The up.json of ``state_dir``; None when no ``up`` wrote one. ``CorruptStateError``
     when it does not fit ``UpFile``."""
-    return schema.read_file(Path(state_dir) / "run" / UP_FILE, UpFile, "the rig's state")
+    return read_file(UpFile, Path(state_dir) / "run" / UP_FILE, "a rig's state")
 
 
 @dataclass(frozen=True)
@@ -390,14 +388,14 @@ class RunningRig:
         path, the TLS files its client context is built from (``kernel.tls``)."""
         tls = self.config.settings.endpoints.tls
         exporter_token = self.env.get("HELIX_BFM_EXPORTER_TOKEN_FILE") or None
-        write_json_atomic(self.run_dir / UP_FILE, asdict(UpFile(
+        write_json_atomic(self.run_dir / UP_FILE, UpFile(
             pid=os.getpid(), alert_path=self.alert_path, urls=dict(self.urls),
-            token_file=str(self.token_file), shards=tuple(self.config.shards),
+            token_file=str(self.token_file), shards=list(self.config.shards),
             servers={s.name: s.pid for s in self.servers}, updated_at=time.time(),
             exporter_token_file=(str(Path(exporter_token).resolve())
                                  if self.external and exporter_token else None),
             tls=(UpTls(ca_file=_abs(tls.ca), cert_file=_abs(tls.cert), key_file=_abs(tls.key))
-                 if self.external and tls.serves else None))))
+                 if self.external and tls.serves else None)).model_dump(mode="json"))
 
     def _shutdown(self) -> None:
         for server in self.servers:

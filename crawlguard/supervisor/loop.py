@@ -217,8 +217,8 @@ class Supervisor:
         its child), and the run record what to stop if this supervisor dies hard."""
         try:
             ident = WorkerIdentity.of_pid(popen.pid)
-            record_launch(self.state, shard, LaunchRecord(ident.pid, ident.create_time,
-                                                          childproc.job_of(popen)))
+            record_launch(self.state, shard, LaunchRecord(
+                pid=ident.pid, create_time=ident.create_time, job=childproc.job_of(popen)))
         except (ProcessError, CrawlguardError) as exc:
             self._emit(shard, "launch", f"launch of pid {popen.pid} not recorded: {exc}")
         if self.record is not None:

@@ -18,40 +18,30 @@ import contextlib
 import os
 import sys
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pydantic import Field
 
 from crawlguard.kernel import processes, winjob
 from crawlguard.kernel.errors import CrawlguardError, ProcessError
-from crawlguard.kernel.formats import schema
+from crawlguard.kernel.formats.schema import Pid, StateModel, read_file
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.statedir import write_json_atomic
-from crawlguard.kernel.workers import WorkerIdentity, check_identity
+from crawlguard.kernel.workers import ProcessRecord, WorkerIdentity
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Child:
+class Child(ProcessRecord):
     name: str
-    pid: int
-    create_time: float
-
-    def __post_init__(self) -> None:
-        check_identity(self.pid, self.create_time)
-
-    @property
-    def identity(self) -> WorkerIdentity:
-        return WorkerIdentity(self.pid, self.create_time)
 
 
-@dataclass(frozen=True)
-class RunFile:
+class RunFile(StateModel):
     """The schema of ``run/children.json``."""
 
-    pid: int
+    pid: Pid
     """The process that wrote it (``up``)."""
-    children: tuple[Child, ...] = ()
+    children: list[Child] = Field(default_factory=list)
 
 
 class RunRecord:
@@ -66,7 +56,8 @@ class RunRecord:
         except ProcessError:
             return  # already gone: nothing to leave behind
         with self._lock:
-            self._children[pid] = Child(name, ident.pid, ident.create_time)
+            self._children[pid] = Child(name=name, pid=ident.pid,
+                                        create_time=ident.create_time)
             self._write()
 
     def discard(self, pid: int) -> None:
@@ -76,15 +67,15 @@ class RunRecord:
 
     def _write(self) -> None:
         try:
-            write_json_atomic(self.path, asdict(RunFile(os.getpid(),
-                                                        tuple(self._children.values()))))
+            write_json_atomic(self.path, RunFile(pid=os.getpid(), children=list(
+                self._children.values())).model_dump(mode="json"))
         except CrawlguardError as exc:
             log.error("run record not updated: %s", exc)
 
 
 def read(path: Path) -> list[Child]:
     try:
-        run = schema.read_file(path, RunFile, "the run record")
+        run = read_file(RunFile, path, "a run record")
     except CrawlguardError as exc:
         log.warning("%s; nothing swept", exc)
         return []

@@ -38,7 +38,7 @@ class VramLog:
             gpus = self.source.read()
         except VramError:
             return
-        with contextlib.suppress(StateError):
+        with contextlib.suppress(StateError, ValueError):  # ValueError: a reading no sample holds
             vramlog.append(self.path, [
                 vramlog.VramSample(t=now, gpu=str(g.index), used_bytes=g.used_bytes,
                                    total_bytes=g.total_bytes) for g in gpus])

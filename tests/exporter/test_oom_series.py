@@ -12,8 +12,9 @@ from crawlguard.kernel.statedir import StateDir
 
 
 def _record(pid: int, at: float, recovered: bool = False) -> oom.OomRecord:
-    return oom.OomRecord("docs", "backfill", "cuda:0", "0", pid, 1000.0, at, 8.0,
-                         "OutOfMemoryError: CUDA out of memory", recovered=recovered)
+    return oom.OomRecord(shard="docs", stage="backfill", device="cuda:0", gpu="0", pid=pid,
+                         create_time=1000.0, at=at, genes=8.0,
+                         error="OutOfMemoryError: CUDA out of memory", recovered=recovered)
 
 
 def _served(collector: OomCollector) -> dict[str, float]:

@@ -203,15 +203,17 @@ def test_the_tracker_writes_through_the_one_writer(tmp_path: Path) -> None:
 
 # -- vram.jsonl --------------------------------------------------------------------
 
+def _sample(t: float, gpu: str, used: float, total: float) -> vramlog.VramSample:
+    return vramlog.VramSample(t=t, gpu=gpu, used_bytes=used, total_bytes=total)
+
+
 def test_vram_samples_round_trip(tmp_path: Path) -> None:
     path = StateDir(tmp_path).vram_log
-    vramlog.append(path, [vramlog.VramSample(2.0, "1", 5, 10),
-                          vramlog.VramSample(1.0004, "0", 3, 10)])
+    vramlog.append(path, [_sample(2.0, "1", 5, 10), _sample(1.0004, "0", 3, 10)])
     vramlog.append(path, [])
     assert all(json.loads(line)["v"] == vramlog.VERSION
                for line in path.read_text().splitlines())
-    assert vramlog.read(path) == ([vramlog.VramSample(1.0, "0", 3, 10),
-                                   vramlog.VramSample(2.0, "1", 5, 10)], 0)
+    assert vramlog.read(path) == ([_sample(1.0, "0", 3, 10), _sample(2.0, "1", 5, 10)], 0)
 
 
 def test_old_and_damaged_vram_lines(tmp_path: Path) -> None:
@@ -220,13 +222,13 @@ def test_old_and_damaged_vram_lines(tmp_path: Path) -> None:
     path.write_text("\n".join([json.dumps(old), json.dumps({**old, "v": 9}),
                                json.dumps({**old, "total_bytes": 0}), "{cut"]) + "\n")
     samples, bad = vramlog.read(path)
-    assert samples == [vramlog.VramSample(1.0, "0", 1, 2)] and bad == 3
+    assert samples == [_sample(1.0, "0", 1, 2)] and bad == 3
 
 
 def test_a_vram_log_that_cannot_be_written_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(StateError):
         vramlog.append(tmp_path / "no" / "such" / "dir" / "vram.jsonl",
-                       [vramlog.VramSample(1.0, "0", 1, 2)])
+                       [_sample(1.0, "0", 1, 2)])
 
 
 # -- any JSON-lines file ----------------------------------------------------------------

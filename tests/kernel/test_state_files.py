@@ -1,7 +1,8 @@
-"""Every state file outside the sidecar's has one schema, read through
-``crawlguard.kernel.formats.schema``: what crawlguard writes reads back the same, and
-arbitrary JSON (1e400, nesting 100,000 deep, wrong shapes, a directory in the file's
-place) reads as "unreadable" with a message naming the file, never a traceback.
+"""Every state file outside the sidecar's has one schema (a pydantic ``StateModel``), read
+through ``crawlguard.kernel.formats.schema``: what crawlguard writes reads back the same,
+and arbitrary JSON (1e400, nesting 100,000 deep, wrong shapes, a directory in the file's
+place) reads as "unreadable" with a message naming the file and the field, never a
+traceback. (The sidecar's own files: test_state_schemas.py.)
 
 Each reader is fuzzed twice: with arbitrary JSON documents, and with a valid document
 one of whose fields is replaced by arbitrary JSON (what a hand edit does)."""
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -150,42 +150,53 @@ def read_safely(reader: str, st_: StateDir, text: str) -> object:
 
 def valid_docs(st_: StateDir) -> dict[str, dict[str, Any]]:
     """One document each writer writes (for the readers that read one document)."""
-    return {
-        "worker.json": asdict(Registration(SHARD, ME.pid, ME.create_time, 5.0, "h", ("a",))),
-        "launch.json": asdict(LaunchRecord(ME.pid, ME.create_time, "Local\\crawlguard-1-2")),
-        "run/children.json": asdict(runrecord.RunFile(1, (runrecord.Child("w", ME.pid,
-                                                                           ME.create_time),))),
-        "run/up.json": asdict(UpFile(1, "embedded", {"sidecar": "http://127.0.0.1:1"}, "t",
-                                     (SHARD,), {"sidecar": 3, "prometheus": None}, 2.0)),
-        "oom record": asdict(oom.OomRecord(SHARD, "backfill", "cuda:0", "0", ME.pid,
-                                           ME.create_time, 3.0, 8.0, "OOM")),
-        "baseline": asdict(BaselineRecord(15.0, "tokens", 0.5, SHARD, "backfill", "cuda:0",
-                                          (14.0, 16.0), 9.0)),
-        "compaction journal": asdict(Journal((mpfiles.file_name("counter", ME),))),
-        "batches.jsonl": {"v": 1, "t": 1.0, "stage": "backfill", "device": "cuda:0",
-                          "gpu": "0", "pid": 42, "genes": 64.0, "seconds": 4.0, "rate": 16.0,
-                          "ema": None, "baseline": 16.0, "streak": 0, "factor": 5.0},
-        "vram.jsonl": {"v": 1, "t": 1.0, "gpu": "0", "used_bytes": 5.0, "total_bytes": 10.0},
+    me = {"pid": ME.pid, "create_time": ME.create_time}
+    docs = {
+        "worker.json": Registration(shard=SHARD, **me, registered_at=5.0, host="h",
+                                    argv=["a"]),
+        "launch.json": LaunchRecord(**me, job="Local\\crawlguard-1-2"),
+        "run/children.json": runrecord.RunFile(pid=1, children=[runrecord.Child(name="w",
+                                                                                **me)]),
+        "run/up.json": UpFile(pid=1, alert_path="embedded",
+                              urls={"sidecar": "http://127.0.0.1:1"}, token_file="t",
+                              shards=[SHARD], servers={"sidecar": 3, "prometheus": None},
+                              updated_at=2.0),
+        "oom record": oom.OomRecord(shard=SHARD, stage="backfill", device="cuda:0", gpu="0",
+                                    **me, at=3.0, genes=8.0, error="OOM"),
+        "baseline": BaselineRecord(baseline=15.0, unit="tokens", genes_per_unit=0.5,
+                                   shard=SHARD, stage="backfill", device="cuda:0",
+                                   samples=[14.0, 16.0], established_at=9.0),
+        "compaction journal": Journal(merged=[mpfiles.file_name("counter", ME)]),
     }
+    return {**{name: doc.model_dump(mode="json") for name, doc in docs.items()},
+            "batches.jsonl": {"v": 1, "t": 1.0, "stage": "backfill", "device": "cuda:0",
+                              "gpu": "0", "pid": 42, "genes": 64.0, "seconds": 4.0,
+                              "rate": 16.0, "ema": None, "baseline": 16.0, "streak": 0,
+                              "factor": 5.0},
+            "vram.jsonl": {"v": 1, "t": 1.0, "gpu": "0", "used_bytes": 5.0,
+                           "total_bytes": 10.0}}
 
 
 def test_what_each_writer_writes_its_reader_reads(tmp_path: Path) -> None:
     st_ = StateDir(tmp_path)
     reg = register_worker(st_, SHARD, ME, now=5.0)
     assert read_registration(st_, SHARD) == reg
-    launch = LaunchRecord(ME.pid, ME.create_time, None)
+    launch = LaunchRecord(pid=ME.pid, create_time=ME.create_time)
     record_launch(st_, SHARD, launch)
     assert read_launch(st_, SHARD) == launch
     record = runrecord.RunRecord(tmp_path / "run" / "children.json")
     record.add("worker", ME.pid)
-    assert runrecord.read(record.path) == [runrecord.Child("worker", ME.pid, ME.create_time)]
-    rec = oom.OomRecord(SHARD, "backfill", "cuda:0", "0", ME.pid, ME.create_time, 3.0, 8.0, "x")
+    assert runrecord.read(record.path) == [runrecord.Child(name="worker", pid=ME.pid,
+                                                           create_time=ME.create_time)]
+    rec = oom.OomRecord(shard=SHARD, stage="backfill", device="cuda:0", gpu="0", pid=ME.pid,
+                        create_time=ME.create_time, at=3.0, genes=8.0, error="x")
     oom.write_record(st_, rec)
     oom.write_record(st_, rec)
     assert [r.count for r in oom.read_records(st_, SHARD)] == [2]
     save_baseline(st_, SHARD, "backfill", "cuda:0", 15.0, [14.0, 16.0], now=9.0)
     assert load_baseline_record(st_, SHARD, "backfill", "cuda:0") == BaselineRecord(
-        15.0, "genes", 1.0, SHARD, "backfill", "cuda:0", (14.0, 16.0), 9.0)
+        baseline=15.0, unit="genes", genes_per_unit=1.0, shard=SHARD, stage="backfill",
+        device="cuda:0", samples=[14.0, 16.0], established_at=9.0)
     for name, doc in valid_docs(st_).items():
         if name.endswith(".jsonl"):
             items, bad = READERS[name](StateDir(tmp_path / name), json.dumps(doc))
@@ -201,7 +212,7 @@ def test_hostile_json_reads_as_unreadable(tmp_path: Path, reader: str, text: str
     got = read_safely(reader, StateDir(tmp_path), text)
     if isinstance(got, StateError):
         assert isinstance(got, CorruptStateError), got
-        assert any(why in str(got) for why in ("is unreadable:", "not valid JSON",
+        assert any(why in str(got) for why in ("crawlguard wrote (", "not valid JSON",
                                                 "holds null")), got
     else:
         assert got in (None, [], ([], 1)), (reader, got)
@@ -233,8 +244,19 @@ def test_a_registration_for_another_shard_is_refused(tmp_path: Path) -> None:
 def test_the_message_names_the_file_and_the_field(tmp_path: Path) -> None:
     with pytest.raises(CorruptStateError) as err:
         _launch(StateDir(tmp_path), '{"pid": 12, "create_time": "soon"}')
-    assert "launch.json" in str(err.value) and "create_time" in str(err.value)
-    assert "expected a finite number, got 'soon'" in str(err.value)
+    assert str(err.value) == (f"{StateDir(tmp_path).launch_file(SHARD)} is not a launch "
+                              "record crawlguard wrote (create_time: Input should be a "
+                              "valid number)")
+    with pytest.raises(CorruptStateError, match=r"children\.0\.pid: Input should be greater"):
+        _run_strict(StateDir(tmp_path), '{"pid": 1, "children": [{"name": "x", "pid": 0, '
+                                        '"create_time": 1.0}]}')
+
+
+def _run_strict(st_: StateDir, text: str) -> object:
+    path = st_.root / "run" / "children.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return schema.read_file(runrecord.RunFile, path, "a run record")
 
 
 @FUZZ
@@ -261,19 +283,34 @@ def test_fuzz_every_reader_with_one_field_changed(tmp_path_factory: pytest.TempP
 
 # -- the schema mechanism ------------------------------------------------------------------
 
-def test_schema_load_is_strict_and_names_the_field() -> None:
-    assert schema.load(LaunchRecord, {"pid": 3, "create_time": 2}) == LaunchRecord(3, 2.0)
-    for doc, why in [({"pid": 3}, "create_time: missing"),
-                     ({"pid": 3.0, "create_time": 2}, "pid: expected an integer"),
-                     ({"pid": 3, "create_time": 2, "job": 5}, "job: expected str or null"),
-                     ([], "expected an object")]:
-        with pytest.raises(schema.SchemaError, match=why):
-            schema.load(LaunchRecord, doc)
-    with pytest.raises(schema.SchemaError, match=r"children\[0\].pid: expected an integer"):
-        schema.load(runrecord.RunFile, {"pid": 1, "children": [
-            {"name": "x", "pid": "1", "create_time": 1.0}]})
-    with pytest.raises(schema.SchemaError, match="unit: expected one of 'genes', 'tokens'"):
-        schema.load(BaselineRecord, {"baseline": 1.0, "unit": "bytes"})
+def test_the_schemas_are_strict_and_name_the_field() -> None:
+    def check(model: type[schema.M], doc: Any) -> schema.M:
+        return schema.validate(model, doc, "f.json", "a test file")
+
+    assert check(LaunchRecord, {"pid": 3, "create_time": 2}) == LaunchRecord(pid=3,
+                                                                             create_time=2.0)
+    for model, doc, why in [
+            (LaunchRecord, {"pid": 3}, "create_time: Field required"),
+            (LaunchRecord, {"pid": 3.0, "create_time": 2}, "pid: Input should be a valid integer"),
+            (LaunchRecord, {"pid": True, "create_time": 2}, "pid: Input should be a valid integer"),
+            (LaunchRecord, {"pid": 3, "create_time": 2, "job": 5}, "job: Input should be a valid "
+                                                                   "string"),
+            (LaunchRecord, [], "the document: Input should be a valid dictionary"),
+            (runrecord.RunFile, {"pid": 1, "children": [{"name": "x", "pid": "1",
+                                                         "create_time": 1.0}]},
+             r"children\.0\.pid: Input should be a valid integer"),
+            (runrecord.RunFile, {"pid": 1, "children": ["x"]}, "children.0: Input should be"),
+            (BaselineRecord, {"baseline": 1.0, "unit": "bytes"},
+             "unit: Input should be 'genes' or 'tokens'"),
+            (BaselineRecord, {"baseline": 1e400}, "baseline: Input should be a finite number"),
+            (BaselineRecord, {"baseline": 10 ** 400}, "baseline: Input should be a valid number"),
+            (BaselineRecord, {"baseline": 1.0, "samples": [1.0, float("nan")]},
+             "samples.1: Input should be a finite number"),
+            (Journal, {"merged": ["gauge_all_1-2.db"]}, "merged.0: Value error"),
+            (oom.OomRecord, {**valid_docs(StateDir(Path("x")))["oom record"], "shard": "../x"},
+             "shard: Value error, shard '../x' is not a safe name")]:
+        with pytest.raises(CorruptStateError, match=why):
+            check(model, doc)
 
 
 def test_the_identity_refuses_what_no_process_can_have() -> None:
@@ -284,20 +321,32 @@ def test_the_identity_refuses_what_no_process_can_have() -> None:
     assert WorkerIdentity.from_key("0-5") is None and WorkerIdentity.from_key("１-5") is None
 
 
-def test_an_identity_read_from_json_is_checked_the_one_way_in_pydantic_too() -> None:
-    from typing import Annotated
+BAD_IDENTITIES = [{"pid": 0, "create_time": 1.0}, {"pid": "5", "create_time": 1.0},
+                  {"pid": 5, "create_time": float("inf")}, {"pid": 5, "create_time": -1.0},
+                  {"pid": 2 ** 32, "create_time": 1.0}, {"pid": True, "create_time": 1.0},
+                  {"pid": 5}, [5, 1.0], 5]
 
-    from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 
-    class Doc(BaseModel):  # how a pydantic schema holds one (the sidecar's state files)
-        model_config = ConfigDict(strict=True)
-        worker: Annotated[WorkerIdentity, PlainValidator(WorkerIdentity.from_json)] | None
+@pytest.mark.parametrize("bad", BAD_IDENTITIES, ids=range(len(BAD_IDENTITIES)))
+def test_an_identity_is_held_to_one_rule_wherever_it_is_written(bad: Any) -> None:
+    """``WorkerJson`` is the one JSON form: nested (the ladder, audit lines), inherited
+    (worker.json, launch.json, OOM records, the run record) and made in code
+    (``WorkerIdentity``) all refuse the same identities."""
+    from crawlguard.kernel.formats import ladderfile
 
-    good = asdict(ME)
-    assert WorkerIdentity.from_json(good) == ME == Doc.model_validate({"worker": good}).worker
-    for bad in [{"pid": 0, "create_time": 1.0}, {"pid": "5", "create_time": 1.0},
-                {"pid": 5, "create_time": float("inf")}, {"pid": 5}, [5, 1.0], 5]:
+    good = {"pid": ME.pid, "create_time": ME.create_time}
+    assert WorkerIdentity.from_json(good) == ME
+    assert WorkerIdentity.from_json(schema.WorkerJson.model_validate(good)) == ME
+    with pytest.raises(ValueError):
+        WorkerIdentity.from_json(bad)
+    if isinstance(bad, dict) and {"pid", "create_time"} <= set(bad):
         with pytest.raises(ValueError):
-            WorkerIdentity.from_json(bad)
-        with pytest.raises(ValidationError):
-            Doc.model_validate({"worker": bad})
+            WorkerIdentity(bad["pid"], bad["create_time"])
+    with pytest.raises(CorruptStateError, match=r"pending\.worker"):
+        ladderfile.parse({"pending": {"id": "r1", "rung": "cpu", "decided_at": 1.0,
+                                      "worker": bad}})
+    if isinstance(bad, dict):
+        for model, doc in [(LaunchRecord, {}), (Registration, {"shard": SHARD}),
+                           (runrecord.Child, {"name": "w"})]:
+            with pytest.raises(CorruptStateError, match=r"pid|create_time"):
+                schema.validate(model, {**doc, **bad}, "f.json", "a test file")

@@ -222,9 +222,10 @@ def test_report_charts_and_counts_ooms(tmp_path: Path) -> None:
               "gpu": "0", "factor": 5} for i in range(10)]
     state.batches_file("docs").write_text("".join(json.dumps(x) + "\n" for x in lines))
     for pid, at, recovered in ((41, 1003.5, True), (42, 1006.5, False), (43, 1009.5, False)):
-        oom.write_record(state, oom.OomRecord("docs", "backfill", "cuda:0", "0", pid, 900.0,
-                                              at, 8.0, "OutOfMemoryError: CUDA out of memory",
-                                              recovered=recovered))
+        oom.write_record(state, oom.OomRecord(
+            shard="docs", stage="backfill", device="cuda:0", gpu="0", pid=pid,
+            create_time=900.0, at=at, genes=8.0, error="OutOfMemoryError: CUDA out of memory",
+            recovered=recovered))
     (ev,) = load_run(state.root).shards
     assert [r.pid for r in ev.ooms] == [41, 42, 43] and ev.oom_deaths == 2
     text = summary_markdown(load_run(state.root))

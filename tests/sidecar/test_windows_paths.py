@@ -99,7 +99,7 @@ def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
 
         monkeypatch.setattr(os, "kill", kill)
         # Launched directly: the launch record names the worker itself.
-        launch = LaunchRecord(identity.pid, identity.create_time, None)
+        launch = LaunchRecord(pid=identity.pid, create_time=identity.create_time, job=None)
         result = restart_worker(identity, grace_seconds=0.3, launch=launch)
         # CTRL_BREAK_EVENT went to the worker's pid (its process group), nothing else;
         # the fake Windows did not deliver it, so the hard kill followed the grace period.
@@ -302,7 +302,8 @@ def test_a_rung_breaks_the_launched_group_not_the_registered_pid_and_kills_the_j
     popen, worker = launch_wrapper(jobs)
     try:
         launch = WorkerIdentity.of_pid(popen.pid)
-        record = LaunchRecord(launch.pid, launch.create_time, childproc.job_of(popen))
+        record = LaunchRecord(pid=launch.pid, create_time=launch.create_time,
+                              job=childproc.job_of(popen))
         registered = WorkerIdentity.of_pid(worker.pid)  # what the worker registers
         result = restart_worker(registered, grace_seconds=0.3, launch=record)
         # The break went to the group the supervisor created (the launcher's pid), never to
@@ -327,7 +328,7 @@ def test_without_a_verified_launch_no_break_is_sent_on_windows(
         record = None
         if launch == "unrelated":  # alive, but not the worker nor an ancestor of it
             ident = WorkerIdentity.of_pid(other.pid)
-            record = LaunchRecord(ident.pid, ident.create_time, None)
+            record = LaunchRecord(pid=ident.pid, create_time=ident.create_time, job=None)
         result = restart_worker(WorkerIdentity.of_pid(worker.pid), grace_seconds=5,
                                 launch=record)
         assert not [c for c in no_break if c[1] == CTRL_BREAK]   # nothing to the console

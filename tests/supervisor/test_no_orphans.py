@@ -99,7 +99,8 @@ def test_a_rung_signals_the_launched_group_when_the_worker_is_the_launchers_chil
         assert worker_pid != popen.pid and os.getpgid(worker_pid) == popen.pid
         launch = WorkerIdentity.of_pid(popen.pid)
         result = restart_worker(WorkerIdentity.of_pid(worker_pid), 10,
-                                launch=LaunchRecord(launch.pid, launch.create_time))
+                                launch=LaunchRecord(pid=launch.pid,
+                                                    create_time=launch.create_time))
         assert result.outcome == "signalled", result
         assert out.read_text().startswith("TERM")
         assert Path(f"{out}.launcher").read_text() == "TERM\n"  # the whole group got it

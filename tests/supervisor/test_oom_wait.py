@@ -12,7 +12,8 @@ from crawlguard.supervisor.oomwait import acknowledged, death_record, wait_for_v
 
 
 def _record(pid: int, at: float) -> oom.OomRecord:
-    return oom.OomRecord("docs", "backfill", "cuda:0", "0", pid, 1000.0, at, 8.0, "OOM")
+    return oom.OomRecord(shard="docs", stage="backfill", device="cuda:0", gpu="0", pid=pid,
+                         create_time=1000.0, at=at, genes=8.0, error="OOM")
 
 
 def test_supervisor_waits_for_the_sidecar_to_take_the_oom(state_dir: Path) -> None:

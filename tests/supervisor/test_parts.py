@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -200,8 +199,8 @@ def test_vram_log_samples_for_the_report(tmp_path: Path) -> None:
     log.tick()
     # Read back with the report's reader, from where the report looks.
     assert vramlog.read(StateDir(tmp_path).vram_log) == (
-        [vramlog.VramSample(100.0, "0", GIB, 12 * GIB),
-         vramlog.VramSample(101.0, "0", GIB, 12 * GIB)], 0)
+        [vramlog.VramSample(t=100.0, gpu="0", used_bytes=GIB, total_bytes=12 * GIB),
+         vramlog.VramSample(t=101.0, gpu="0", used_bytes=GIB, total_bytes=12 * GIB)], 0)
     VramLog(StateDir(tmp_path), Readings(None), interval=1.0).tick()   # a failing source: no line
     assert len((tmp_path / "vram.jsonl").read_text().splitlines()) == 2
 
@@ -268,7 +267,7 @@ def test_live_view_progress_and_eta_at_the_baseline_pace() -> None:
                  total=1000, remaining=400.0)
     # 60 % done; 400 genes at the baseline's 10 genes/s, not at the crawl's 2.
     assert progress_text(line) == "  60% done, ETA 40 s"
-    assert progress_text(replace(line, baseline=None)) == "  60% done, ETA -"
-    assert progress_text(replace(line, remaining=0.0)) == " 100% done"
-    assert progress_text(replace(line, total=None, remaining=None)) == ""
+    assert progress_text(line.model_copy(update={"baseline": None})) == "  60% done, ETA -"
+    assert progress_text(line.model_copy(update={"remaining": 0.0})) == " 100% done"
+    assert progress_text(line.model_copy(update={"total": None, "remaining": None})) == ""
     assert progress_text(None) == ""

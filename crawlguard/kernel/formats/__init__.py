@@ -1,8 +1,8 @@
 """The state files' formats: how what is inside a file is written and checked.
 
-- ``schema``: what every state file's schema is built of, and how a reader checks one
-  (pydantic models for the sidecar's files, frozen dataclasses and ``schema.load``
-  for the others);
+- ``schema``: what every state file's schema is built of (pydantic: ``StateModel``,
+  ``WorkerJson``), and how every reader checks one (``read_file``, ``validate``,
+  ``validate_line``);
 - ``ladderfile``: ``shards/<shard>/ladder.json`` (the sidecar's ladder; version key ``schema``);
 - ``pausefile``: ``sidecar.json`` (the sidecar's pause switch);
 - ``auditlog``: ``audit.jsonl`` (the sidecar's decisions, one JSON object a line);

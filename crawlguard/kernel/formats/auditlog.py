@@ -27,10 +27,8 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from crawlguard.kernel.errors import CorruptStateError
-
 from .jsonlines import read_lines
-from .schema import StateModel, Time, validate
+from .schema import StateModel, Time, validate_line
 
 
 class AuditLine(StateModel):
@@ -53,10 +51,7 @@ def line(at: float, event: str, fields: Mapping[str, Any]) -> str:
 
 
 def parse_line(obj: Mapping[str, Any]) -> AuditLine | None:
-    try:
-        return validate(AuditLine, obj, "audit.jsonl", "an audit line")
-    except CorruptStateError:
-        return None
+    return validate_line(AuditLine, obj)
 
 
 def read(path: Path) -> tuple[list[AuditLine], int]:

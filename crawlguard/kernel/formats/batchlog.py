@@ -22,15 +22,16 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from crawlguard.kernel.devices import parse_device
 from crawlguard.kernel.names import ShardName
 
-from . import schema
 from .jsonlines import read_lines, version_of
+from .schema import Pid, StateModel, Time, validate_line
 
 VERSION = 1
 VERSION_KEY = "v"
@@ -38,36 +39,27 @@ VERSION_KEY = "v"
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
 
 
-@dataclass(frozen=True)
-class Batch:
-    """One line of batches.jsonl: its schema (``schema.load``), less the version key."""
+class Batch(StateModel):
+    """One line of batches.jsonl: its schema, less the version key."""
 
-    t: float
+    t: Time
     stage: str
     device: str
     gpu: str
-    pid: int
+    pid: Pid
     genes: float
     seconds: float
     rate: float
     ema: float | None
-    baseline: float | None
+    baseline: float | None = Field(gt=0)
     streak: int
-    factor: float
+    factor: float = Field(gt=0)
     tokens: float | None = None
     """Non-padding tokens of the batch, when the build's batches carry a mask."""
     total: int | None = None
     """The genes the worker's tracker was told to do (``CrawlTracker(total=)``)."""
     remaining: float | None = None
     """Of ``total``, what was left after this batch."""
-
-    def __post_init__(self) -> None:
-        if self.factor <= 0:
-            raise ValueError(f"factor must be > 0, got {self.factor!r}")
-        if self.baseline is not None and self.baseline <= 0:
-            raise ValueError(f"baseline must be > 0 or null, got {self.baseline!r}")
-        if self.pid <= 0:
-            raise ValueError(f"pid must be positive, got {self.pid!r}")
 
     @property
     def threshold(self) -> float | None:
@@ -146,10 +138,7 @@ def parse_line(obj: Mapping[str, Any]) -> Batch | None:
     version = version_of(obj, VERSION_KEY)
     if version is None or version > VERSION:
         return None
-    try:
-        return schema.load(Batch, obj)
-    except schema.SchemaError:
-        return None
+    return validate_line(Batch, obj)
 
 
 def read(path: Path) -> tuple[list[Batch], int]:

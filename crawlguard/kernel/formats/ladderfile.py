@@ -41,12 +41,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from crawlguard.kernel import rungs
-from crawlguard.kernel.errors import CorruptStateError
 from crawlguard.kernel.names import is_env_name
 from crawlguard.kernel.rungs import RungName, TakenRungName
-from crawlguard.kernel.statedir import read_json, write_json_atomic
+from crawlguard.kernel.statedir import write_json_atomic
 
-from .schema import Finite, StateModel, Time, WorkerJson, validate
+from .schema import StateModel, Time, WorkerJson, read_file, validate
 
 VERSION = 1
 VERSION_KEY = "schema"
@@ -104,7 +103,7 @@ class HistoryEntry(StateModel):
     outcome: str | None = None
     shared_bytes: int | None = Field(default=None, ge=0)
     """``verified`` entries: the new worker's shared GPU memory (sidecar/verify.py)."""
-    rate_ratio: Finite | None = None
+    rate_ratio: float | None = None
     """``verified`` entries: the new worker's median rate / the shard's baseline."""
 
 
@@ -131,11 +130,7 @@ def parse(data: Any, where: str = "ladder.json") -> LadderFile:
 def read(path: Path) -> LadderFile | None:
     """The ladder in ``path``; ``None`` when the shard has none; ``CorruptStateError``
     when it is not one crawlguard wrote (``StateError`` when it cannot be read)."""
-    try:
-        data = read_json(path)
-    except CorruptStateError as exc:
-        raise CorruptStateError(f"{exc}{HINT}") from exc
-    return None if data is None else parse(data, str(path))
+    return read_file(LadderFile, path, "a ladder", HINT)
 
 
 def dump(doc: LadderFile) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crawlguard.kernel.statedir import read_json, write_json_atomic
+from crawlguard.kernel.statedir import write_json_atomic
 
-from .schema import StateModel, Time, validate
+from .schema import StateModel, Time, read_file
 
 
 class PauseSwitch(StateModel):
@@ -24,8 +24,7 @@ class PauseSwitch(StateModel):
 
 def read(path: Path) -> PauseSwitch | None:
     """The switch; None when it was never written; ``CorruptStateError`` when bad."""
-    data = read_json(path)
-    return None if data is None else validate(PauseSwitch, data, str(path), "a pause switch")
+    return read_file(PauseSwitch, path, "a pause switch")
 
 
 def write(path: Path, switch: PauseSwitch) -> None:

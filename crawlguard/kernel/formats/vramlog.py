@@ -18,33 +18,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from crawlguard.kernel.errors import StateError
 
-from . import schema
 from .jsonlines import read_lines, version_of
+from .schema import StateModel, Time, validate_line
 
 VERSION = 1
 VERSION_KEY = "v"
 
 
-@dataclass(frozen=True)
-class VramSample:
-    """One line of vram.jsonl: its schema (``schema.load``), less the version key."""
+class VramSample(StateModel):
+    """One line of vram.jsonl: its schema, less the version key."""
 
-    t: float
+    t: Time
     gpu: str
-    used_bytes: float
-    total_bytes: float
-
-    def __post_init__(self) -> None:
-        if self.total_bytes <= 0:
-            raise ValueError(f"total_bytes must be > 0, got {self.total_bytes!r}")
-        if self.used_bytes < 0:
-            raise ValueError(f"used_bytes must be >= 0, got {self.used_bytes!r}")
+    used_bytes: float = Field(ge=0)
+    total_bytes: float = Field(gt=0)
 
 
 def append(path: Path, samples: Iterable[VramSample]) -> None:
@@ -66,10 +60,7 @@ def parse_line(obj: Mapping[str, Any]) -> VramSample | None:
     version = version_of(obj, VERSION_KEY)
     if version is None or version > VERSION:
         return None
-    try:
-        return schema.load(VramSample, obj)
-    except schema.SchemaError:
-        return None
+    return validate_line(VramSample, obj)
 
 
 def read(path: Path) -> tuple[list[VramSample], int]:
