@@ -37,8 +37,9 @@ test_state_schemas.py check with arbitrary JSON. The JSON itself is parsed by
 a file's place, nesting too deep for the parser and numbers too long for it
 into the same error instead of an OSError, a RecursionError or a ValueError.
 
-pydantic costs the first import of a process 75-190 ms (the build worker's
-tracker, ``crawlguard.sidecar.resume``); a build that imports torch does not notice.
+pydantic costs the first import of a process about 60 ms (the build worker's
+tracker, ``crawlguard.sidecar.resume``: ``bench/bench_import.py``); a build that
+imports torch does not notice.
 """
 
 from __future__ import annotations
