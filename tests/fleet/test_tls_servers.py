@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crawlguard.exporter.server import Exporter, ExporterConfig
-from crawlguard.kernel.errors import ConfigError
+from crawlguard.kernel import http
+from crawlguard.kernel.errors import ConfigError, HttpError
 from crawlguard.kernel.listen import refuse_plaintext
 from crawlguard.kernel.settings import Remediation
 from crawlguard.kernel.statedir import StateDir
@@ -35,13 +35,12 @@ from .conftest import GeneratedFleet
 
 
 def outcome(url: str, tls: TlsFiles | None, token: str | None) -> int | str:
-    """The status code, or 'refused' when no HTTP answer came (handshake or protocol)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    verify = tls.client_context() if tls is not None else False
+    """The status code, or 'refused' when no HTTP answer came (handshake or protocol),
+    through crawlguard's one HTTP boundary as every client of a rig calls."""
     try:
-        with httpx.Client(verify=verify, timeout=10, trust_env=False) as http:
-            return http.get(url, headers=headers).status_code
-    except httpx.HTTPError:
+        return http.get(url, token=token, timeout=10,
+                        tls=tls.client_context() if tls is not None else None).status
+    except HttpError:
         return "refused"
 
 
@@ -86,9 +85,12 @@ def test_exporter_refuses_all_but_the_central_host(gen_fleet: GeneratedFleet, ex
     assert outcome(url, central, "wrong-but-long-enough-token") == 401
     assert outcome(url, central, None) == 401
     assert outcome(url, central, token) == 200
-    # The other way round: a client that trusts another CA does not trust the rig.
-    assert outcome(url, TlsFiles(cert=central.cert, key=central.key, ca=stranger.ca),
-                   token) == "refused"
+    # The other way round: a client that trusts another CA does not trust the rig, and
+    # says so in words a person can act on.
+    distrust = TlsFiles(cert=central.cert, key=central.key, ca=stranger.ca)
+    assert outcome(url, distrust, token) == "refused"
+    with pytest.raises(HttpError, match="TLS: CERTIFICATE_VERIFY_FAILED"):
+        http.get(url, token=token, tls=distrust.client_context())
 
 
 def test_sidecar_refuses_all_but_the_central_host(gen_fleet: GeneratedFleet, sidecar: str,
