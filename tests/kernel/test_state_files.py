@@ -34,7 +34,7 @@ from crawlguard.kernel.workers import (
     record_launch,
     register_worker,
 )
-from crawlguard.rig.up import UP_FILE, UpFile, read_up
+from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, read_up
 from crawlguard.supervisor import runrecord
 
 SHARD = "docs"
