@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from crawlguard.exporter import mpfiles
-from crawlguard.kernel import drills, processes
+from crawlguard.kernel import drills, processes, rungs
 from crawlguard.kernel.discovery import RigEnv, rig_env
 from crawlguard.kernel.errors import CrawlguardError, DrillRefused, ProcessError
 from crawlguard.kernel.formats import batchlog, ladderfile
@@ -106,8 +106,9 @@ def run_drill(config: DrillConfig, stop: threading.Event, say: Say,
         f"{rig.alert_path}")
     worker, rows = wait_for_baseline(state, shard, worker, deadline, stop, say, clock)
     if rows is None:
-        return _not_acted(config, rig, worker, clock(), "the worker had no baseline before "
-                          "the timeout (a worker is slowed only once it has one)")
+        return _not_acted(config, rig, worker, clock(), "interrupted" if stop.is_set() else
+                          "the worker had no baseline before the timeout (a worker is slowed "
+                          "only once it has one)")
     gauges = worker_gauges(state, worker)
     window = int(gauges.get("bfm_crawl_window_batches") or Detection.from_env(rig.env).window)
     shared_min = gauges.get("bfm_shared_min_bytes") or Detection.from_env(rig.env).shared_min_bytes
@@ -297,6 +298,9 @@ def _watch(config: DrillConfig, rig: RigEnv, state: StateDir, shard: str,
                     "waiting for the relaunch and the restart's verification")
             if seen.verified is not None or seen.rung.outcome in RESTART_FAILED:
                 break
+            if (seen.rung.rung != rungs.RESTART.name and seen.rung.outcome is not None
+                    and _relaunch(state, shard, worker) is not None):
+                break  # only a restart is verified (the CPU rung of a --keep drill)
         elif seen.not_taken is not None:
             why = seen.not_taken
             break

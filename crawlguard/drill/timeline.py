@@ -148,14 +148,14 @@ class Report:
         if s.rung is not None:
             at(s.rung.decided_at, f"rung: {s.rung.rung} {s.rung.id} decided, worker signalled")
             if s.rung.outcome is not None:
-                at(s.rung.effective_at, f"restart: {s.rung.outcome}, old worker gone")
+                at(s.rung.effective_at, f"worker stopped: {s.rung.outcome}")
         if self.relaunch is not None:
             at(self.relaunch.registered_at, f"relaunch: worker pid {self.relaunch.pid} "
                                             "registered")
         if s.verified is not None:
             at(s.verified.at, f"verification: {s.verified.reason}")
-        elif s.rung is not None:
-            out.append("            verification: not recorded before the drill ended")
+        elif s.rung is not None and s.rung.rung == rungs.RESTART.name:
+            out.append(f"  {'':>8}  verification: not recorded before the drill ended")
         if not self.acted:
             out.append(f"  the ladder did not act: {self.why or s.not_taken or 'no alert'}")
         elif self.keep:

@@ -48,9 +48,9 @@ HEALTH_TIMEOUT_S = 2.0
 
 HELP = ("A running 'crawlguard up' on the state dir (HELIX_BFM_STATE_DIR, default "
         ".crawlguard) is found through its run/up.json: its sidecar's URL, token file and "
-        "TLS files. Knobs set in the environment win over what is found "
-        "(HELIX_BFM_SIDECAR_URL turns finding off; HELIX_BFM_SIDECAR_TOKEN/_TOKEN_FILE, "
-        "HELIX_BFM_TLS_*_FILE each replace their part).")
+        "TLS files. Knobs set in the environment win over what is found: "
+        "HELIX_BFM_SIDECAR_URL turns finding off, HELIX_BFM_SIDECAR_TOKEN or _TOKEN_FILE "
+        "replaces the token, HELIX_BFM_TLS_*_FILE the TLS files.")
 """The sentence every client command's --help carries."""
 
 
