@@ -126,9 +126,11 @@ def test_drill_with_run_and_separate_parts_and_every_way_it_ends(
     # No alert evaluation runs yet: the drill reaches its timeout, and lets go.
     timed_out = drill(env, "--json", "--timeout", "6")
     assert timed_out.returncode == 1, timed_out.stderr
-    assert json.loads(timed_out.stdout) == {
-        "shard": "s", "acted": False, "rung": "none", "onset_to_alert_s": None,
-        "onset_to_signal_s": None, "detected_after_batches": None, "alert_path": "external"}
+    result = json.loads(timed_out.stdout)
+    # The worker's tracker may have seen the crawl (a batch count), but nothing alerted.
+    assert result.pop("detected_after_batches") in (None, *range(1, 1000))
+    assert result == {"shard": "s", "acted": False, "rung": "none", "onset_to_alert_s": None,
+                      "onset_to_signal_s": None, "alert_path": "external"}
     assert not_stopped(worker) and worker_pid(state) == worker
     assert not (state / "drills" / "s.json").exists()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from crawlguard.kernel.listen import set_listen_options
 from crawlguard.kernel.settings import Settings
 from crawlguard.rig.servers import port_free
 from crawlguard.rig.up import RigConfig, RunningRig
@@ -25,6 +26,7 @@ def rig(tmp_path: Path, **knobs: str) -> RunningRig:
 def port_9848_taken() -> Iterator[None]:
     """9848 held by a listener (ours, or whoever holds it already)."""
     sock = socket.socket()
+    set_listen_options(sock)  # as our servers bind: a port in TIME_WAIT is not "taken"
     try:
         sock.bind(("127.0.0.1", 9848))
         sock.listen()
