@@ -371,9 +371,13 @@ class Slowdown:
                 "--until", repr(self.until)]
         if self.group is not None:
             argv += ["--group", str(self.group)]
-        kwargs: dict[str, Any] = (
-            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-            else {"start_new_session": True})
+        # A group of its own: Ctrl+C and a kill of the drill's group leave it to end the
+        # slowdown itself (its stdin closes).
+        kwargs: dict[str, Any] = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            kwargs["start_new_session"] = True
         try:
             self.child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, **kwargs)

@@ -82,7 +82,7 @@ def test_a_dead_ups_file_and_a_damaged_one_are_ignored(tmp_path: Path) -> None:
 @pytest.fixture
 def healthz() -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/healthz" else 404)
             self.end_headers()
 

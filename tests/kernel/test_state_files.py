@@ -24,6 +24,7 @@ from crawlguard.exporter.compaction import JOURNAL, Journal, MetricsJanitor
 from crawlguard.kernel import drills, oom
 from crawlguard.kernel.errors import CorruptStateError, StateError
 from crawlguard.kernel.formats import batchlog, schema, vramlog
+from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, read_up
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import (
     LaunchRecord,
@@ -34,7 +35,6 @@ from crawlguard.kernel.workers import (
     record_launch,
     register_worker,
 )
-from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, read_up
 from crawlguard.supervisor import runrecord
 
 SHARD = "docs"
