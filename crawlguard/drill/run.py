@@ -99,6 +99,7 @@ def run_drill(config: DrillConfig, stop: threading.Event, say: Say,
     deadline = clock() + config.timeout
     worker = running_worker(state, shard)
     check_sidecar(rig, shard)
+    check_episode(state, shard, worker)
     if drills.live_drill(state, shard, clock()) is not None:
         raise DrillRefused(f"another drill of shard {shard} is under way "
                            f"({drills.drill_path(state, shard)})")
@@ -175,6 +176,20 @@ def check_sidecar(rig: RigEnv, shard: str) -> None:
         pending = ladder.get("pending") if isinstance(ladder, dict) else None
         if ladder.get("shard") == shard and pending:
             raise DrillRefused(f"shard {shard}: rung {pending.get('id')} is in progress")
+
+
+def check_episode(state: StateDir, shard: str, worker: WorkerIdentity) -> None:
+    """The worker has no crawl episode open already: its alerts would all be that
+    episode's (recorded while the sidecar was paused or alerting only), and take no rung."""
+    try:
+        doc = ladderfile.read(state.ladder_file(shard))
+    except CrawlguardError as exc:
+        raise DrillRefused(f"shard {shard}: {exc}") from exc
+    if doc is not None and doc.episode is not None and doc.episode.worker == worker.key:
+        raise DrillRefused(
+            f"shard {shard}: worker pid {worker.pid} already has a crawl episode open (its "
+            f"{doc.episode.alertname}, taken while the sidecar was paused or only alerting): "
+            f"its alerts take no further rung; 'crawlguard rung {shard} next' acts on it")
 
 
 class WorkerRows:
