@@ -62,3 +62,18 @@ def test_an_episode_already_open_for_the_worker(tmp_path: Path) -> None:
         update={"worker": "1-2000"})})
     ladderfile.write(state.ladder_file("s"), other)
     check_episode(state, "s", ME)   # another worker's episode: the drill's alert is new
+
+
+def test_the_workers_own_knobs_are_read_from_its_metrics_file(tmp_path: Path) -> None:
+    """The window and the shared-memory threshold a drill uses are the worker's, whatever
+    the drill's own environment says."""
+    from crawlguard import CrawlTracker
+    from crawlguard.drill.run import worker_gauges
+    from crawlguard.kernel.settings import Detection
+
+    CrawlTracker("s", "backfill", "cuda:0", state_dir=tmp_path,
+                 detection=Detection(window=3, shared_min_bytes=123 << 20))
+    gauges = worker_gauges(StateDir(tmp_path), ME)
+    assert gauges["bfm_crawl_window_batches"] == 3
+    assert gauges["bfm_shared_min_bytes"] == 123 << 20
+    assert worker_gauges(StateDir(tmp_path), WorkerIdentity(ME.pid, ME.create_time - 9)) == {}
