@@ -118,7 +118,7 @@ def run_drill(config: DrillConfig, stop: threading.Event, say: Say,
     drill = drills.DrillFile(
         id=f"d{secrets.token_hex(3)}", shard=shard, worker=WorkerJson.of(worker),
         drill=WorkerJson.of(WorkerIdentity.current()), started_at=clock(), until=deadline,
-        keep=config.keep, shared_bytes=int(EVIDENCE_PER_MIN * shared_min))
+        keep=config.keep, shared_bytes=min(int(EVIDENCE_PER_MIN * shared_min), 2**53))
     drills.write_drill(state, drill)
     try:
         with Slowdown(state, shard, worker, duty, deadline) as slowing:
@@ -283,7 +283,7 @@ class Steer:
                                 self.batch_s)
             if duty is not None:
                 self.say(f"a slowed batch still ran at {row.rate / row.baseline:.0%} of the "
-                         f"baseline (its GPU works on while the process is stopped): slowing "
+                         "baseline (work that stops do not slow, such as the GPU's): slowing "
                          f"{duty.slowdown:.0f}x")
                 self.slowing.adjust(duty)
                 self.since = now
