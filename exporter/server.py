@@ -171,8 +171,9 @@ class Exporter:
         self.registry.register(WorkerInfoCollector(self.state.metrics_dir))
         self.registry.register(VramCollector(self.source, config.vram_full_ratio))
         self.shared = shared or shared_source_from_spec(config.shared_source)
-        if self.shared is not None:
-            self.registry.register(SharedMemoryCollector(self.state.metrics_dir, self.shared))
+        # Registered without a source too: a fire drill's evidence (kernel.drills).
+        self.registry.register(SharedMemoryCollector(self.state.metrics_dir, self.shared,
+                                                     self.state))
         self.registry.register(OomCollector(self.state, default_alive))
         self._server: Any = None
         self._thread: threading.Thread | None = None

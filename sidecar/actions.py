@@ -54,7 +54,12 @@ from dataclasses import dataclass
 from crawlguard.kernel import processes
 from crawlguard.kernel.errors import ProcessError
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
+from crawlguard.kernel.workers import (
+    LaunchRecord,
+    WorkerIdentity,
+    leading_launch,
+    posix_group,
+)
 
 log = get_logger(__name__)
 
@@ -88,10 +93,11 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
     if status == "reused":
         return ActionResult("identity_mismatch", clock(),
                             f"pid {worker.pid} now belongs to another process; not signalled")
-    if launch is not None and not _leads(launch, worker):
+    leading = leading_launch(launch, worker)
+    if launch is not None and leading is None:
         log.warning("launch record pid %s does not lead worker pid %s; not used",
                     launch.pid, worker.pid)
-        launch = None
+    launch = leading
     with _target(worker, launch) as target:
         pinned = target.pin(worker.create_time)
         if pinned == "mismatch":
@@ -108,22 +114,12 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
                         if stopped.graceful else "graceful signal impossible; hard kill")
 
 
-def _leads(launch: LaunchRecord, worker: WorkerIdentity) -> bool:
-    """The launch is still the process the supervisor started, and leads ``worker``."""
-    try:
-        return launch.identity.is_alive() and launch.leads(worker)
-    except ProcessError:
-        return False
-
-
 def _target(worker: WorkerIdentity, launch: LaunchRecord | None) -> processes.Target:
     """What the rung reaches: the launch's group (or the worker's own), never ours."""
-    leader = launch.pid if launch is not None else worker.pid
     if sys.platform == "win32":
         # CTRL_BREAK_EVENT only to the group the supervisor created (the launch's).
         return processes.Target(worker.pid, group=None if launch is None else launch.pid,
                                 job=launch.job if launch is not None else None,
                                 also=() if launch is None or launch.pid == worker.pid
                                 else (launch.pid,))
-    group = leader if processes.group_of(worker.pid) == leader else None
-    return processes.Target(worker.pid, group=group)
+    return processes.Target(worker.pid, group=posix_group(worker, launch))

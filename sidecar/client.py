@@ -1,5 +1,8 @@
 """A small client of the sidecar API, for `crawlguard rung`/`status` and scripts.
 
+``SidecarClient.from_env`` reaches the sidecar of a running ``crawlguard up`` on the
+state dir when the knobs do not name one (``crawlguard.kernel.discovery``).
+
 It calls through ``crawlguard.kernel.http``. Every transport failure becomes
 ``SidecarUnavailable`` and every error answer ``SidecarRefused`` (with the
 status and the server's ``detail``), both with ``raise ... from exc``, so the
@@ -16,6 +19,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from crawlguard.kernel.discovery import URL_KNOB, rig_env
 from crawlguard.kernel.errors import HttpError, SidecarRefused, SidecarUnavailable
 from crawlguard.kernel.http import Answer, HttpClient
 from crawlguard.kernel.names import ShardName
@@ -26,15 +30,24 @@ DEFAULT_TIMEOUT_S = 10.0
 
 class SidecarClient:
     def __init__(self, url: str, token: str | None, timeout: float = DEFAULT_TIMEOUT_S,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, hint: str = "") -> None:
         self.url = url.rstrip("/")
+        self.hint = hint
+        """Said after "cannot reach the sidecar": where it was looked for."""
         self._http = HttpClient(self.url, token=token, timeout=timeout, tls=tls)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarClient:
-        """HELIX_BFM_SIDECAR_URL and HELIX_BFM_SIDECAR_TOKEN (or _FILE); for an https://
-        URL the HELIX_BFM_TLS_* files."""
-        return cls.from_endpoints(Endpoints.from_env(env))
+        """The sidecar of a running ``up`` on the state dir, or HELIX_BFM_SIDECAR_URL and
+        HELIX_BFM_SIDECAR_TOKEN (or _FILE); for an https:// URL the HELIX_BFM_TLS_* files.
+        Knobs set win over what is found (``crawlguard.kernel.discovery``)."""
+        rig = rig_env(env)
+        client = cls.from_endpoints(Endpoints.from_env(rig.env))
+        if rig.up is None and not (rig.env.get(URL_KNOB) or "").strip():
+            client.hint = (f" (no running 'crawlguard up' on state dir "
+                           f"{rig.state_dir.resolve()}: start one, or set HELIX_BFM_STATE_DIR "
+                           "to its state dir or HELIX_BFM_SIDECAR_URL to the sidecar)")
+        return client
 
     @classmethod
     def from_endpoints(cls, ep: Endpoints, timeout: float = DEFAULT_TIMEOUT_S) -> SidecarClient:
@@ -55,7 +68,7 @@ class SidecarClient:
             answer = self._http.request(method, path, json=body)
         except HttpError as exc:
             raise SidecarUnavailable(f"cannot reach the sidecar at {self.url}: "
-                                     f"{exc.why}") from exc
+                                     f"{exc.why}{self.hint}") from exc
         if answer.status >= 400:
             raise SidecarRefused(answer.status, f"{method} {path}: "
                                  f"{answer.status} {_detail(answer)}")
@@ -102,5 +115,6 @@ def _detail(answer: Answer) -> str:
     except (HttpError, AttributeError):
         return answer.text[:200]
     if answer.status == 401:
-        return f"{detail} (check HELIX_BFM_SIDECAR_TOKEN / HELIX_BFM_SIDECAR_TOKEN_FILE)"
+        return (f"{detail} (check HELIX_BFM_SIDECAR_TOKEN / HELIX_BFM_SIDECAR_TOKEN_FILE, or "
+                "the token file of the running up)")
     return detail if isinstance(detail, str) else str(detail)[:300]

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from crawlguard.kernel import rungs
+from crawlguard.kernel.drills import live_drill
 from crawlguard.kernel.errors import (
     CorruptStateError,
     CrawlguardError,
@@ -124,8 +125,17 @@ class Engine:
         except CrawlguardError as exc:
             # Without a trustworthy identity nothing may be signalled: act as if none.
             log.error("shard %s: worker registration unusable: %s", shard, exc)
-        return Context(now=self.clock(), mode=self.mode, paused=self.paused,
-                       worker=worker, device_var=self.remediation.device_var)
+        now = self.clock()
+        return Context(now=now, mode=self.mode, paused=self.paused, worker=worker,
+                       device_var=self.remediation.device_var, drill=self._drill(shard, now))
+
+    def _drill(self, shard: str, now: float) -> ladder.Drill | None:
+        """The shard's live fire drill (``crawlguard drill``), if one runs."""
+        doc = live_drill(self.dir, shard, now)
+        if doc is None:
+            return None
+        return ladder.Drill(id=doc.id, worker=doc.target, started_at=doc.started_at,
+                            keep=doc.keep)
 
     def _commit(self, shard: str, t: Transition) -> ShardLadder:
         """Write a manual transition (rung, refusal, reset) and start its rung."""

@@ -116,7 +116,7 @@ class AlertJudge:
         if decision in SUPPRESSED:
             self.metrics.suppressed.labels(reason=decision).inc()
         elif decision in ("rung", "alert_only", "terminal", "refused"):
-            self.metrics.crawls.labels(shard=shard).inc()
+            self.metrics.crawls.labels(shard=shard).inc()  # a "drill" is no crawl
         elif decision == "state_error":
             self.metrics.ignored.labels(reason="state_error").inc()
         self.audit.write("alert", shard=shard, alertname=facts.alertname, status=facts.status,

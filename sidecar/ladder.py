@@ -23,7 +23,12 @@ Episode rules for a firing alert, in this order (the first that matches wins):
                     and ``BFMShardStalled`` of one worker are one episode);
 6. a new episode: ``crawls`` + 1 and, by HELIX_BFM_CRAWL_ACTION and the rung
    reached, ``rung`` (restart or cpu), ``terminal`` (already on CPU),
-   ``refused`` (paused) or ``alert_only`` (action=off).
+   ``refused`` (paused) or ``alert_only`` (action=off);
+   ``drill``       unless it belongs to a live fire drill (``Context.drill``,
+                    ``drill_of``: the drilled worker, begun after the drill began,
+                    no ``--keep``): then the episode opens and the worker is
+                    restarted (source ``drill``), but nothing is counted and the
+                    rung and environment stay, so the drill never moves the ladder.
 
 An episode stays open until a rung of the shard takes effect (its worker is
 then gone), so with action=off or while paused one worker is one episode.
@@ -146,6 +151,18 @@ class ShardLadder:
 
 
 @dataclass(frozen=True)
+class Drill:
+    """A live fire drill of the shard (``crawlguard drill``, ``kernel.drills``)."""
+
+    id: str
+    worker: WorkerIdentity
+    """The drilled worker: only its alerts are the drill's."""
+    started_at: float
+    keep: bool = False
+    """``--keep``: its crawl is judged like any other."""
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything outside the shard's state that a decision depends on."""
 
@@ -154,6 +171,7 @@ class Context:
     paused: bool = False
     worker: WorkerIdentity | None = None
     device_var: str = "BGEM3_DEVICE"
+    drill: Drill | None = None
 
 
 @dataclass(frozen=True)
@@ -202,16 +220,21 @@ def next_rung(mode: Mode, rung: str) -> rungs.Rung | None:
 
 
 def _start(state: ShardLadder, rung: rungs.Rung, ctx: Context, source: str,
-           reason: str, before: tuple[Entry, ...] = ()) -> Transition:
+           reason: str, before: tuple[Entry, ...] = (), climbs: bool = True) -> Transition:
+    """Decide ``rung``; ``climbs`` False (a drill's restart) leaves the shard's rung and
+    environment as they are: the restart happens, the ladder does not move."""
     seq = state.seq + 1
     pending = Pending(id=f"r{seq}", rung=rung.name, decided_at=ctx.now, worker=ctx.worker,
                       source=source, reason=reason)
-    env = {**state.env, **rung.effect.env(ctx.device_var)}
     entry = Entry(kind="rung", at=ctx.now, id=pending.id, rung=rung.name, source=source,
                   reason=reason, worker=ctx.worker, decided_at=ctx.now)
-    new = replace(state, rung=rungs.highest(rung.name, state.rung), env=env, pending=pending,
-                  seq=seq, last_rung_decided_at=ctx.now, history=_log(state, *before, entry))
-    return Transition(new, "rung", start=pending, note=f"{rung.name} decided ({reason})")
+    new = replace(state, pending=pending, seq=seq, last_rung_decided_at=ctx.now,
+                  history=_log(state, *before, entry))
+    if climbs:
+        new = replace(new, rung=rungs.highest(rung.name, state.rung),
+                      env={**state.env, **rung.effect.env(ctx.device_var)})
+    return Transition(new, "rung" if climbs else "drill", start=pending,
+                      note=f"{rung.name} decided ({reason})")
 
 
 def repeat(state: ShardLadder, alert: AlertFacts) -> Transition | None:
@@ -257,11 +280,16 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
                           kind, note=note)
     episode = Episode(worker=wkey, opened_at=ctx.now, alertname=alert.alertname,
                       fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+    drill = drill_of(alert, ctx) if dead is None else None
+    if drill is not None and not drill.keep:
+        return _drill(replace(state, episode=episode), alert, ctx, drill)
     state = replace(state, crawls=state.crawls + 1, episode=episode)
     target = next_rung(ctx.mode, state.rung)
     crawl = _alert_entry("crawl", alert, ctx)
     if dead is not None:
         crawl = replace(crawl, worker=dead)
+    if drill is not None:
+        crawl = replace(crawl, reason=f"drill {drill.id} (--keep): counted")
     if ctx.mode == OFF:
         note = "HELIX_BFM_CRAWL_ACTION=off: alert only"
         return Transition(replace(state, history=_log(state, replace(crawl, reason=note))),
@@ -282,6 +310,33 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
         ctx = replace(ctx, worker=ctx.worker if changes_env and successor else dead)
     return _start(state, target, ctx, "alert", f"{alert.alertname} crawl #{state.crawls}",
                   before=(crawl,))
+
+
+def drill_of(alert: AlertFacts, ctx: Context) -> Drill | None:
+    """The live drill this alert belongs to: about the drilled worker (the registered
+    one, and the pid of the alert's label when it has one), begun after the drill."""
+    drill, worker = ctx.drill, ctx.worker
+    if drill is None or worker is None or not drill.worker.same_as(worker):
+        return None
+    if alert.pid is not None and alert.pid != drill.worker.pid:
+        return None
+    return drill if alert.starts_at >= drill.started_at else None
+
+
+def _drill(state: ShardLadder, alert: AlertFacts, ctx: Context, drill: Drill) -> Transition:
+    """A crawl of the drill (decision ``drill``): the episode opens, so that the worker's
+    other alerts are one with it; the worker is restarted for real, but no crawl is
+    counted and the rung and environment stay as they are, so no CPU rung follows."""
+    note = f"drill {drill.id}: not counted as a crawl"
+    entry = _alert_entry("drill", alert, ctx, note)
+    why = ("HELIX_BFM_CRAWL_ACTION=off: alert only" if ctx.mode == OFF
+           else "paused: restart not taken" if ctx.paused else None)
+    if why is not None:
+        note = f"{note}; {why}"
+        return Transition(replace(state, history=_log(state, replace(entry, reason=note))),
+                          "drill", note=note)
+    return _start(state, rungs.RESTART, ctx, "drill", f"drill {drill.id}: {alert.alertname}",
+                  before=(entry,), climbs=False)
 
 
 def refusal(state: ShardLadder, ctx: Context, what: str) -> str | None:

@@ -36,7 +36,7 @@ class PendingRung(BaseModel):
 class HistoryEntry(BaseModel):
     """One event of a shard's ladder; which fields are set depends on ``kind``
     (crawl, rung, refused, stale, same_episode, in_progress, resolved, reset,
-    verified)."""
+    verified, drill)."""
 
     kind: str
     at: float

@@ -83,8 +83,8 @@ class Proc:
     """A real child process whose output is collected by a reader thread."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-                 cwd: str | Path | None = None) -> None:
-        full_env = dict(os.environ)
+                 cwd: str | Path | None = None, inherit_env: bool = True) -> None:
+        full_env = dict(os.environ) if inherit_env else {}
         if env:
             full_env.update(env)
         kwargs: dict[str, Any] = {}
@@ -145,6 +145,13 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait(timeout)
         self._reader.join(5)
+
+
+def clean_env(**knobs: str) -> dict[str, str]:
+    """An environment with nothing of the test's but what any program needs to start (what a
+    person's fresh terminal has), plus ``knobs``."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT", "TEMP", "TMP", "USERPROFILE")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, **knobs}
 
 
 def start_exporter(state_dir: Path, vram_file: Path | None = None,

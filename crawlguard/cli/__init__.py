@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("demo", "run 'up' on the reference rebuild (two incidents, one healthy "
                             "shard)"),
     "report": Command("report", "chart and summarise a rebuild from its state dir"),
+    "drill": Command("drill", "fire drill: make a shard's live worker crawl and watch the "
+                              "ladder act"),
     "doctor": Command("doctor", "pre-flight of the rig: driver, allocator, VRAM, evidence, "
                                 "alert path"),
     "fleet": Command("fleet", "a fleet of bare rigs: generate the central host's configs and "

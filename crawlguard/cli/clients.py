@@ -1,8 +1,10 @@
 """`crawlguard rung`, `status`, `pause`, `resume`: clients of the sidecar API.
 
-They reach the sidecar at HELIX_BFM_SIDECAR_URL (default http://127.0.0.1:9848)
-with the token from HELIX_BFM_SIDECAR_TOKEN or HELIX_BFM_SIDECAR_TOKEN_FILE. An
-unreachable sidecar or a refusal is one line on stderr and exit status 2.
+They reach the sidecar of a running ``crawlguard up`` on the state dir, with the token
+file it recorded (``crawlguard.kernel.discovery``), or else HELIX_BFM_SIDECAR_URL
+(default http://127.0.0.1:9848) with the token from HELIX_BFM_SIDECAR_TOKEN or
+HELIX_BFM_SIDECAR_TOKEN_FILE; knobs that are set win. An unreachable sidecar or a
+refusal is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crawlguard.kernel import rungs
+from crawlguard.kernel.discovery import HELP as FINDING
 from crawlguard.kernel.settings import Detection
 from crawlguard.sidecar.client import SidecarClient
 
@@ -31,18 +34,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "rung", help=HELP["rung"],
         description=f"Force a rung by hand: {taken}, {rungs.NEXT} (climb one rung), or "
-                    f"{RESET} (forget the ladder: back to GPU).")
+                    f"{RESET} (forget the ladder: back to GPU). {FINDING}")
     p.add_argument("shard")
     p.add_argument("rung", choices=RUNG_CHOICES)
     p.add_argument("--reason", default="", help="recorded in the shard's history")
     p.set_defaults(func=rung)
     p = sub.add_parser(
         "status", help=HELP["status"],
-        description="Ask the sidecar (HELIX_BFM_SIDECAR_URL, with HELIX_BFM_SIDECAR_TOKEN or "
-                    "_TOKEN_FILE) for the ladder of every shard: crawls counted, the highest "
+        description="Ask the sidecar for the ladder of every shard: crawls counted, the highest "
                     "rung taken, the resume overrides, a rung in progress. With SHARD, that "
                     "shard's history too; a shard the sidecar does not know is an error "
-                    "(exit 2). A shard whose state is unreadable is listed as such.")
+                    "(exit 2). A shard whose state is unreadable is listed as such. "
+                    + FINDING)
     p.add_argument("shard", nargs="?", help="one shard (default: all)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=status)
@@ -55,7 +58,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                   "recorded while paused are not acted on afterwards: if a worker is still "
                   "crawling, force its rung with 'crawlguard rung SHARD next'."}
     for name, paused in (("pause", True), ("resume", False)):
-        p = sub.add_parser(name, help=HELP[name], description=descriptions[name])
+        p = sub.add_parser(name, help=HELP[name], description=f"{descriptions[name]} {FINDING}")
         p.add_argument("--reason", default="", help="recorded in the sidecar's audit log")
         p.set_defaults(func=pause, paused=paused)
 

@@ -3,7 +3,10 @@
 Each check prints ok, warn or fail with one line of advice (crawlguard/doctor/);
 the exit status is 0 unless a check fails (then 1). Prometheus, Alertmanager and
 windows_exporter are checked when their URLs are given (flags or
-HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL).
+HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL). Beside a
+running ``crawlguard up`` on the state dir, its sidecar, Prometheus, Alertmanager
+and VRAM sources are the ones checked, unless knobs or flags name others
+(``crawlguard.kernel.discovery``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from typing import Any
 
 from crawlguard.doctor.checks import CheckInputs, render, run_checks
+from crawlguard.kernel.discovery import rig_env
 from crawlguard.kernel.settings import Preflight, Settings
 
 from . import HELP
@@ -27,12 +31,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "PYTORCH_CUDA_ALLOC_CONF, the GPU's size against the CPU-backfill knob, "
                     "NVML and the shared-memory source, Prometheus and Alertmanager (when "
                     "given), the sidecar and its token, the state dir. Exit 0 unless a check "
-                    "fails.")
+                    "fails. Beside a running 'crawlguard up' on the state dir "
+                    "(HELIX_BFM_STATE_DIR, default .crawlguard) the parts checked are that "
+                    "up's, found through its run/up.json: sidecar, token, Prometheus, "
+                    "Alertmanager, VRAM sources. Flags and knobs that are set win over what "
+                    "is found.")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--prometheus", metavar="URL", help="Prometheus to check (default "
-                   "HELIX_BFM_PROMETHEUS_URL; unset: skipped)")
+                   "HELIX_BFM_PROMETHEUS_URL, else the running up's; neither: skipped)")
     p.add_argument("--alertmanager", metavar="URL", help="Alertmanager to check (default "
-                   "HELIX_BFM_ALERTMANAGER_URL; unset: skipped)")
+                   "HELIX_BFM_ALERTMANAGER_URL, else the running up's; neither: skipped)")
     p.add_argument("--windows-exporter", metavar="URL", help="windows_exporter to check for "
                    "the gpu collector (default HELIX_BFM_WINDOWS_EXPORTER_URL)")
     p.set_defaults(func=main)
@@ -40,14 +48,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    pre = Preflight.from_env()
+    env = rig_env().env
+    settings = Settings.from_env(env)
+    pre = Preflight.from_env(env)
     pre = dataclasses.replace(
         pre, prometheus_url=(args.prometheus or pre.prometheus_url or "").rstrip("/") or None,
         alertmanager_url=(args.alertmanager or pre.alertmanager_url or "").rstrip("/") or None,
         windows_exporter_url=(args.windows_exporter or pre.windows_exporter_url or ""
                               ).rstrip("/") or None)
-    checks = run_checks(CheckInputs(settings, pre))
+    checks = run_checks(CheckInputs(settings, pre, env=env))
     failed = any(c.status == "fail" for c in checks)
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [c.as_json() for c in checks]},

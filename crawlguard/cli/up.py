@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "HELIX_BFM_SIDECAR_TOKEN is set), the alert evaluation and the supervisor, "
                     "run CMD once per shard like 'crawlguard run', show live progress, and "
                     "shut everything down at the end or on Ctrl-C. The state dir keeps what "
-                    "a later 'up' needs to resume.",
+                    "a later 'up' needs to resume. The sidecar listens on 127.0.0.1:9848 "
+                    "(HELIX_BFM_SIDECAR_PORT) when that is free, else on a free port; at "
+                    "start 'up' prints its URL and token file. Every client command "
+                    "(status, rung, pause, resume, env, report, doctor, drill) run with the "
+                    "same state dir finds this 'up' through <state>/run/up.json.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_up_arguments(p)
     add_run_arguments(p)

@@ -22,7 +22,8 @@ traceback::
     ├── HttpError                an HTTP peer could not be reached or answered nothing usable
     ├── SidecarUnavailable       a client could not reach the sidecar API
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
-    └── ReportError              the evidence report cannot be made (no state, no matplotlib)
+    ├── ReportError              the evidence report cannot be made (no state, no matplotlib)
+    └── DrillRefused             a fire drill cannot start (no running worker for the shard)
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -131,3 +132,8 @@ class SidecarRefused(SidecarUnavailable):
 
 class ReportError(CrawlguardError):
     """The report cannot be made (no state dir, no shards, matplotlib missing)."""
+
+
+class DrillRefused(CrawlguardError):
+    """``crawlguard drill`` cannot start: no running worker for the shard, or a rig whose
+    ladder could not act on it (the sidecar unreachable, paused, or set to alert only)."""

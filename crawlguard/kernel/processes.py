@@ -19,9 +19,10 @@ children and the sweep of a dead run's leftovers): the graceful signal, up to
 a grace period for the build's salvage, the hard kill, then a bounded wait
 (``KILL_WAIT_S``) for the process to disappear.
 
-- POSIX: SIGTERM, then SIGKILL, to the ``Target``'s process group, never to
-  this process's own group; without a group (or once the group is gone) to the
-  process alone, through its pidfd when it is pinned (Linux).
+- POSIX: SIGTERM (followed by SIGCONT, so that a stopped process takes it), then
+  SIGKILL, to the ``Target``'s process group, never to this process's own group;
+  without a group (or once the group is gone) to the process alone, through its
+  pidfd when it is pinned (Linux).
 - Windows: CTRL_BREAK_EVENT to the process *group* id, which only a group
   created with CREATE_NEW_PROCESS_GROUP has; a pid that is no group id makes
   GenerateConsoleCtrlEvent act like group 0, every process on the console
@@ -29,6 +30,11 @@ a grace period for the build's salvage, the hard kill, then a bounded wait
   sent and the target is killed at once. The hard kill is TerminateJobObject
   on the target's Job Object (the whole tree, ``winjob``); without one,
   TerminateProcess of the target and of ``also`` (a launcher above it).
+
+**Holding** (``Target.suspend`` / ``resume``; ``crawlguard drill``'s duty cycle):
+SIGSTOP / SIGCONT to the same group or process as the stop above; on Windows
+NtSuspendProcess / NtResumeProcess (psutil's ``suspend`` / ``resume``) of the
+pinned process.
 """
 
 from __future__ import annotations
@@ -231,16 +237,57 @@ class Target:
             if group is not None:
                 try:
                     os.killpg(group, signal.SIGTERM)
+                    # A stopped process (a drill's slowdown, a Ctrl+Z) takes SIGTERM only
+                    # once continued; to a running one SIGCONT does nothing.
+                    os.killpg(group, signal.SIGCONT)
                     return True
                 except ProcessLookupError:
                     pass  # the group is gone (the process left it): the process alone
             self._signal_process(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                self._signal_process(signal.SIGCONT)
             return True
         except (ProcessLookupError, psutil.NoSuchProcess):
             return None
         except (OSError, psutil.Error) as exc:
             log.warning("graceful signal to pid %s failed: %s", self.pid, exc)
             return False
+
+    def suspend(self) -> bool:
+        """Stop the target running until ``resume`` (``crawlguard drill``'s slowdown):
+        SIGSTOP to its group (never ours) or to the process alone (POSIX); on Windows,
+        through psutil, NtSuspendProcess of the process (every thread of it). False
+        when it is gone; ``ProcessError`` when it cannot be done."""
+        return self._hold(True)
+
+    def resume(self) -> bool:
+        """Let a suspended target run again (SIGCONT; NtResumeProcess). False when gone."""
+        return self._hold(False)
+
+    def _hold(self, stop: bool) -> bool:
+        try:
+            if sys.platform == "win32":
+                proc = self._proc or psutil.Process(self.pid)
+                if stop:
+                    proc.suspend()
+                else:
+                    proc.resume()
+                return True
+            sig = signal.SIGSTOP if stop else signal.SIGCONT
+            group = self._group()
+            if group is not None:
+                try:
+                    os.killpg(group, sig)
+                    return True
+                except ProcessLookupError:
+                    pass
+            self._signal_process(sig)
+            return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+        except (OSError, psutil.Error) as exc:
+            raise ProcessError(f"cannot {'suspend' if stop else 'resume'} pid {self.pid}: "
+                               f"{exc}") from exc
 
     def kill(self) -> None:
         """The hard kill of the group, the job, or the process alone."""

@@ -13,6 +13,8 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     shards/<shard>/ladder.json      the sidecar's ladder: crawls, rung, env overrides, history
     shards/<shard>/batches.jsonl    one line per finished batch (the report's evidence)
     vram.jsonl                      the supervisor's VRAM samples (the report's evidence)
+    drills/<shard>.json             a fire drill in progress (``kernel.drills``)
+    run/up.json                     a running ``crawlguard up``: how clients reach it
 
 The state dir is the trust boundary: whoever can write ``worker.json`` decides
 which process a rung signals. A state dir crawlguard creates is mode 0700.

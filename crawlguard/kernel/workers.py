@@ -164,3 +164,23 @@ def read_launch(state: StateDir, shard: str) -> LaunchRecord | None:
     """The shard's last launch; None when none is recorded (a worker started by hand).
     ``CorruptStateError`` when the file does not fit ``LaunchRecord``."""
     return read_file(LaunchRecord, state.launch_file(shard), "a launch record")
+
+
+def leading_launch(launch: LaunchRecord | None, worker: WorkerIdentity) -> LaunchRecord | None:
+    """``launch`` when it is still the process the supervisor started (pid AND creation
+    time) and is ``worker`` or one of its ancestors; else None (not used)."""
+    if launch is None:
+        return None
+    try:
+        return launch if launch.identity.is_alive() and launch.leads(worker) else None
+    except ProcessError:
+        return None
+
+
+def posix_group(worker: WorkerIdentity, launch: LaunchRecord | None) -> int | None:
+    """The POSIX process group that reaches ``worker``: the group the verified ``launch``
+    leads when the worker is in it, else the worker's own when it leads one; None: the
+    worker alone (and always on Windows). ``processes.Target`` never signals its caller's
+    own group, whatever this returns."""
+    leader = launch.pid if launch is not None else worker.pid
+    return leader if processes.group_of(worker.pid) == leader else None

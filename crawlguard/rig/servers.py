@@ -20,6 +20,7 @@ from pathlib import Path
 
 from crawlguard.kernel import http
 from crawlguard.kernel.errors import HttpError, ProcessError
+from crawlguard.kernel.listen import set_listen_options
 from crawlguard.supervisor import childproc
 from crawlguard.supervisor.runrecord import RunRecord
 
@@ -28,6 +29,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server of ours could listen on ``host:port`` now (with the options the
+    servers bind with, so a port left in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        set_listen_options(s)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def http_ok(url: str, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:

@@ -2,7 +2,8 @@
 
     up (this process)
       exporter           in-process thread (exporter.server.Exporter), port chosen by the OS
-      sidecar            child `crawlguard sidecar`, restarted on the same port if it dies
+      sidecar            child `crawlguard sidecar` on 127.0.0.1:9848 when that is free,
+                         restarted on the same port if it dies
       alert evaluation   embedded thread (crawlguard.rules.EmbeddedAlerting), or
                          children `prometheus` + `prometheus-alertmanager` configured
                          from deploy/ (``promstack``), or none at all with
@@ -14,8 +15,9 @@
 
 Everything durable stays in the state dir (ladders, baselines, batches, the
 workers' metrics), so a later `up` on the same state dir resumes where this
-one stopped. ``<state>/run/`` holds this run's ephemera: up.json (pids and
-URLs, for people and tests), the token file (mode 600; none when
+one stopped. ``<state>/run/`` holds this run's ephemera: up.json (its identity,
+URLs, token and TLS files: how every client command finds this run with nothing but
+the state dir, ``crawlguard.kernel.discovery``), the token file (mode 600; none when
 HELIX_BFM_SIDECAR_TOKEN_FILE is set, whose file is used as it is), generated
 configs, Prometheus/Alertmanager data, the logs of every child and the run
 record (children.json, ``supervisor.runrecord``): a later ``up`` stops what a
@@ -24,7 +26,9 @@ run that died hard left behind before it starts anything.
 On the external alert path the exporter and the sidecar listen where the knobs
 say (HELIX_BFM_EXPORTER_HOST/_PORT, HELIX_BFM_SIDECAR_HOST/_PORT: the rig's
 address in a fleet's env file) with TLS and the rig's tokens; on the other
-paths both stay on loopback ports of this run's choosing, in plain HTTP.
+paths both stay on loopback in plain HTTP: the exporter on a port of this run's
+choosing, the sidecar on HELIX_BFM_SIDECAR_PORT (9848, the documented address the
+README's ``curl`` uses) when it is free, else on a free port, said at start.
 """
 
 from __future__ import annotations
@@ -46,12 +50,13 @@ from filelock import FileLock, Timeout
 from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
-from crawlguard.kernel.errors import ConfigError, StateError
-from crawlguard.kernel.formats.schema import StateModel, Time, read_file
+from crawlguard.kernel.errors import ConfigError, ProcessError, StateError
+from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, UpTls
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
 from crawlguard.kernel.tls import CA_KNOB, CERT_KNOB, KEY_KNOB
+from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.rules import EmbeddedAlerting
 from crawlguard.rules.dispatch import REPEAT_INTERVAL_S
 from crawlguard.supervisor import runrecord
@@ -61,41 +66,7 @@ from . import promstack, secretfile
 from .console import ConsoleWriter
 from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
-from .servers import ServerProc, free_port
-
-UP_FILE = "up.json"
-
-
-class UpTls(StateModel):
-    """Absolute paths of the rig's TLS files (``crawlguard.kernel.tls``)."""
-
-    ca_file: str | None
-    cert_file: str | None
-    key_file: str | None
-
-
-class UpFile(StateModel):
-    """The schema of ``<state>/run/up.json``: what a running ``up`` tells people and scripts."""
-
-    pid: int
-    alert_path: str
-    urls: dict[str, str]
-    """``exporter``, ``sidecar`` and, with Prometheus, ``prometheus`` and ``alertmanager``."""
-    token_file: str
-    shards: list[str]
-    servers: dict[str, int | None]
-    """Each server's pid; null while it is not running."""
-    updated_at: Time
-    exporter_token_file: str | None = None
-    """On the external alert path (a rig of a fleet): the exporter's token file."""
-    tls: UpTls | None = None
-    """On the external alert path: the TLS files a client context is built from."""
-
-
-def read_up(state_dir: Path) -> UpFile | None:
-    """The up.json of ``state_dir``; None when no ``up`` wrote one. ``CorruptStateError``
-    when it does not fit ``UpFile``."""
-    return read_file(UpFile, Path(state_dir) / "run" / UP_FILE, "a rig's state")
+from .servers import ServerProc, free_port, port_free
 
 
 @dataclass(frozen=True)
@@ -162,6 +133,10 @@ class RunningRig:
         self._source: VramSource | None = None
         self._stops: list[tuple[threading.Event, threading.Thread]] = []
         self._monitor_thread: tuple[threading.Event, threading.Thread] | None = None
+        self._identity = WorkerIdentity.current()
+        """This process, by pid AND creation time: clients tell a live up by it."""
+        self._notes: list[str] = []
+        """Said once the live view runs (it does not exist while the servers start)."""
 
     # -- the whole run -------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
@@ -250,17 +225,54 @@ class RunningRig:
     def _start_sidecar(self) -> None:
         ep = self.config.settings.endpoints
         host, port = (ep.sidecar_host, ep.sidecar_port) if self.external else (
-            "127.0.0.1", free_port())
+            "127.0.0.1", self._sidecar_port())
+        try:
+            self._serve_sidecar(host, port)
+        except ProcessError:
+            if self.external or port != ep.sidecar_port or self._sidecar_port_set:
+                raise
+            # Taken between the look and the bind: any free port, said like a taken one.
+            self._taken_note(port)
+            self._serve_sidecar(host, free_port())
+
+    @property
+    def _sidecar_port_set(self) -> bool:
+        return bool((self.env.get("HELIX_BFM_SIDECAR_PORT") or "").strip())
+
+    def _sidecar_port(self) -> int:
+        """The documented port (HELIX_BFM_SIDECAR_PORT, default 9848), so that the README's
+        ``curl`` and a sidecar client with no knobs reach this run; when the default is
+        taken, a free one, said at start. A port set in the knob is used as set (0: any)."""
+        port = self.config.settings.endpoints.sidecar_port
+        if self._sidecar_port_set:
+            return port or free_port()
+        if port_free("127.0.0.1", port):
+            return port
+        self._taken_note(port)
+        return free_port()
+
+    def _taken_note(self, port: int) -> None:
+        self._notes.append(f"port {port} is taken (another sidecar, or another up): this "
+                           "run's sidecar listens on a free port instead; clients on this "
+                           "state dir find it, curl needs the URL below")
+
+    def _serve_sidecar(self, host: str, port: int) -> None:
+        ep = self.config.settings.endpoints
         env = {**self.env, "HELIX_BFM_SIDECAR_TOKEN": self.token}
         env.pop("HELIX_BFM_SIDECAR_TOKEN_FILE", None)
         tls = ep.tls.client_context() if self.external and ep.tls.serves else None
         url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
-        self.sidecar = ServerProc(
+        sidecar = ServerProc(
             "sidecar", [sys.executable, "-m", "crawlguard", "sidecar", "--host", host,
                         "--port", str(port)], env, f"{url}/healthz",
             self.run_dir / "logs" / "sidecar.log", record=self.record, tls=tls)
-        self.sidecar.start()
-        self.servers.append(self.sidecar)
+        try:
+            sidecar.start()
+        except ProcessError:
+            sidecar.stop()  # forgets it in the run record
+            raise
+        self.sidecar = sidecar
+        self.servers.append(sidecar)
         self.urls["sidecar"] = url
 
     def _start_alerting(self) -> None:
@@ -348,6 +360,11 @@ class RunningRig:
         supervisor.on_event = fan_out
         self._say(f"alert path: {self.alert_path}: {self.alert_note}")
         self._say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
+        for note in self._notes:
+            self._say(note)
+        # What an operator in another terminal needs: the client commands find both
+        # through run/up.json; curl needs them spelled out.
+        self._say(f"sidecar {self.urls['sidecar']}; token file {self.token_file}")
         self._write_up_json()
         for v in self.views:
             self._thread(functools.partial(self._daemon, v.run))
@@ -389,7 +406,9 @@ class RunningRig:
         tls = self.config.settings.endpoints.tls
         exporter_token = self.env.get("HELIX_BFM_EXPORTER_TOKEN_FILE") or None
         write_json_atomic(self.run_dir / UP_FILE, UpFile(
-            pid=os.getpid(), alert_path=self.alert_path, urls=dict(self.urls),
+            pid=os.getpid(), create_time=self._identity.create_time,
+            vram_source=self.vram_source, shared_source=self.shared_source,
+            alert_path=self.alert_path, urls=dict(self.urls),
             token_file=str(self.token_file), shards=list(self.config.shards),
             servers={s.name: s.pid for s in self.servers}, updated_at=time.time(),
             exporter_token_file=(str(Path(exporter_token).resolve())

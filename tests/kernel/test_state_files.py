@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from crawlguard.exporter import mpfiles
 from crawlguard.exporter.baseline import BaselineRecord, load_baseline_record, save_baseline
 from crawlguard.exporter.compaction import JOURNAL, Journal, MetricsJanitor
-from crawlguard.kernel import oom
+from crawlguard.kernel import drills, oom
 from crawlguard.kernel.errors import CorruptStateError, StateError
 from crawlguard.kernel.formats import batchlog, schema, vramlog
+from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, read_up
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import (
     LaunchRecord,
@@ -34,7 +35,6 @@ from crawlguard.kernel.workers import (
     record_launch,
     register_worker,
 )
-from crawlguard.rig.up import UP_FILE, UpFile, read_up
 from crawlguard.supervisor import runrecord
 
 SHARD = "docs"
@@ -95,6 +95,24 @@ def _up(st_: StateDir, text: str) -> object:
     return read_up(st_.root)
 
 
+def _drill(st_: StateDir, text: str) -> object:
+    path = drills.drill_path(st_, SHARD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    # The sidecar's and the exporter's readers skip a bad file (no drill); read_drill names it.
+    assert drills.live_drill(st_, SHARD, 0.0) is None or isinstance(
+        read_drill_safely(st_), drills.DrillFile)
+    assert isinstance(drills.live_drills(st_, 0.0), list)
+    return drills.read_drill(st_, SHARD)
+
+
+def read_drill_safely(st_: StateDir) -> object:
+    try:
+        return drills.read_drill(st_, SHARD)
+    except StateError as exc:
+        return exc
+
+
 def _oom(st_: StateDir, text: str) -> object:
     path = oom.record_path(st_, SHARD, ME.key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +151,8 @@ def _vram(st_: StateDir, text: str) -> object:
 
 
 READERS = {"worker.json": _registration, "launch.json": _launch, "run/children.json": _run,
-           "run/up.json": _up, "oom record": _oom, "baseline": _baseline,
+           "run/up.json": _up, "drills/shard.json": _drill, "oom record": _oom,
+           "baseline": _baseline,
            "compaction journal": _journal, "batches.jsonl": _batches, "vram.jsonl": _vram}
 
 
@@ -161,6 +180,9 @@ def valid_docs(st_: StateDir) -> dict[str, dict[str, Any]]:
                               urls={"sidecar": "http://127.0.0.1:1"}, token_file="t",
                               shards=[SHARD], servers={"sidecar": 3, "prometheus": None},
                               updated_at=2.0),
+        "drills/shard.json": drills.DrillFile(
+            id="d1", shard=SHARD, worker=schema.WorkerJson(**me), drill=schema.WorkerJson(**me),
+            started_at=4.0, until=9.0, keep=True, shared_bytes=1 << 30),
         "oom record": oom.OomRecord(shard=SHARD, stage="backfill", device="cuda:0", gpu="0",
                                     **me, at=3.0, genes=8.0, error="OOM"),
         "baseline": BaselineRecord(baseline=15.0, unit="tokens", genes_per_unit=0.5,

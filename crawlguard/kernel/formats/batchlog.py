@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +154,15 @@ class BatchTail:
     or half. A file that shrank was replaced by hand: it is read afresh.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: Callable[[Batch], bool] | None = None) -> None:
         self.path = path
         self.offset = 0
         self.genes = 0.0
         self.batches = 0
         self.last: Batch | None = None
+        self.keep = keep
+        """Batches it accepts are collected in ``kept`` (``crawlguard drill``: one worker's)."""
+        self.kept: list[Batch] = []
 
     def poll(self) -> float:
         """Read what was appended since the last poll; returns the new genes."""
@@ -168,7 +171,7 @@ class BatchTail:
                 fh.seek(0, 2)
                 size = fh.tell()
                 if size < self.offset:
-                    self.offset, self.genes, self.batches = 0, 0.0, 0
+                    self.offset, self.genes, self.batches, self.kept = 0, 0.0, 0, []
                 fh.seek(self.offset)
                 chunk = fh.read(size - self.offset)
         except OSError:  # not there yet, or unreadable for a moment: try next poll
@@ -185,6 +188,8 @@ class BatchTail:
             added += batch.genes
             self.batches += 1
             self.last = batch
+            if self.keep is not None and self.keep(batch):
+                self.kept.append(batch)
         self.genes += added
         return added
 

@@ -15,7 +15,7 @@ files. Version 1::
       "env": {"BGEM3_DEVICE": "cpu"},       # resume overrides (sidecar/resume.py)
       "pending": null | {"id": "r2", "rung": "cpu", "decided_at": 1.0,
                          "worker": null | {"pid": 1, "create_time": 1.0},
-                         "source": "alert" | "manual", "reason": "..."},
+                         "source": "alert" | "manual" | "drill", "reason": "..."},
       "episode": null | {"worker": "<pid>-<ms>" | null, "opened_at": 1.0,
                          "alertname": "...", "fingerprint": "...", "starts_at": 1.0},
       "last_rung_decided_at": null | 1.0,
@@ -23,7 +23,8 @@ files. Version 1::
       "seq": 2,                             # rung ids are "r<seq>"
       "seen": ["firing|<fingerprint>|<startsAt epoch>", ...],   # at most 256
       "history": [{"kind": "crawl" | "rung" | "refused" | "stale" | "same_episode"
-                          | "no_worker" | "in_progress" | "resolved" | "reset" | "verified",
+                          | "no_worker" | "in_progress" | "resolved" | "reset" | "verified"
+                          | "drill",
                    "at": 1.0, ...the optional fields of HistoryEntry}]  # at most 200
     }
 

@@ -1,10 +1,10 @@
 """What every state file's schema is built of (pydantic), and the one way each is read.
 
 Every JSON document and JSON line crawlguard keeps in the state directory has one
-schema: a ``StateModel`` in the module that owns the file (the sidecar's files
-here in ``kernel.formats``; worker.json and launch.json in ``kernel.workers``, the
-OOM records in ``kernel.oom``, the baselines in ``exporter.baseline``, the run
-record in ``supervisor.runrecord``, up.json in ``rig.up``, the compaction journal
+schema: a ``StateModel`` in the module that owns the file (the sidecar's files,
+up.json and the drills' files here in ``kernel.formats``; worker.json and launch.json
+in ``kernel.workers``, the OOM records in ``kernel.oom``, the baselines in
+``exporter.baseline``, the run record in ``supervisor.runrecord``, the compaction journal
 in ``exporter.compaction``; docs/architecture.md lists them all). The writer builds
 the model and writes ``model_dump(mode="json")`` of it; every reader goes through
 ``read_file`` (a file), ``validate`` (a parsed document) or ``validate_line`` (a line
