@@ -91,6 +91,33 @@ def shapes(seed: int = 7) -> dict[str, tuple[Files, int, int]]:
     }
 
 
+def _trace(model: Any, files: Files, batch_size: int, rng: random.Random,
+           ) -> list[dict[str, Any]]:
+    """Encode each file once; every forward's lengths, padded length and CPU seconds."""
+    from tests.libs import models
+    rows: list[dict[str, Any]] = []
+    started: list[float] = []
+
+    def pre(module: Any, args: Any) -> None:
+        started.append(time.process_time())
+
+    def post(module: Any, args: Any, output: Any) -> None:
+        mask = args[0]["attention_mask"]
+        rows.append({"lengths": [int(v) for v in mask.sum(-1)], "longest": int(mask.shape[1]),
+                     "seconds": time.process_time() - started.pop()})
+
+    handles = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+    try:
+        for lengths in files:
+            texts = [" ".join(rng.choice(models.WORDS) for _ in range(max(n - 2, 1)))
+                     for n in lengths]
+            model.encode(texts, batch_size=batch_size)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
+
+
 def record(names: list[str]) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -107,28 +134,9 @@ def record(names: list[str]) -> dict[str, Any]:
             word = Transformer(str(directory), max_seq_length=max_len)
             model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension())],
                                         device="cpu")
-            rows: list[dict[str, Any]] = []
-            started: list[float] = []
-
-            def pre(module: Any, args: Any) -> None:
-                started.append(time.process_time())
-
-            def post(module: Any, args: Any, output: Any, rows: list[dict[str, Any]] = rows,
-                     ) -> None:
-                mask = args[0]["attention_mask"]
-                rows.append({"lengths": [int(v) for v in mask.sum(-1)],
-                             "longest": int(mask.shape[1]),
-                             "seconds": time.process_time() - started.pop()})
-
-            model.register_forward_pre_hook(pre)
-            model.register_forward_hook(post)
             t0 = time.time()
-            for lengths in files:
-                texts = [" ".join(rng.choice(models.WORDS) for _ in range(max(n - 2, 1)))
-                         for n in lengths]
-                model.encode(texts, batch_size=batch_size)
-            traces[name] = rows
-            print(f"recorded {name}: {len(rows)} batches in {time.time() - t0:.0f} s",
+            traces[name] = _trace(model, files, batch_size, rng)
+            print(f"recorded {name}: {len(traces[name])} batches in {time.time() - t0:.0f} s",
                   file=sys.stderr, flush=True)
     return {"hidden": HIDDEN, "traces": traces}
 

@@ -160,7 +160,8 @@ class Observed:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tracker = self.tracker
-        if tracker is None or getattr(_nesting, "depth", 0):
+        depth: int = getattr(_nesting, "depth", 0)
+        if tracker is None or depth:
             return self.inner(*args, **kwargs)  # detached, or nested in an observed forward
         if os.getpid() != self.pid:
             self._forked()

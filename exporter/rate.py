@@ -106,7 +106,7 @@ class Baseline:
     def from_rate(cls, genes_per_second: float) -> Baseline:
         """A baseline known only as genes/s (a first-release file, ``RateState(baseline=)``)."""
         seconds = 1.0 / genes_per_second
-        return cls(genes_per_second, Envelope([[], [seconds], []]),
+        return cls(genes_per_second, Envelope(work=[seconds]),
                    [Sample(genes_shape(1.0), 1.0, seconds)])
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 ROBUST = 3
 """Each bound is the ROBUST-th smallest value seen (the largest seen while fewer)."""
@@ -184,7 +184,7 @@ def _keep(low: list[Any], value: Any) -> bool:
     return True
 
 
-def positive(value: object) -> bool:
+def positive(value: object) -> TypeGuard[float]:
     """A finite number > 0 (and no bool)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0)

@@ -79,6 +79,19 @@ class Batch:
         return (self.genes if self.work is None else self.work) / self.baseline
 
     @property
+    def healthy_seconds(self) -> float | None:
+        """The batch's time had it run at the baseline's pace: its expected seconds when
+        it ran slower, its own when faster (an expected time may be a lenient guess)."""
+        expected = self.expected_seconds
+        return None if expected is None else min(expected, self.seconds)
+
+    @property
+    def work_rate(self) -> float:
+        """The batch's work (gene-equivalents; its genes without ``work``) per second:
+        its genes/s had it been of the baseline's shape."""
+        return (self.genes if self.work is None else self.work) / max(self.seconds, 1e-6)
+
+    @property
     def slow(self) -> bool:
         """Slower than ``factor`` times its expected seconds: below the crawl threshold."""
         expected = self.expected_seconds
@@ -185,9 +198,8 @@ class BatchTail:
     or half. A file that shrank was replaced by hand: it is read afresh.
 
     ``paced_seconds`` / ``paced_genes``: over the batches of the last line's
-    worker that have a baseline, their seconds at the baseline's pace and their
-    genes: the healthy time per gene of what that worker has embedded so far
-    (``up``'s ETA).
+    worker that have a baseline, their ``healthy_seconds`` and their genes: the
+    healthy time per gene of what that worker has embedded so far (``up``'s ETA).
     """
 
     def __init__(self, path: Path) -> None:
@@ -226,9 +238,9 @@ class BatchTail:
             if self.last is not None and (self.last.pid, self.last.device) != (
                     batch.pid, batch.device):
                 self.paced_seconds = self.paced_genes = 0.0
-            expected = batch.expected_seconds
-            if expected is not None:
-                self.paced_seconds += expected
+            healthy = batch.healthy_seconds
+            if healthy is not None:
+                self.paced_seconds += healthy
                 self.paced_genes += batch.genes
             self.last = batch
         self.genes += added
