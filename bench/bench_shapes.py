@@ -19,8 +19,10 @@ Two steps:
    spread slowdown, as a spill or a CPU quota gives).
 
 Printed per shape: the lowest EMA/baseline ratio of the healthy run (the crawl
-threshold is 1/5 = 0.2) and its longest streak, and for each slowdown the
-batches from its onset to the crawl signature (``-``: not within the run).
+threshold is 1/5 = 0.2), its longest streak, the largest duration / stall limit
+of its batches (``stall``: at 1 or more, that healthy batch would have fired
+BFMShardStalled with VRAM full), and for each slowdown the batches from its onset
+to the crawl signature (``-``: not within the run).
 Then the reference rebuild's incident profiles (``crawlguard.refbuild.profiles``,
 8-gene batches judged in genes; ``incident1-abrupt`` drops to incident 1's floor
 at once, as the seed's rule is sized on): the batches from the spill to the signature,
@@ -149,9 +151,19 @@ class Clock:
         return self.now
 
 
+def _stall_limit(tracker: Any, rows: int, longest: int) -> float | None:
+    """The limit the stall rule gives a batch of this shape about to start."""
+    try:
+        from crawlguard.exporter.workmodel import padded_shape
+    except ImportError:  # an earlier release: the limit counted genes
+        return tracker.stall_limit(rows)  # type: ignore[no-any-return]
+    return tracker._rate.stall_limit(padded_shape(rows, longest))  # type: ignore[no-any-return]
+
+
 def replay(trace: list[dict[str, Any]], hidden: int, slow_from: int | None,
-           ) -> tuple[float, int, int | None]:
-    """(lowest EMA/baseline, longest streak, batches from the onset to the signature)."""
+           ) -> tuple[float, int, int | None, float]:
+    """(lowest EMA/baseline, longest streak, batches from the onset to the signature,
+    the largest duration / stall limit of a batch)."""
     import torch
 
     from crawlguard import CrawlTracker
@@ -171,7 +183,7 @@ def replay(trace: list[dict[str, Any]], hidden: int, slow_from: int | None,
             return input_ids
 
     module = Stand()
-    lowest, longest, caught = math.inf, 0, None
+    lowest, longest, caught, stalled = math.inf, 0, None, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         tracker = CrawlTracker("bench", "backfill", "cpu", state_dir=tmp, clock=clock,
                                detection=Detection())
@@ -183,6 +195,9 @@ def replay(trace: list[dict[str, Any]], hidden: int, slow_from: int | None,
                 mask[row, :n] = 1
             step[0] = batch["seconds"]
             factor[0] = SLOWDOWN if slow_from is not None and i >= slow_from else 1.0
+            limit = _stall_limit(tracker, len(lengths), batch["longest"])
+            if limit:
+                stalled = max(stalled, step[0] * factor[0] / limit)
             module(input_ids=mask, attention_mask=mask)
             if tracker.baseline and tracker.ema is not None:
                 lowest = min(lowest, tracker.ema / tracker.baseline)
@@ -191,7 +206,7 @@ def replay(trace: list[dict[str, Any]], hidden: int, slow_from: int | None,
                     and tracker.streak >= tracker.detection.window):
                 caught = i - slow_from + 1
         tracker.close()
-    return lowest, longest, caught
+    return lowest, longest, caught, stalled
 
 
 def incident(profile_name: str, batches: int = 120, genes: int = 8) -> tuple[int | None, float]:
@@ -248,13 +263,13 @@ def main() -> int:
     import crawlguard
     print(f"crawlguard from {Path(crawlguard.__file__).parent}; trace hidden {data['hidden']}")
     onsets = " ".join(f"{int(o * 100)}%" for o in ONSETS)
-    print(f"{'shape':<18} {'batches':>7} {'min ratio':>9} {'streak':>6}   "
+    print(f"{'shape':<18} {'batches':>7} {'min ratio':>9} {'streak':>6} {'stall':>6}   "
           f"batches to signature, {SLOWDOWN:.0f}x from {onsets}")
     for name in names:
         trace = data["traces"][name]
-        lowest, longest, _ = replay(trace, data["hidden"], None)
+        lowest, longest, _, stalled = replay(trace, data["hidden"], None)
         caught = [replay(trace, data["hidden"], int(len(trace) * o))[2] for o in ONSETS]
-        print(f"{name:<18} {len(trace):>7} {lowest:>9.2f} {longest:>6}   "
+        print(f"{name:<18} {len(trace):>7} {lowest:>9.2f} {longest:>6} {stalled:>6.2f}   "
               + " ".join(f"{'-' if c is None else c:>4}" for c in caught))
     print("reference rebuild profiles (genes only): batches from the spill to the signature; "
           "the first crawling batch's duration / its stall limit")

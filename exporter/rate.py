@@ -161,8 +161,10 @@ class RateState:
     def crawling(self) -> bool:
         return self.model is not None and self.streak >= self.detection.window
 
-    def observe(self, genes: float, seconds: float, shape: Shape | None = None) -> Verdict:
-        """Judge one finished batch; ``shape`` defaults to ``genes`` alone."""
+    def observe(self, genes: float, seconds: float, shape: Shape | None = None,
+                expected: float | None = None) -> Verdict:
+        """Judge one finished batch; ``shape`` defaults to ``genes`` alone; ``expected``:
+        its ``expected_seconds`` if already known (when it began)."""
         if not (math.isfinite(genes) and genes >= 0):
             raise ValueError(f"genes must be a finite number >= 0, got {genes!r}")
         if not (math.isfinite(seconds) and seconds >= 0):
@@ -179,8 +181,11 @@ class RateState:
                 established = self._sample(shape, genes, seconds, rate)
                 work = self.work(shape) if established else None
             else:
-                work = self.work(shape)  # what it was judged against
-                self._judge(self.model, shape, seconds)
+                model = self.model
+                if expected is None:
+                    expected = model.expected_seconds(shape)
+                work = None if expected is None else expected * model.genes_per_second
+                self._judge(model, shape, seconds, expected)
         elif self.model is not None:
             work = self.work(shape)
         return Verdict(rate, self.ema, self.baseline_rate, self.streak, self.crawling,
@@ -203,15 +208,16 @@ class RateState:
         self.baseline = model
         # The EMA starts where the baseline batches leave it (about 1).
         for s in self.samples:
-            self._smooth(model, s.shape, s.seconds)
+            self._smooth(model.expected_seconds(s.shape), s.seconds)
         return True
 
-    def _judge(self, model: Baseline, shape: Shape, seconds: float) -> None:
+    def _judge(self, model: Baseline, shape: Shape, seconds: float,
+               expected: float | None) -> None:
         """Judged against what was known before this batch; then learnt from."""
         if (self.ratio is not None and self.ratio < SUSPECT_RATIO
                 and model.envelope.leap(shape)):
             return
-        self._smooth(model, shape, seconds)
+        self._smooth(expected, seconds)
         if self.ratio is not None and self.ratio < 1.0 / self.detection.factor:
             self.streak += 1
         else:
@@ -221,8 +227,7 @@ class RateState:
             model.refresh()
             self.learnt += 1
 
-    def _smooth(self, model: Baseline, shape: Shape, seconds: float) -> None:
-        expected = model.expected_seconds(shape)
+    def _smooth(self, expected: float | None, seconds: float) -> None:
         if expected is None:
             return
         pace = min(expected / seconds, PACE_CAP)

@@ -56,6 +56,8 @@ class Flight(NamedTuple):
     start: float
     genes: float
     shape: Shape
+    expected: float | None
+    """Its seconds at the baseline's pace, as predicted when it began (None before)."""
 
 
 class CrawlTracker:
@@ -226,8 +228,9 @@ class CrawlTracker:
         """A batch of ``genes`` (of ``shape``, when its tokens are known) starts now:
         publish it as in flight unless an older one is."""
         with self._lock:
-            flight = Flight(next(self._keys), self._clock(), float(genes),
-                            self._shape(genes, shape))
+            shape = self._shape(genes, shape)
+            flight = Flight(next(self._keys), self._clock(), float(genes), shape,
+                            self._rate.expected_seconds(shape))
             self._flights[flight.key] = flight
             if self._published is None:
                 self._published = flight.key
@@ -239,7 +242,7 @@ class CrawlTracker:
         with self._lock:
             extra = self._land(flight)
             return self._record(flight.genes, max(self._clock() - flight.start, 0.0),
-                                flight.start, flight.shape, extra, tokens)
+                                flight.start, flight.shape, extra, tokens, flight.expected)
 
     def fail(self, flight: Flight, exc: BaseException) -> None:
         """The batch raised ``exc``: it is no longer in flight; record an OOM."""
@@ -251,11 +254,12 @@ class CrawlTracker:
 
     # -- internals ------------------------------------------------------------
     def _flight_gauges(self, flight: Flight) -> dict[str, float]:
-        work = self._rate.work(flight.shape)
+        base = self._rate.baseline_rate
         return {"bfm_batch_started_timestamp_seconds": flight.start,
                 "bfm_batch_inflight_genes": flight.genes,
                 # Before the baseline there is no pace: genes stand in (no rule reads it).
-                "bfm_batch_inflight_work": flight.genes if work is None else work}
+                "bfm_batch_inflight_work": flight.genes if flight.expected is None or base is None
+                else flight.expected * base}
 
     def _land(self, flight: Flight) -> dict[str, float]:
         """Take ``flight`` out of the air; the in-flight gauges that now change."""
@@ -304,7 +308,8 @@ class CrawlTracker:
             self._saved_learnt = self._rate.learnt
 
     def _record(self, genes: float, seconds: float, start: float, shape: Shape,
-                extra: dict[str, float], tokens: float | None = None) -> Verdict:
+                extra: dict[str, float], tokens: float | None = None,
+                expected: float | None = None) -> Verdict:
         # Plain floats from here on: numpy scalars would print as np.float64(...).
         genes, seconds = float(genes), float(seconds)
         if self._unit == "tokens":
@@ -312,7 +317,7 @@ class CrawlTracker:
             sums[0] += shape.rows
             sums[1] += shape.tokens
             sums[2] += shape.quad
-        verdict = self._rate.observe(genes, seconds, shape)
+        verdict = self._rate.observe(genes, seconds, shape, expected)
         model = self._rate.model
         if model is not None and (verdict.baseline_established or (
                 self._rate.learnt != self._saved_learnt
