@@ -153,10 +153,9 @@ class Clock:
 
 def _stall_limit(tracker: Any, rows: int, longest: int) -> float | None:
     """The limit the stall rule gives a batch of this shape about to start."""
-    try:
-        from crawlguard.exporter.workmodel import padded_shape
-    except ImportError:  # an earlier release: the limit counted genes
+    if not hasattr(tracker, "ratio"):  # an earlier release: the limit counted genes
         return tracker.stall_limit(rows)  # type: ignore[no-any-return]
+    from crawlguard.exporter.workmodel import padded_shape
     return tracker._rate.stall_limit(padded_shape(rows, longest))  # type: ignore[no-any-return]
 
 
