@@ -26,7 +26,6 @@ The target (issue 17): at most 3 % on the 4 ms case. On a GPU the wrapper adds o
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -35,11 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from libsetup import offline
+
+offline()
 
 HIDDEN, LAYERS = 384, 6
 """The shape of all-MiniLM-L6-v2, a common sentence-transformers model."""

@@ -15,7 +15,6 @@ computed from genes would have been several times too short.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from crawlguard.report.evidence import load_run
 from tests.helpers import REPO, Proc, crawlguard_cmd
 
 from .conftest import require_libs
+from .rigenv import full_vram_env
 
 pytestmark = pytest.mark.slow
 
@@ -43,14 +43,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(tmp_path: Path, model: Path, corpus: str) -> tuple[Path, Proc]:
     state, data = tmp_path / "state", tmp_path / "data"
-    vram = tmp_path / "vram.json"  # GPU 0 full for the whole run
-    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 11_850_000_000,
-                                          "total_bytes": 12_000_000_000}]}))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HELIX_BFM_") and k != "BGEM3_DEVICE"}
-    env.update(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_WARMUP_BATCHES="1",
-               HELIX_BFM_BASELINE_BATCHES="3", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    env = full_vram_env(tmp_path)  # GPU 0 full for the whole run: spill evidence holds
     up = Proc(crawlguard_cmd(
         "up", "--state-dir", str(state), "--alert-path", "embedded", "--interval", "0.5",
         "--progress", "lines", "--shard", SHARD, "--", sys.executable, "-m",
