@@ -117,7 +117,7 @@ class CrawlTracker:
         self._log = BatchWriter(self.state.batches_file(self.shard), stage=self.stage,
                                 device=self.device, gpu=self.gpu, pid=os.getpid(),
                                 factor=self.detection.factor)
-        # The knobs and the idle in-flight pair are written once; batch() and
+        # The knobs and the idle in-flight triple are written once; batch() and
         # observe() rewrite only what a batch changes.
         initial = {
             "bfm_crawl_factor": self.detection.factor,

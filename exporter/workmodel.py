@@ -13,33 +13,48 @@ encode is almost all ``a``, a batch of chat lines mostly ``b``, a batch of
 its FLOPs say, so not even the ratio c/b is known in advance).
 
 Five baseline batches cannot fit three coefficients, and a regression fitted
-on them extrapolates badly to shapes they did not contain. Each coefficient
-is instead **bounded from below by the batches themselves**: every batch costs
-at least ``a`` (so ``a <= t``), at least ``b x rows x longest`` and at least
-``c x rows x longest^2``; so ``t``, ``t / (rows x longest)`` and
-``t / (rows x longest^2)`` of every batch bound a, b and c from above, and
-their minima over the shard's batches are the tightest such bounds. The
-prediction is the largest of the three terms with those minima:
+on them extrapolates badly to shapes they did not contain (on the traces of
+bench/bench_shapes.py it predicted long documents after tiny items five times
+too fast: a false crawl). The model is built from bounds the batches
+themselves give instead:
 
-    predicted = max(A, B x rows x longest, C x rows x longest^2)
+- every batch costs at least ``b x rows x longest`` and ``c x rows x longest^2``,
+  so ``t / (rows x longest)`` and ``t / (rows x longest^2)`` of every batch bound
+  ``b`` and ``c`` from above; ``B`` and ``C`` are the ROBUST-th smallest of them.
+  A crawl makes batches slower, never faster, so it cannot move them;
+- the **reference** is the batch with the ROBUST-th smallest time, learnt only
+  while the shard looks healthy (the rate state's ``healthy`` flag: a small
+  batch crawling can still be fast in absolute terms). Its time less the most
+  its tokens and attention can cost, ``T - B x tokens - C x quad``, is the least
+  the fixed cost ``a`` can be.
 
-- It never predicts less than a third of what a healthy batch of any shape
-  costs (the max of three non-negative terms is at least a third of their
-  sum), so a healthy batch never runs below a third of its prediction: far
-  from the crawl threshold of 1/5.
-- A crawl makes batches slower, never faster, so it cannot move a minimum: a
-  crawling shard never teaches the model that crawling is normal.
+The prediction is that fixed-cost bound plus the larger per-unit term,
+
+    predicted = max(T - B x tokens_ref - C x quad_ref, 0) + max(B x tokens, C x quad)
+
+exact for the batches the bounds come from, and lenient in between (the larger
+of two terms instead of their sum, with coefficients that are upper bounds). A
+batch far smaller than the reference (under REACH of its tokens), where that
+is less than LEAP x the reference's time, is predicted at LEAP x the reference's
+time instead: its fixed cost is unknown until a batch that small has run, and a
+title after normal files costs nearly a whole forward, not its tokens' share.
+That guess (``leap``) is an extrapolation, not evidence: while the EMA is low the
+rate state neither judges nor learns from such a batch.
+
+- Measured on real encodes (bench/README.md): healthy corpus shapes stay at
+  0.76 or more of their baseline pace; a property test holds any healthy mix
+  above the crawl threshold for any costs ``a, b, c``.
 - A shape the shard has not run yet is predicted from the others, leniently
-  (a tiny batch after long ones is predicted at the smallest batch seen, a
-  long one after tiny ones at the cheapest per-token rate seen); after
-  ``ROBUST`` batches of it, it is predicted from its own cost. A crawl that
-  begins exactly when a never-seen shape begins is therefore judged leniently
-  until the shard returns to shapes it knows.
-- Each minimum is the ``ROBUST``-th smallest value, so one or two batches timed
-  wrong (a clock step, a forward that did nothing) cannot drag it down.
+  (a long batch after tiny ones at the per-token bound of the tiny ones, which
+  carries their fixed cost); after ROBUST batches of it, from its own cost. A
+  crawl that begins exactly where the batches leap to a never-seen shape is
+  therefore judged leniently until shapes the shard knows come again.
+- Each bound is the ROBUST-th smallest value, so one or two batches timed wrong
+  (a clock step, a forward that did nothing) cannot drag it down.
 
 Batches without an attention mask have no tokens: their shape is ``genes``
-alone, and the model is ``max(A, B x genes)``. Standard library only.
+alone (``quad`` 0), and the model is the fixed-cost bound plus ``B x genes``.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -127,7 +142,7 @@ class Envelope:
         return changed
 
     def _terms(self, shape: Shape) -> tuple[float | None, bool]:
-        """The largest of the three terms, and whether it is the LEAP guess."""
+        """The prediction (see the module doc), and whether it is the LEAP guess."""
         work = self.work[-1] * shape.tokens if self.work and shape.tokens > 0 else None
         quad = self.quad[-1] * shape.quad if self.quad and shape.quad > 0 else None
         best = max((t for t in (work, quad) if t is not None), default=None)
