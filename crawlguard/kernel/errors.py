@@ -22,7 +22,8 @@ traceback::
     ├── HttpError                an HTTP peer could not be reached or answered nothing usable
     ├── SidecarUnavailable       a client could not reach the sidecar API
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
-    └── ReportError              the evidence report cannot be made (no state, no matplotlib)
+    ├── ReportError              the evidence report cannot be made (no state, no matplotlib)
+    └── UnobservedPoolError      an instrumented model sent to a multi-process pool
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -131,3 +132,8 @@ class SidecarRefused(SidecarUnavailable):
 
 class ReportError(CrawlguardError):
     """The report cannot be made (no state dir, no shards, matplotlib missing)."""
+
+
+class UnobservedPoolError(CrawlguardError, RuntimeError):
+    """An instrumented model is being sent to a child process (a multi-process encode
+    pool), where crawlguard could neither watch its batches nor restart it."""

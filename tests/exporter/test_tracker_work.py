@@ -1,0 +1,254 @@
+"""The work model and what is judged in work: pace, stall limit, persistence, flights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from crawlguard import CrawlTracker
+from crawlguard.exporter.baseline import EnvelopeRecord, load_baseline_record
+from crawlguard.exporter.rate import RateState
+from crawlguard.exporter.workmodel import ROBUST, Envelope, Shape, padded_shape, tokens_shape
+from crawlguard.kernel.formats.batchlog import Batch, BatchTail
+from crawlguard.kernel.settings import Detection
+from crawlguard.kernel.statedir import StateDir
+from crawlguard.rig.liveview import progress_text
+
+from .test_tracker import FakeClock, make, value
+
+DET = Detection()
+
+
+def cost(a: float, b: float, c: float, shape: Shape) -> float:
+    return a + b * shape.tokens + c * shape.quad
+
+
+shapes = st.tuples(st.integers(1, 64), st.integers(1, 2048)).map(lambda p: padded_shape(*p))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=st.floats(1e-4, 0.1), b=st.floats(1e-7, 1e-4), c=st.floats(0.0, 1e-7),
+       learnt=st.lists(shapes, min_size=DET.warmup_batches + DET.baseline_batches,
+                       max_size=40),
+       judged=st.lists(shapes, min_size=1, max_size=40),
+       noise=st.lists(st.floats(1.0, 1.3), min_size=80, max_size=80))
+def test_a_healthy_batch_of_any_shape_is_never_a_crawl(
+        a: float, b: float, c: float, learnt: list[Shape], judged: list[Shape],
+        noise: list[float]) -> None:
+    """Whatever a forward's fixed, per-token and attention costs and whatever shapes
+    come in whatever order, batches at the healthy pace (up to 30 % slower, never
+    faster) keep the EMA ratio above the crawl threshold: no streak at all."""
+    state = RateState(DET)
+    for i, shape in enumerate(learnt + judged):
+        state.observe(shape.rows, cost(a, b, c, shape) * noise[i % len(noise)], shape)
+        if state.ratio is not None and state.model is not None:
+            assert state.ratio > 1 / DET.factor
+    assert state.streak == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=st.floats(1e-4, 0.1), b=st.floats(1e-7, 1e-4), c=st.floats(0.0, 1e-7),
+       cycle=st.lists(shapes, min_size=1, max_size=5), slow=st.floats(20.0, 1000.0))
+def test_a_crawl_in_shapes_already_learnt_is_caught(a: float, b: float, c: float,
+                                                    cycle: list[Shape], slow: float) -> None:
+    """Shapes the model has learnt (each run ROBUST times and more) are predicted from
+    their own cost: a deep crawl in any mix of them holds the signature within the
+    EMA's lag and a window. (A 10x one is caught as fast in the corpus shapes of
+    bench/bench_shapes.py; a shape seen fewer times is predicted leniently.)"""
+    state = RateState(DET)
+    for shape in cycle * (ROBUST + 1) + cycle * (DET.warmup_batches + DET.baseline_batches):
+        state.observe(shape.rows, cost(a, b, c, shape), shape)
+    for i in range(DET.window + 5):
+        shape = cycle[i % len(cycle)]
+        state.observe(shape.rows, slow * cost(a, b, c, shape), shape)
+    assert state.crawling
+
+
+def stall_limit(state_dir: Path, t: CrawlTracker, genes: int, shape: Shape | None = None,
+                ) -> float:
+    """BFMShardStalled's limit for a batch of ``genes`` (of ``shape``) in flight, from the
+    gauges the rule reads: WINDOW x FACTOR x bfm_batch_inflight_work / the baseline."""
+    flight = t.begin(genes, shape)
+    try:
+        work = value(state_dir, "bfm_batch_inflight_work")
+        base = value(state_dir, "bfm_genes_per_second_baseline")
+        assert work is not None and base is not None
+        return DET.window * DET.factor * work / base
+    finally:
+        t.fail(flight, ValueError("only measured"))
+
+
+def test_the_stall_limit_is_a_window_of_the_batch_s_own_work(state_dir: Path) -> None:
+    clock = FakeClock()
+    t = make(state_dir, clock)
+    chat, pages = (32, 14), (32, 800)
+    for _ in range(DET.warmup_batches + DET.baseline_batches):
+        with t.batch(genes=32, tokens=32 * 14):
+            clock.now += 0.03
+    assert t.baseline == pytest.approx(32 / 0.03)
+    by_genes = DET.window * DET.factor * 32 / t.baseline  # what the genes rule gave
+    chat_limit = stall_limit(state_dir, t, 32, tokens_shape(32, 32 * chat[1]))
+    pages_limit = stall_limit(state_dir, t, 32, tokens_shape(32, 32 * pages[1]))
+    assert chat_limit == pytest.approx(by_genes, rel=0.05)
+    assert pages_limit > 20 * by_genes
+    flight = t.begin(32, padded_shape(*pages))
+    assert value(state_dir, "bfm_batch_inflight_genes") == 32
+    work = value(state_dir, "bfm_batch_inflight_work")
+    assert work is not None and work > 20 * 32
+    clock.now += 1.5  # the page batch runs 50 times a chat batch's time: no crawl
+    t.finish(flight, 32 * 790)
+    assert value(state_dir, "bfm_batch_inflight_work") == 0
+    assert t.ratio is not None and t.ratio > 1 / DET.factor
+
+
+def test_a_probe_is_work_without_genes(state_dir: Path) -> None:
+    clock = FakeClock()
+    t = CrawlTracker("confluence", "backfill", "cuda:0", state_dir=state_dir, clock=clock,
+                     env={}, total=64)
+    for _ in range(DET.warmup_batches + DET.baseline_batches):
+        with t.batch(genes=8, tokens=8 * 100):
+            clock.now += 0.1
+    done = t.done
+    flight = t.begin(0, padded_shape(8, 100))
+    assert value(state_dir, "bfm_batch_inflight_genes") == 0
+    assert value(state_dir, "bfm_batch_inflight_work") == pytest.approx(8, rel=0.05)
+    clock.now += 0.1
+    t.finish(flight, 800)
+    assert t.done == done and t.batches == DET.warmup_batches + DET.baseline_batches + 1
+    line = json.loads(StateDir(state_dir).batches_file("confluence").read_text()
+                      .splitlines()[-1])
+    assert line["genes"] == 0.0 and line["work"] == pytest.approx(8, rel=0.05)
+
+
+def test_the_oldest_batch_in_flight_is_the_one_published(state_dir: Path) -> None:
+    clock = FakeClock()
+    t = make(state_dir, clock)
+    first = t.begin(8)
+    clock.now += 1
+    second = t.begin(16)
+    assert value(state_dir, "bfm_batch_inflight_genes") == 8
+    assert value(state_dir, "bfm_batch_started_timestamp_seconds") == first.start
+    t.observe(genes=4, seconds=0.5)  # another thread's timed batch moves nothing
+    assert value(state_dir, "bfm_batch_started_timestamp_seconds") == first.start
+    t.finish(first)
+    assert value(state_dir, "bfm_batch_inflight_genes") == 16
+    assert value(state_dir, "bfm_batch_started_timestamp_seconds") == second.start
+    t.fail(second, ValueError("not memory"))
+    assert value(state_dir, "bfm_batch_inflight_genes") == 0
+    assert value(state_dir, "bfm_batch_inflight_work") == 0
+    assert t.batches == 2
+
+
+def _baseline_path(state_dir: Path) -> Path:
+    return StateDir(state_dir).baseline_file("confluence", "backfill", "cuda:0")
+
+
+def test_the_work_model_survives_a_restart_and_what_it_learns_later(state_dir: Path) -> None:
+    clock = FakeClock()
+    t = make(state_dir, clock)
+    for _ in range(DET.warmup_batches + DET.baseline_batches):
+        with t.batch(genes=32, tokens=32 * 100):
+            clock.now += 0.2
+    saved = json.loads(_baseline_path(state_dir).read_text())
+    assert saved["model"] == 2 and saved["unit"] == "tokens"
+    # Tiny batches are learnt after the baseline; saved again after a minute.
+    for _ in range(5):
+        with t.batch(genes=1, tokens=8):
+            clock.now += 0.01
+    clock.now += 61
+    with t.batch(genes=1, tokens=8):
+        clock.now += 0.01
+    later = json.loads(_baseline_path(state_dir).read_text())
+    assert later["envelope"] != saved["envelope"] and later["baseline"] == saved["baseline"]
+    relaunched = make(state_dir, clock)
+    assert relaunched.baseline == t.baseline
+    title = tokens_shape(1, 8)
+    assert relaunched._rate.work(title) == pytest.approx(t._rate.work(title))
+
+
+def test_a_first_release_baseline_is_read_as_its_rate(state_dir: Path) -> None:
+    path = _baseline_path(state_dir)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"baseline": 15.3, "samples": [15.3], "unit": "genes",
+                                "genes_per_unit": 1.0}))
+    t = make(state_dir, FakeClock())
+    assert t.baseline == 15.3
+    assert stall_limit(state_dir, t, 64) == pytest.approx(8 * 5 * 64 / 15.3)
+    path.write_text(json.dumps({"baseline": 900.0, "unit": "tokens", "genes_per_unit": 0.01}))
+    assert make(state_dir, FakeClock()).baseline is None  # another unit: measured again
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4), max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.fixed_dictionaries({"baseline": st.floats(0.1, 100.0), "model": st.just(2),
+                                   "unit": st.sampled_from(["genes", "tokens"])},
+                                  optional={"envelope": json_values, "batches": json_values}))
+def test_any_persisted_work_model_is_loaded_or_ignored(state_dir: Path, junk: Any) -> None:
+    path = _baseline_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(junk))
+    record = load_baseline_record(StateDir(state_dir), "confluence", "backfill", "cuda:0")
+    if record is not None:  # whatever loads can judge a batch
+        model = record.work_model()
+        if model is not None:
+            model.expected_seconds(padded_shape(4, 10))
+
+
+def test_envelope_round_trips() -> None:
+    env = Envelope()
+    for rows, longest, seconds in ((32, 100, 0.2), (8, 10, 0.01), (1, 5, 0.005)):
+        env.learn(padded_shape(rows, longest), seconds)
+    record = EnvelopeRecord.of(env)
+    again = EnvelopeRecord.model_validate(json.loads(record.model_dump_json())).envelope()
+    for shape in (padded_shape(2, 3), padded_shape(64, 512)):
+        assert again.predict(shape) == env.predict(shape)
+    for bad in ([], {"fixed": [[1, 2]], "work": [], "quad": []},
+                {"fixed": [], "work": [-1.0], "quad": []}, {"fixed": [], "work": [1.0] * 9},
+                {"fixed": [[0, 1, 1]], "work": [], "quad": []}):
+        with pytest.raises(ValidationError):
+            EnvelopeRecord.model_validate(bad)
+
+
+def _batch(**kw: Any) -> Batch:
+    base = dict(t=100.0, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=32.0,
+                seconds=2.0, rate=16.0, ema=None, baseline=1000.0, streak=0, factor=5.0)
+    return Batch(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_slow_and_lost_time_are_judged_in_work() -> None:
+    # 32 pages worth 2,000 gene-equivalents take 2 s at a baseline of 1,000 genes/s:
+    # on pace, however few genes they are.
+    pages = _batch(work=2000.0)
+    assert pages.expected_seconds == 2.0 and not pages.slow and pages.lost_seconds == 0
+    assert _batch().slow and _batch().lost_seconds == pytest.approx(2.0 - 0.032)
+    crawling = _batch(work=2000.0, seconds=20.0)
+    assert crawling.slow and crawling.lost_seconds == pytest.approx(18.0)
+    assert crawling.healthy_seconds == 2.0 and pages.healthy_seconds == 2.0
+
+
+def test_the_eta_is_computed_from_work(tmp_path: Path) -> None:
+    path = tmp_path / "batches.jsonl"
+    lines = [{"v": 1, "stage": "backfill", "device": "cuda:0", "gpu": "0", "pid": 7,
+              "factor": 5.0, "t": 100.0 + i, "genes": 32.0, "seconds": seconds,
+              "rate": 32 / seconds, "ema": None, "baseline": 1000.0, "streak": 0,
+              "work": work, "total": 320, "remaining": 320.0 - 32 * (i + 1)}
+             for i, (seconds, work) in enumerate([(0.032, 32.0), (2.0, 2000.0)] * 2)]
+    path.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    tail = BatchTail(path)
+    tail.poll()
+    assert tail.paced_genes == 128 and tail.paced_seconds == pytest.approx(4.064)
+    # 192 genes left at 4.064 s per 128 genes: 6.1 s, not 192 / 1,000 genes/s.
+    assert progress_text(tail.last, tail.paced_seconds, tail.paced_genes) == \
+        "  40% done, ETA 6 s"
