@@ -53,6 +53,9 @@ offline()
 HIDDEN = 128
 ONSETS = (0.3, 0.5, 0.7)
 SLOWDOWN = 10.0
+CHANGES = {"tiny_then_long": 15, "long_then_tiny": 15, "one_item_files": 10,
+           "short_threads": 10}
+"""Corpora of two kinds one after the other: how many files of the first kind."""
 Files = list[list[int]]
 """A corpus: one list of text lengths (in tokens, [CLS] and [SEP] included) per file."""
 
@@ -212,6 +215,14 @@ def replay(trace: list[dict[str, Any]], hidden: int, slow_from: int | None,
     return lowest, longest, caught, stalled
 
 
+def change_of_kind(name: str) -> int | None:
+    """The first batch of a corpus's second kind (``CHANGES``), or None."""
+    if name not in CHANGES:
+        return None
+    files, _, batch_size = shapes()[name]
+    return sum(-(-len(lengths) // batch_size) for lengths in files[:CHANGES[name]])
+
+
 def incident(profile_name: str, batches: int = 120, genes: int = 8) -> tuple[int | None, float]:
     """The reference rebuild's profile replayed through ``tracker.batch`` (genes only):
     (batches from the spill to the crawl signature, the first crawling batch's duration
@@ -274,6 +285,17 @@ def main() -> int:
         caught = [replay(trace, data["hidden"], int(len(trace) * o))[2] for o in ONSETS]
         print(f"{name:<18} {len(trace):>7} {lowest:>9.2f} {longest:>6} {stalled:>6.2f}   "
               + " ".join(f"{'-' if c is None else c:>4}" for c in caught))
+    print(f"{SLOWDOWN:.0f}x from the first batch of the second kind (never run): the first kind"
+          " then returns, slowed too; batches from the onset to the signature (from the return)")
+    for name in names:
+        trace = data["traces"][name]
+        change = change_of_kind(name)
+        if change is None:
+            continue
+        caught = replay(trace + trace[:change], data["hidden"], change)[2]
+        returned = None if caught is None else caught - (len(trace) - change)
+        print(f"{name:<18} change at batch {change:>3}: "
+              f"{'-' if caught is None else caught:>4} ({'-' if returned is None else returned})")
     print("reference rebuild profiles (genes only): batches from the spill to the signature; "
           "the first crawling batch's duration / its stall limit")
     for profile in ("incident1", "incident1-abrupt", "incident2"):

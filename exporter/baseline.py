@@ -2,7 +2,8 @@
 
     {"shard", "stage", "device", "baseline": <genes/s>, "samples": [<genes/s>, ...],
      "established_at", "unit": "genes" | "tokens", "model": 2,
-     "envelope": {"fixed": [[seconds, tokens, quad], ...], "work": [...], "quad": [...]},
+     "envelope": {"fixed": [seconds, tokens, quad], "work": <s/token>, "quad": <s/quad>,
+                  "seen": [[tokens, quad], ...]},
      "batches": [[rows, tokens, quad, genes, seconds], ...]}
 
 ``envelope`` and ``batches`` are the work model (``workmodel.Envelope``) and
@@ -31,7 +32,7 @@ from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.statedir import StateDir, write_json_atomic
 
 from .rate import Baseline, Sample
-from .workmodel import ROBUST, Envelope, Shape
+from .workmodel import MAX_SEEN, Envelope, Shape
 
 log = get_logger(__name__)
 
@@ -46,7 +47,9 @@ Amount = Annotated[float, Field(ge=0, le=1e15)]
 Seconds = Annotated[float, Field(ge=1e-6, le=1e9)]
 PerUnit = Annotated[float, Field(gt=0, le=1e9)]
 FixedPoint = Annotated[list[Amount], Field(min_length=3, max_length=3)]
-"""[seconds, tokens, quad] of one of the fastest batches (seconds at least 1 us)."""
+"""[seconds, tokens, quad] of the fastest batch (seconds at least 1 us)."""
+Landmark = Annotated[list[Amount], Field(min_length=2, max_length=2)]
+"""[tokens, quad] of a shape learnt."""
 BatchRow = Annotated[list[Amount], Field(min_length=5, max_length=5)]
 """[rows, tokens, quad, genes, seconds] of one baseline batch (seconds at least 1 us)."""
 
@@ -54,23 +57,25 @@ BatchRow = Annotated[list[Amount], Field(min_length=5, max_length=5)]
 class EnvelopeRecord(StateModel):
     """``workmodel.Envelope`` as the baseline file holds it."""
 
-    fixed: list[FixedPoint] = Field(max_length=ROBUST)
-    work: list[PerUnit] = Field(max_length=ROBUST)
-    quad: list[PerUnit] = Field(max_length=ROBUST)
+    fixed: FixedPoint | None = None
+    work: PerUnit | None = None
+    quad: PerUnit | None = None
+    seen: list[Landmark] = Field(default_factory=list, max_length=MAX_SEEN)
 
     @model_validator(mode="after")
     def _timed(self) -> EnvelopeRecord:
-        if any(point[0] < 1e-6 for point in self.fixed):
-            raise ValueError("a fixed point's seconds must be at least 1e-06")
+        if self.fixed is not None and self.fixed[0] < 1e-6:
+            raise ValueError("the fixed point's seconds must be at least 1e-06")
         return self
 
     @classmethod
     def of(cls, envelope: Envelope) -> EnvelopeRecord:
-        return cls(fixed=[list(p) for p in envelope.fixed], work=list(envelope.work),
-                   quad=list(envelope.quad))
+        return cls(fixed=None if envelope.fixed is None else list(envelope.fixed),
+                   work=envelope.work, quad=envelope.quad,
+                   seen=[list(point) for point in envelope.seen])
 
     def envelope(self) -> Envelope:
-        return Envelope(self.fixed, self.work, self.quad)
+        return Envelope(self.fixed, self.work, self.quad, self.seen)
 
 
 class BaselineRecord(StateModel):

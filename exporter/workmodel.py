@@ -20,13 +20,10 @@ themselves give instead:
 
 - every batch costs at least ``b x rows x longest`` and ``c x rows x longest^2``,
   so ``t / (rows x longest)`` and ``t / (rows x longest^2)`` of every batch bound
-  ``b`` and ``c`` from above; ``B`` and ``C`` are the ROBUST-th smallest of them.
-  A crawl makes batches slower, never faster, so it cannot move them;
-- the **reference** is the batch with the ROBUST-th smallest time, learnt only
-  while the shard looks healthy (the rate state's ``healthy`` flag: a small
-  batch crawling can still be fast in absolute terms). Its time less the most
-  its tokens and attention can cost, ``T - B x tokens - C x quad``, is the least
-  the fixed cost ``a`` can be.
+  ``b`` and ``c`` from above; ``B`` and ``C`` are the smallest of them;
+- the **reference** is the fastest batch. Its time less the most its tokens and
+  attention can cost, ``T - B x tokens - C x quad``, is the least the fixed cost
+  ``a`` can be.
 
 The prediction is that fixed-cost bound plus the larger per-unit term,
 
@@ -36,21 +33,31 @@ exact for the batches the bounds come from, and lenient in between (the larger
 of two terms instead of their sum, with coefficients that are upper bounds). A
 batch far smaller than the reference (under REACH of its tokens), where that
 is less than LEAP x the reference's time, is predicted at LEAP x the reference's
-time instead: its fixed cost is unknown until a batch that small has run, and a
-title after normal files costs nearly a whole forward, not its tokens' share.
-That guess (``leap``) is an extrapolation, not evidence: while the EMA is low the
-rate state neither judges nor learns from such a batch.
+time instead: its fixed cost is unknown until a batch that small has been seen,
+and a title after normal files costs nearly a whole forward, not its tokens'
+share. That guess (``leap``) is for the batch's work (the stall limit, the ETA),
+never evidence of its pace.
 
-- Measured on real encodes (bench/README.md): healthy corpus shapes stay at
-  0.76 or more of their baseline pace; a property test holds any healthy mix
-  above the crawl threshold for any costs ``a, b, c``.
-- A shape the shard has not run yet is predicted from the others, leniently
-  (a long batch after tiny ones at the per-token bound of the tiny ones, which
-  carries their fixed cost); after ROBUST batches of it, from its own cost. A
-  crawl that begins exactly where the batches leap to a never-seen shape is
-  therefore judged leniently until shapes the shard knows come again.
-- Each bound is the ROBUST-th smallest value, so one or two batches timed wrong
-  (a clock step, a forward that did nothing) cannot drag it down.
+**Known shapes.** The envelope also keeps a landmark (padded tokens, attention
+term) of each shape it learnt. A batch within NEAR x of a landmark in both is
+of a *known* shape: the bounds include its own kind's time, so its prediction is
+that kind's cost (on the traces of bench/bench_shapes.py, healthy known batches
+run at 0.6 to 1.5 of their prediction). Any other batch (a long document after
+tiny items, 20x over-predicted from their attention bound; the shrinking tail of a
+length-sorted call; a title after pages, the LEAP guess) is predicted by
+extrapolating from other shapes, which can be off by a factor of ten or more
+either way: the rate state does not take it as evidence (``rate.RateState``).
+
+What the rate state learns: only batches run while the shard looks healthy, so
+a crawl never teaches the model its pace for a shape met during it. The bounds
+are minima, not a robust order statistic: a crawl makes batches slower, never
+faster, so once a shape was run healthy (even once) a crawl cannot lower them,
+and a slow batch of that shape is judged slow (the ROBUST-th smallest of an
+earlier version let two crawling batches of a shape run healthy only once
+become its bound). A batch timed too fast (a wall-clock step, a forward that did
+nothing) would lower a minimum for good: a batch of a known shape more than
+GLITCH x faster than predicted is therefore not learnt from. One of a shape
+never run cannot be told from a fast healthy one and is learnt.
 
 Batches without an attention mask have no tokens: their shape is ``genes``
 alone (``quad`` 0), and the model is the fixed-cost bound plus ``B x genes``.
@@ -59,18 +66,26 @@ Standard library only.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-ROBUST = 3
-"""Each bound is the ROBUST-th smallest value seen (the largest seen while fewer)."""
 REACH = 0.4
 """A batch with at least REACH x the tokens of the reference batch (the fastest learnt)
 is predicted from the bounds; a smaller one may be the LEAP guess."""
 LEAP = 0.3
 """The guess for a batch far smaller than the reference: LEAP x its time (the fixed
 cost of a forward is unknown until a batch that small has been seen)."""
+NEAR = 2.0
+"""A batch within NEAR x the padded tokens and the attention term of a shape the model
+learnt is of a known shape: its prediction rests on its own kind's time."""
+SAME = 1.25
+"""Shapes within SAME x of one another are one landmark."""
+MAX_SEEN = 64
+"""Landmarks kept; the least recently met is forgotten first (met again, it is learnt
+again as a new shape)."""
+GLITCH = 4.0
+"""A batch of a known shape more than GLITCH x faster than predicted is not learnt from:
+a batch timed wrong (a wall-clock step, a forward that did nothing), not a pace."""
 
 
 class Shape(NamedTuple):
@@ -87,9 +102,6 @@ class Shape(NamedTuple):
     def empty(self) -> bool:
         """A batch with nothing in it (no genes, no tokens) is not judged."""
         return self.rows <= 0 and self.tokens <= 0
-
-    def features(self) -> tuple[float, float, float]:
-        return (1.0, self.tokens, self.quad)
 
 
 def genes_shape(genes: float) -> Shape:
@@ -111,47 +123,73 @@ def tokens_shape(genes: float, tokens: float) -> Shape:
 
 
 class Envelope:
-    """The bounds the work model predicts from, learnt from the judged batches.
+    """The bounds the work model predicts from, and the shapes they were learnt on.
 
-    ``fixed``: the ROBUST fastest batches as (seconds, tokens, quad), learnt only while
-    the shard looks healthy (a small batch crawling can be fast in absolute terms);
-    ``work`` and ``quad``: the ROBUST smallest seconds per unit of ``Shape.tokens`` and
-    of ``Shape.quad``, learnt from every judged batch (a crawl never lowers them).
+    ``fixed``: the fastest batch learnt, as (seconds, tokens, quad); ``work`` and
+    ``quad``: the least seconds per unit of ``Shape.tokens`` and of ``Shape.quad``;
+    ``seen``: the landmarks, one (tokens, quad) per shape learnt (within SAME x), the
+    most recently met last. Only what the rate state learns from (the shard looking
+    healthy) goes in.
     """
 
-    def __init__(self, fixed: Sequence[Sequence[float]] = (),
-                 work: Sequence[float] = (), quad: Sequence[float] = ()) -> None:
-        self.fixed: list[tuple[float, float, float]] = []
-        self.work: list[float] = []
-        self.quad: list[float] = []
-        for seconds, tokens, q in fixed:
-            _keep(self.fixed, (float(seconds), float(tokens), float(q)))
-        for v in work:
-            _keep(self.work, float(v))
-        for v in quad:
-            _keep(self.quad, float(v))
+    def __init__(self, fixed: Sequence[float] | None = None, work: float | None = None,
+                 quad: float | None = None, seen: Sequence[Sequence[float]] = ()) -> None:
+        self.fixed: tuple[float, float, float] | None = None
+        if fixed is not None:
+            seconds, tokens, q = fixed
+            self.fixed = (float(seconds), float(tokens), float(q))
+        self.work = None if work is None else float(work)
+        self.quad = None if quad is None else float(quad)
+        self.seen: list[tuple[float, float]] = [(float(t), float(q)) for t, q in seen]
+        del self.seen[:-MAX_SEEN]
 
-    def learn(self, shape: Shape, seconds: float, healthy: bool = True) -> bool:
-        """Take the batch's time into the bounds; True when one of them moved."""
-        changed = healthy and _keep(self.fixed, (seconds, shape.tokens, shape.quad))
-        if shape.tokens > 0:
-            changed |= _keep(self.work, seconds / shape.tokens)
-        if shape.quad > 0:
-            changed |= _keep(self.quad, seconds / shape.quad)
+    def _landmark(self, shape: Shape, within: float) -> int | None:
+        """The index of the most recent landmark within ``within`` x of ``shape``."""
+        tokens, quad = shape.tokens, shape.quad
+        for i in range(len(self.seen) - 1, -1, -1):
+            t, q = self.seen[i]
+            if (max(t, tokens) <= within * min(t, tokens)
+                    and max(q, quad) <= within * min(q, quad)):
+                return i
+        return None
+
+    def known(self, shape: Shape) -> bool:
+        """Whether the batch is of a shape learnt (within NEAR x of a landmark), so its
+        prediction rests on its own kind's time, not on an extrapolation from others'
+        (nor on the LEAP guess)."""
+        return self._landmark(shape, NEAR) is not None and not self.leap(shape)
+
+    def learn(self, shape: Shape, seconds: float) -> bool:
+        """Take a batch the shard ran healthy into the bounds and the landmarks; True
+        when the model changed."""
+        changed = False
+        if self.fixed is None or seconds < self.fixed[0]:
+            self.fixed, changed = (seconds, shape.tokens, shape.quad), True
+        if shape.tokens > 0 and (self.work is None or seconds / shape.tokens < self.work):
+            self.work, changed = seconds / shape.tokens, True
+        if shape.quad > 0 and (self.quad is None or seconds / shape.quad < self.quad):
+            self.quad, changed = seconds / shape.quad, True
+        i = self._landmark(shape, SAME)
+        if i is None:
+            self.seen.append((shape.tokens, shape.quad))
+            del self.seen[:-MAX_SEEN]
+            changed = True
+        elif i != len(self.seen) - 1:
+            self.seen.append(self.seen.pop(i))  # met again: the most recent
         return changed
 
     def _terms(self, shape: Shape) -> tuple[float | None, bool]:
         """The prediction (see the module doc), and whether it is the LEAP guess."""
-        work = self.work[-1] * shape.tokens if self.work and shape.tokens > 0 else None
-        quad = self.quad[-1] * shape.quad if self.quad and shape.quad > 0 else None
+        work = self.work * shape.tokens if self.work is not None and shape.tokens > 0 else None
+        quad = self.quad * shape.quad if self.quad is not None and shape.quad > 0 else None
         best = max((t for t in (work, quad) if t is not None), default=None)
-        if not self.fixed:
+        if self.fixed is None:
             return best, False
-        seconds, tokens, q = self.fixed[-1]
+        seconds, tokens, q = self.fixed
         # The reference batch's time less the most its tokens and attention can cost:
         # the least the fixed cost of a forward can be.
-        fixed = seconds - (self.work[-1] * tokens if self.work else 0.0) - (
-            self.quad[-1] * q if self.quad else 0.0)
+        fixed = seconds - (self.work * tokens if self.work is not None else 0.0) - (
+            self.quad * q if self.quad is not None else 0.0)
         known = max(fixed, 0.0) + (best or 0.0)
         if shape.tokens >= REACH * tokens or known >= LEAP * seconds:
             return known, False
@@ -166,12 +204,3 @@ class Envelope:
         """Seconds the batch costs at the pace of the batches learnt (see the module doc)."""
         value = self._terms(shape)[0]
         return value if value is None or value > 0 else None
-
-
-def _keep(low: list[Any], value: Any) -> bool:
-    """Keep ``value`` among the ROBUST smallest of ``low`` (sorted); True when it was."""
-    if len(low) >= ROBUST and value >= low[-1]:
-        return False
-    bisect.insort(low, value)
-    del low[ROBUST:]
-    return True
