@@ -140,16 +140,28 @@ class Envelope:
             self.fixed = (float(seconds), float(tokens), float(q))
         self.work = None if work is None else float(work)
         self.quad = None if quad is None else float(quad)
-        self.seen: list[tuple[float, float]] = [(float(t), float(q)) for t, q in seen]
-        del self.seen[:-MAX_SEEN]
+        self.seen: list[tuple[float, float]] = []
+        # Per landmark, the tokens and quad ranges of NEAR and of SAME (a batch is
+        # judged against them every time: comparisons only).
+        self._ranges: list[tuple[float, ...]] = []
+        for t, q in seen[-MAX_SEEN:]:
+            self._add(float(t), float(q))
 
-    def _landmark(self, shape: Shape, within: float) -> int | None:
-        """The index of the most recent landmark within ``within`` x of ``shape``."""
+    def _add(self, tokens: float, quad: float) -> None:
+        self.seen.append((tokens, quad))
+        self._ranges.append(tuple(v for r in (NEAR, SAME)
+                                  for v in (tokens / r, tokens * r, quad / r, quad * r)))
+        if len(self.seen) > MAX_SEEN:
+            del self.seen[0], self._ranges[0]
+
+    def _landmark(self, shape: Shape, same: bool = False) -> int | None:
+        """The index of the most recent landmark within NEAR x (SAME x) of ``shape``."""
         tokens, quad = shape.tokens, shape.quad
-        for i in range(len(self.seen) - 1, -1, -1):
-            t, q = self.seen[i]
-            if (max(t, tokens) <= within * min(t, tokens)
-                    and max(q, quad) <= within * min(q, quad)):
+        k = 4 if same else 0
+        ranges = self._ranges
+        for i in range(len(ranges) - 1, -1, -1):
+            r = ranges[i]
+            if r[k] <= tokens <= r[k + 1] and r[k + 2] <= quad <= r[k + 3]:
                 return i
         return None
 
@@ -157,7 +169,7 @@ class Envelope:
         """Whether the batch is of a shape learnt (within NEAR x of a landmark), so its
         prediction rests on its own kind's time, not on an extrapolation from others'
         (nor on the LEAP guess)."""
-        return self._landmark(shape, NEAR) is not None and not self.leap(shape)
+        return self._landmark(shape) is not None and not self.leap(shape)
 
     def learn(self, shape: Shape, seconds: float) -> bool:
         """Take a batch the shard ran healthy into the bounds and the landmarks; True
@@ -169,13 +181,13 @@ class Envelope:
             self.work, changed = seconds / shape.tokens, True
         if shape.quad > 0 and (self.quad is None or seconds / shape.quad < self.quad):
             self.quad, changed = seconds / shape.quad, True
-        i = self._landmark(shape, SAME)
+        i = self._landmark(shape, same=True)
         if i is None:
-            self.seen.append((shape.tokens, shape.quad))
-            del self.seen[:-MAX_SEEN]
+            self._add(shape.tokens, shape.quad)
             changed = True
-        elif i != len(self.seen) - 1:
-            self.seen.append(self.seen.pop(i))  # met again: the most recent
+        elif i != len(self.seen) - 1:  # met again: the most recent
+            self.seen.append(self.seen.pop(i))
+            self._ranges.append(self._ranges.pop(i))
         return changed
 
     def _terms(self, shape: Shape) -> tuple[float | None, bool]:
