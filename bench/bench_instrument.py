@@ -1,17 +1,24 @@
-"""Cost of ``tracker.instrument(model)`` per batch, on a real (small) model.
+"""Cost of ``tracker.instrument(model)``: CPU time over alternating pairs of encodes.
 
-    .venv/bin/python bench/bench_instrument.py [--batches 300] [--batch-size 32]
+    .venv/bin/python bench/bench_instrument.py [--pairs 200] [--case NAME ...]
 
-Two figures, both per batch:
+For each case, ``model.encode(texts)`` of a real sentence-transformers model (a
+2-layer XLM-R, hidden 128, random weights, built here: no model hub) runs in
+pairs, once instrumented by crawlguard and once not, the order
+alternating from pair to pair so that drift on a shared machine hits both
+alike. Each encode is timed by the process's CPU time (``time.process_time_ns``,
+torch on one thread), not by the wall clock, so other processes on the machine
+do not count. Printed per case: the median encode uninstrumented, the ratio
+sum(instrumented) / sum(uninstrumented), the difference per batch, and crawlguard's own CPU time
+per batch (crawlguard's wrapper around a forward that does nothing).
 
-- the hooks' own time: crawlguard's pre- and post-hook called as torch calls
-  them, with the batch's attention mask (in-flight gauges, the length-weighted
-  token count, the finished batch's mmap writes and its batches.jsonl line);
-- the forward of a 2-layer XLM-R (hidden 128, random weights, built here: no
-  model hub) on a batch of ``--batch-size`` texts of 64 tokens, with and
-  without the hooks, interleaved, medians.
+Cases (one forward per encode; times on the machine that wrote bench/README.md):
 
-The target (issue 11): at most 1 % of a batch. On a GPU the hook adds one
+- ``4ms``: one short text (a title), the single-text encode;
+- ``17ms``: 5 texts of 24 words;
+- ``200ms``: 16 texts of 128 words.
+
+The target (issue 17): at most 3 % on the 4 ms case. On a GPU the wrapper adds one
 ``torch.cuda.synchronize`` (not present on this CPU-only bench). Needs the
 ``libs`` extra. Prints figures; asserts nothing.
 """
@@ -19,77 +26,108 @@ The target (issue 11): at most 1 % of a batch. On a GPU the hook adds one
 from __future__ import annotations
 
 import argparse
-import os
+import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from libsetup import offline
+
+offline()
+
+HIDDEN, LAYERS = 384, 6
+"""The shape of all-MiniLM-L6-v2, a common sentence-transformers model."""
+CASES = {"4ms": (1, 4), "17ms": (5, 24), "200ms": (16, 128)}
+"""name: (texts per encode, words per text); one word is one token."""
+PAIRS = {"4ms": 400, "17ms": 150, "200ms": 30}
+
+
+def texts(count: int, words: int, seed: int) -> list[str]:
+    from tests.libs import models
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(models.WORDS) for _ in range(words)) for _ in range(count)]
+
+
+def measure(model: Any, tracker: Any, batch: list[str], pairs: int) -> tuple[list[int], list[int]]:
+    from crawlguard.exporter.instrument import uninstrument
+    bare: list[int] = []
+    hooked: list[int] = []
+    for _ in range(3):  # warm both paths
+        tracker.instrument(model)
+        model.encode(batch, batch_size=len(batch))
+        uninstrument(model)
+        model.encode(batch, batch_size=len(batch))
+    for i in range(pairs):
+        for with_hooks in ((False, True) if i % 2 else (True, False)):
+            if with_hooks:
+                tracker.instrument(model)
+            else:
+                uninstrument(model)
+            t0 = time.process_time_ns()
+            model.encode(batch, batch_size=len(batch))
+            (hooked if with_hooks else bare).append(time.process_time_ns() - t0)
+    uninstrument(model)
+    return bare, hooked
+
+
+def own_time(model: Any, tracker: Any, batch: list[str], rounds: int) -> list[int]:
+    """CPU time of crawlguard's wrapper alone around a forward that does nothing: the
+    in-flight gauges, the batch's shape and token count, the finished batch's
+    judgement, mmap writes and batches.jsonl line."""
+    try:
+        from crawlguard.exporter.instrument import Observed
+    except ImportError:  # an earlier release (forward hooks): no own time to show
+        return [0]
+    wrapper = Observed(tracker, lambda features: features)
+    features = model.preprocess(batch)
+    out = []
+    for _ in range(rounds):
+        t0 = time.process_time_ns()
+        wrapper(features)
+        out.append(time.process_time_ns() - t0)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--batches", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=0, help="pairs per case (default: per case)")
+    p.add_argument("--case", action="append", choices=sorted(CASES))
     args = p.parse_args()
     try:
         import torch
-        from transformers import XLMRobertaModel
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     except ImportError:
         print("needs the libs extra: pip install torch==2.13.0 && pip install -e '.[libs]'")
         return 2
     from crawlguard import CrawlTracker
-    from crawlguard.exporter.instrument import ATTR, uninstrument
     from tests.libs import models
 
-    torch.manual_seed(0)
-    model = XLMRobertaModel(models.config(len(models.SPECIAL) + len(models.WORDS), 128)).eval()
-    ids = torch.randint(len(models.SPECIAL), 400, (args.batch_size, args.tokens))
-    mask = torch.ones_like(ids)
-    mask[:, args.tokens * 3 // 4:] = 0  # a quarter of padding, as in a real batch
+    torch.set_num_threads(1)  # CPU time then is the encode's, not idle spinning threads'
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = CrawlTracker("bench", "backfill", "cpu", state_dir=Path(tmp), total=10**9)
-        tracker.instrument(model)
-        hooks = model.__dict__[ATTR]
-        kwargs = {"input_ids": ids, "attention_mask": mask}
-        hook_ns = []
-        for _ in range(args.batches * 10):
-            t0 = time.perf_counter_ns()
-            hooks.pre(model, (), kwargs)
-            hooks.post(model, (), kwargs, ids)
-            hook_ns.append(time.perf_counter_ns() - t0)
-        bare_ns, hooked_ns = [], []
-        with torch.inference_mode():
-            for _ in range(5):
-                model(**kwargs)
-            # Blocks of ten, alternating, so drift on a shared machine hits both alike.
-            for i in range(args.batches // 10):
-                for hooked in ((False, True) if i % 2 else (True, False)):
-                    if hooked:
-                        tracker.instrument(model)
-                    else:
-                        uninstrument(model)
-                    for _ in range(10):
-                        t0 = time.perf_counter_ns()
-                        model(**kwargs)
-                        (hooked_ns if hooked else bare_ns).append(time.perf_counter_ns() - t0)
+        directory = models.save_encoder(Path(tmp) / "xlmr", hidden=HIDDEN, layers=LAYERS)
+        word = Transformer(str(directory), max_seq_length=512)
+        model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension())],
+                                    device="cpu")
+        tracker = CrawlTracker("bench", "backfill", "cpu", state_dir=Path(tmp) / "state",
+                               total=10**9)
+        print(f"torch {torch.__version__}, 1 thread; sentence-transformers encode of a "
+              f"6-layer XLM-R hidden 384; CPU time per encode, pairs alternating")
+        print(f"{'case':>6} {'pairs':>5} {'bare median':>12} {'ratio':>7} "
+              f"{'diff/batch':>11} {'own time':>10}")
+        for name in args.case or list(CASES):
+            count, words = CASES[name]
+            batch = texts(count, words, seed=count)
+            bare, hooked = measure(model, tracker, batch, args.pairs or PAIRS[name])
+            own = own_time(model, tracker, batch, 2000)
+            ratio = sum(hooked) / sum(bare)
+            diff_us = (sum(hooked) - sum(bare)) / len(bare) / 1000
+            print(f"{name:>6} {len(bare):>5} {statistics.median(bare) / 1e6:>9.2f} ms "
+                  f"{ratio:>7.3f} {diff_us:>8.0f} us {statistics.median(own) / 1000:>7.0f} us")
         tracker.close()
-    hook_us = statistics.median(hook_ns) / 1000
-    bare_ms = statistics.median(bare_ns) / 1e6
-    hooked_ms = statistics.median(hooked_ns) / 1e6
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch "
-          f"{args.batch_size} x {args.tokens} tokens, 2-layer XLM-R hidden 128")
-    print(f"hooks' own time per batch:  median {hook_us:.1f} us, p90 "
-          f"{statistics.quantiles(hook_ns, n=10)[-1] / 1000:.1f} us")
-    print(f"forward without hooks:      median {bare_ms:.3f} ms")
-    print(f"forward with hooks:         median {hooked_ms:.3f} ms")
-    print(f"overhead: {100 * hook_us / 1000 / bare_ms:.2f} % of this batch (hooks' own time); "
-          f"{100 * (hooked_ms - bare_ms) / bare_ms:+.2f} % measured end to end")
     return 0
 
 

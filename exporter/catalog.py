@@ -18,7 +18,9 @@ WORKER_COUNTERS: dict[str, str] = {
 
 WORKER_GAUGES: dict[str, str] = {
     "bfm_genes_per_second": "Rate of the last finished batch (genes/s).",
-    "bfm_genes_per_second_ema": "Batch-indexed EMA of genes/s (after warm-up).",
+    "bfm_genes_per_second_ema":
+        "Batch-indexed EMA after warm-up, in genes/s: the EMA of each batch's pace (its "
+        "predicted over its actual seconds, relative to the baseline's) x the baseline.",
     "bfm_genes_per_second_baseline":
         "The shard's own early-batch baseline (median genes/s); absent until established.",
     "bfm_crawl_streak_batches": "Consecutive batches whose EMA is below baseline / factor.",
@@ -27,6 +29,11 @@ WORKER_GAUGES: dict[str, str] = {
     "bfm_batch_started_timestamp_seconds":
         "Unix time at which the most recent batch started (in flight or finished).",
     "bfm_batch_inflight_genes": "Genes of the batch in flight; 0 when none is.",
+    "bfm_batch_inflight_work":
+        "Work of the batch in flight in gene-equivalents: the seconds its shape takes at "
+        "the baseline's pace x bfm_genes_per_second_baseline (its genes before the "
+        "baseline); 0 when none is. The stall rule's limit is WINDOW x FACTOR x this / "
+        "the baseline.",
     "bfm_worker_vram_reserved_bytes":
         "torch's caching-allocator reservation on the worker's GPU (only when the build "
         "imported torch); above the dedicated total it means the driver spilled.",

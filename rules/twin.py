@@ -195,11 +195,13 @@ def crawl_on_cpu(s: Snapshot, now: float, history: History) -> dict[LabelSet, fl
 
 
 def stalled(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
-    """now - started >= window * factor * inflight / baseline, inflight > 0, spill
-    evidence; value: the seconds the batch has been in flight."""
+    """now - started >= window * factor * work / baseline, work > 0, spill evidence,
+    where work is ``bfm_batch_inflight_work or bfm_batch_inflight_genes`` (the genes of
+    a worker of an earlier release); value: the seconds the batch has been in flight."""
     window, factor = s.series("bfm_crawl_window_batches"), s.series("bfm_crawl_factor")
-    inflight, baseline = s.series("bfm_batch_inflight_genes"), s.series(
-        "bfm_genes_per_second_baseline")
+    baseline = s.series("bfm_genes_per_second_baseline")
+    # `a or b`: every series of a, then those of b whose label set a lacks.
+    inflight = {**s.series("bfm_batch_inflight_genes"), **s.series("bfm_batch_inflight_work")}
     out: dict[LabelSet, float] = {}
     for ls, started in s.series("bfm_batch_started_timestamp_seconds").items():
         if not all(ls in m for m in (window, factor, inflight, baseline)):

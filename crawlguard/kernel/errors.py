@@ -23,7 +23,8 @@ traceback::
     ├── SidecarUnavailable       a client could not reach the sidecar API
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
     ├── ReportError              the evidence report cannot be made (no state, no matplotlib)
-    └── DrillRefused             a fire drill cannot start (no running worker for the shard)
+    ├── DrillRefused             a fire drill cannot start (no running worker for the shard)
+    └── UnobservedPoolError      an instrumented model sent to a multi-process pool
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -137,3 +138,8 @@ class ReportError(CrawlguardError):
 class DrillRefused(CrawlguardError):
     """``crawlguard drill`` cannot start: no running worker for the shard, or a rig whose
     ladder could not act on it (the sidecar unreachable, paused, or set to alert only)."""
+
+
+class UnobservedPoolError(CrawlguardError, RuntimeError):
+    """An instrumented model is being sent to a child process (a multi-process encode
+    pool), where crawlguard could neither watch its batches nor restart it."""

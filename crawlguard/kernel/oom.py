@@ -20,7 +20,9 @@ relaunches (so the CPU rung's environment reaches that very relaunch).
 
 torch is never imported here: an exception is recognised by its class
 (``torch.OutOfMemoryError``, which ``torch.cuda.OutOfMemoryError`` aliases)
-only when the build loaded torch.
+only when the build loaded torch, and the other forms (``torch.AcceleratorError``
+"CUDA error: out of memory", cuBLAS and cuDNN allocation failures) by their text
+(``is_oom``).
 """
 
 from __future__ import annotations
@@ -39,11 +41,22 @@ from .statedir import StateDir, write_json_atomic
 from .workers import ProcessRecord
 
 OOM_DIR = "oom"
-OOM_MESSAGES = ("CUDA out of memory", "out of memory")
+OOM_PREFIXES = ("CUDA out of memory", "out of memory")
+"""torch before 2.1 raised a plain RuntimeError starting so."""
+OOM_TEXTS = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+             "CUDNN_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation")
+"""The device's own out-of-memory, as torch words it where it raises no OutOfMemoryError:
+``torch.AcceleratorError`` (a RuntimeError) or a RuntimeError from a CUDA call, cuBLAS
+or cuDNN failing to allocate its workspace."""
 
 
 def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is torch's out-of-memory error (torch is never imported here)."""
+    """Whether ``exc`` is one of torch's out-of-memory errors (torch is never imported here).
+
+    ``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError`` aliases it) by class;
+    otherwise a ``RuntimeError`` (``torch.AcceleratorError`` is one) whose text is
+    an OOM's (``OOM_PREFIXES``, ``OOM_TEXTS``).
+    """
     torch = sys.modules.get("torch")
     oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if isinstance(oom_type, type) and isinstance(exc, oom_type):
@@ -51,9 +64,10 @@ def is_oom(exc: BaseException) -> bool:
     for cls in type(exc).__mro__:
         if cls.__name__ == "OutOfMemoryError" and cls.__module__.startswith("torch"):
             return True
-    # torch before 2.1 raised a plain RuntimeError with this text.
-    return (type(exc) is RuntimeError and bool(exc.args)
-            and str(exc.args[0]).startswith(OOM_MESSAGES))
+    if not isinstance(exc, RuntimeError) or not exc.args:
+        return False
+    text = str(exc.args[0])
+    return text.startswith(OOM_PREFIXES) or any(t in text for t in OOM_TEXTS)
 
 
 class OomRecord(ProcessRecord):

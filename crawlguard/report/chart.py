@@ -1,4 +1,4 @@
-"""One PNG per shard: genes/s per batch, EMA, baseline, crawl threshold, rungs, VRAM.
+"""One PNG per shard: each batch's work rate, EMA, baseline, crawl threshold, rungs, VRAM.
 
 matplotlib is the optional ``report`` extra, so it is imported here, lazily,
 and only through ``require_matplotlib`` which turns its absence into one clear
@@ -55,13 +55,15 @@ def _groups(batches: list[Batch]) -> dict[tuple[str, str], list[Batch]]:
 
 
 def _plot_rates(ax: Any, ev: ShardEvidence) -> None:
-    rates = [b.rate for b in ev.batches if b.rate > 0]
+    # Each batch at its work's rate (genes/s for a batch of the baseline's shape), so a
+    # long batch sits where its pace is, on the scale of the EMA and the threshold.
+    rates = [b.work_rate for b in ev.batches if b.work_rate > 0]
     for i, ((stage, device), rows) in enumerate(_groups(ev.batches).items()):
         tag = f"{stage}/{device}"
         colour = f"C{i % 10}"
-        pts = [b for b in rows if b.rate > 0]
-        ax.scatter(_dates(b.t for b in pts), [b.rate for b in pts], s=9, color=colour,
-                   alpha=0.45, label=f"genes/s per batch ({tag})")
+        pts = [b for b in rows if b.work_rate > 0]
+        ax.scatter(_dates(b.t for b in pts), [b.work_rate for b in pts], s=9, color=colour,
+                   alpha=0.45, label=f"per batch, work / seconds ({tag})")
         # The EMA lives in one worker process: a restart starts a new line.
         for j, pid in enumerate(dict.fromkeys(b.pid for b in rows)):
             ema = [b for b in rows if b.pid == pid and b.ema is not None and b.ema > 0]
@@ -79,7 +81,7 @@ def _plot_rates(ax: Any, ev: ShardEvidence) -> None:
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0)  # a linear axis from 0 shows a drop at its true size
-    ax.set_ylabel("genes/s")
+    ax.set_ylabel("genes/s (at the baseline's shape)")
     ax.grid(True, which="major", alpha=0.3)
 
 

@@ -111,11 +111,9 @@ class ShardEvidence:
             if rung.rung not in rungs.TAKEN_NAMES:
                 continue
             before = [b for b in self.batches if b.t <= rung.t]
-            if not before or before[-1].baseline is None or before[-1].baseline <= 0:
-                continue
-            last = before[-1]
-            assert last.baseline is not None
-            lost += max(rung.t - last.t - last.genes / last.baseline, 0.0)
+            expected = before[-1].expected_seconds if before else None
+            if expected is not None:
+                lost += max(rung.t - before[-1].t - expected, 0.0)
         return lost
 
     @property

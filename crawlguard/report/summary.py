@@ -71,7 +71,8 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
         lines.append("- resume overrides: " + ", ".join(f"`{k}={v}`" for k, v in
                                                         sorted(ev.env.items())))
     lines.append(f"- time lost to crawling (estimate): {fmt_duration(ev.lost_seconds)}: "
-                 f"{ev.slow_batches} batches slower than baseline / factor, and "
+                 f"{ev.slow_batches} batches slower than factor x their time at the "
+                 f"baseline's pace, and "
                  f"{fmt_duration(ev.unfinished_lost_seconds)} in batches a rung cut short")
     samples = vram_for(ev, vram)
     if samples:
@@ -100,8 +101,9 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
              f"State dir: `{run.state_dir}`; written {fmt_time(now)}.", "",
              "Time lost to crawling is an estimate: at every rung, the time the stopped "
              "worker's unfinished batch ran beyond one batch at baseline pace (a stalled batch "
-             "never finishes); plus, for every batch slower than its own "
-             "baseline / factor, the seconds beyond what its genes take at the baseline.", "",
+             "never finishes); plus, for every batch slower than factor x its time at the "
+             "baseline's pace (its shape's predicted seconds: a long batch is not a slow one), "
+             "the seconds beyond that time.", "",
              "| shard | genes | batches | baseline (genes/s) | crawls | rungs | final device "
              "| time lost |",
              "|---|---:|---:|---|---:|---|---|---:|"]

@@ -27,13 +27,18 @@ UniqueGenes = Callable[[str], int]
 build's outputs); without it the view shows genes done, redone ones included."""
 
 
-def progress_text(last: Batch | None) -> str:
+def progress_text(last: Batch | None, paced_seconds: float = 0.0,
+                  paced_genes: float = 0.0) -> str:
     """`` 42% done, ETA 1.1 h`` from a batch line of a tracker with ``total=``.
 
     The percentage is of the worker's own total (what it had left when it
-    started: a relaunched worker counts the rest of the shard), and the ETA is
-    the genes remaining at the shard's baseline pace, the rate it has when
-    healthy: a crawl does not stretch it, which is the point of showing it.
+    started: a relaunched worker counts the rest of the shard). The ETA is the
+    genes remaining at the healthy time per gene of what this worker has embedded
+    so far: ``paced_seconds`` (its batches' time at the baseline's pace, from their
+    work: ``Batch.healthy_seconds``) over ``paced_genes``. It is computed from work,
+    so texts longer than the baseline's stretch it and a crawl does not, which is the
+    point of showing it; without work (a first-release line) it is the genes at the
+    baseline's rate.
     """
     if last is None or last.total is None or last.remaining is None:
         return ""
@@ -42,6 +47,8 @@ def progress_text(last: Batch | None) -> str:
     text = f" {done:3.0f}% done"
     if remaining <= 0:
         return text
+    if paced_genes > 0 and paced_seconds > 0:
+        return f"{text}, ETA {fmt_duration(remaining * paced_seconds / paced_genes)}"
     if last.baseline:
         return f"{text}, ETA {fmt_duration(remaining / last.baseline)}"
     return f"{text}, ETA -"
@@ -76,7 +83,7 @@ class LiveView:
         speed = "" if last is None else f" {last.rate:7.1f} genes/s"
         if last is not None and last.ema is not None and last.baseline:
             speed += f" ({100 * last.ema / last.baseline:4.0f}% of baseline)"
-        speed += progress_text(last)
+        speed += progress_text(last, log.paced_seconds, log.paced_genes)
         rungs = ",".join(ladder.rung_names) or "-"
         # Distinct genes when the build can tell (as the demo's summary counts them);
         # otherwise the batch log's sum, which counts work redone after a restart again.

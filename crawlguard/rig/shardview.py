@@ -49,7 +49,8 @@ class BatchSummary:
     final_device: str
     wall_seconds: float
     ideal_seconds: float
-    """Σ genes / baseline of the batch's device: the time at the shard's own pace."""
+    """Σ of each batch's time at its baseline's pace (``Batch.healthy_seconds``; genes /
+    the device's baseline for lines without work): the time at the shard's own pace."""
 
     @property
     def lost_seconds(self) -> float:
@@ -72,7 +73,9 @@ def summarise_batches(state: StateDir, shard: str) -> BatchSummary:
     ideal = 0.0
     for b in rows:
         base = baseline.get(b.device)
-        ideal += b.genes / base if base else b.seconds
+        healthy = b.healthy_seconds if b.work is not None else None
+        ideal += (healthy if healthy is not None
+                  else b.genes / base if base else b.seconds)
     return BatchSummary(genes=sum(b.genes for b in rows), batches=len(rows),
                         final_device=rows[-1].device,
                         wall_seconds=rows[-1].t - (rows[0].t - rows[0].seconds),

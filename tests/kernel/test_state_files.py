@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from crawlguard.exporter import mpfiles
 from crawlguard.exporter.baseline import BaselineRecord, load_baseline_record, save_baseline
 from crawlguard.exporter.compaction import JOURNAL, Journal, MetricsJanitor
+from crawlguard.exporter.rate import Baseline, Sample
+from crawlguard.exporter.workmodel import Envelope, padded_shape
 from crawlguard.kernel import drills, oom
 from crawlguard.kernel.errors import CorruptStateError, StateError
 from crawlguard.kernel.formats import batchlog, schema, vramlog
@@ -39,6 +41,17 @@ from crawlguard.supervisor import runrecord
 
 SHARD = "docs"
 ME = WorkerIdentity.current()
+
+
+def _work_model() -> Baseline:
+    samples = [Sample(padded_shape(8, 100), 8.0, 0.5), Sample(padded_shape(8, 60), 8.0, 0.4)]
+    envelope = Envelope()
+    for sample in samples:
+        envelope.learn(sample.shape, sample.seconds)
+    return Baseline(16.0, envelope, samples)
+
+
+BASELINE = _work_model()
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
@@ -185,9 +198,8 @@ def valid_docs(st_: StateDir) -> dict[str, dict[str, Any]]:
             started_at=4.0, until=9.0, keep=True, shared_bytes=1 << 30),
         "oom record": oom.OomRecord(shard=SHARD, stage="backfill", device="cuda:0", gpu="0",
                                     **me, at=3.0, genes=8.0, error="OOM"),
-        "baseline": BaselineRecord(baseline=15.0, unit="tokens", genes_per_unit=0.5,
-                                   shard=SHARD, stage="backfill", device="cuda:0",
-                                   samples=[14.0, 16.0], established_at=9.0),
+        "baseline": BaselineRecord.of(BASELINE, "tokens", shard=SHARD, stage="backfill",
+                                      device="cuda:0", now=9.0),
         "compaction journal": Journal(merged=[mpfiles.file_name("counter", ME)]),
     }
     return {**{name: doc.model_dump(mode="json") for name, doc in docs.items()},
@@ -215,10 +227,15 @@ def test_what_each_writer_writes_its_reader_reads(tmp_path: Path) -> None:
     oom.write_record(st_, rec)
     oom.write_record(st_, rec)
     assert [r.count for r in oom.read_records(st_, SHARD)] == [2]
-    save_baseline(st_, SHARD, "backfill", "cuda:0", 15.0, [14.0, 16.0], now=9.0)
-    assert load_baseline_record(st_, SHARD, "backfill", "cuda:0") == BaselineRecord(
-        baseline=15.0, unit="genes", genes_per_unit=1.0, shard=SHARD, stage="backfill",
-        device="cuda:0", samples=[14.0, 16.0], established_at=9.0)
+    save_baseline(st_, SHARD, "backfill", "cuda:0", BASELINE, "genes", now=9.0)
+    record = load_baseline_record(st_, SHARD, "backfill", "cuda:0")
+    assert record == BaselineRecord.of(BASELINE, "genes", shard=SHARD, stage="backfill",
+                                       device="cuda:0", now=9.0)
+    model = record.work_model()
+    assert model is not None and model.genes_per_second == BASELINE.genes_per_second
+    assert model.samples == BASELINE.samples and model.pace == BASELINE.pace
+    shape = padded_shape(3, 40)
+    assert model.expected_seconds(shape) == BASELINE.expected_seconds(shape)
     for name, doc in valid_docs(st_).items():
         if name.endswith(".jsonl"):
             items, bad = READERS[name](StateDir(tmp_path / name), json.dumps(doc))

@@ -52,18 +52,18 @@ def config(vocab_size: int, hidden: int = 64, layers: int = 2) -> XLMRobertaConf
         eos_token_id=3, type_vocab_size=1)
 
 
-def _save(directory: Path, model_class: Any, seed: int, hidden: int) -> Path:
+def _save(directory: Path, model_class: Any, seed: int, hidden: int, layers: int = 2) -> Path:
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     tok = tokenizer(directory)
-    model_class(config(len(tok), hidden)).save_pretrained(directory)
+    model_class(config(len(tok), hidden, layers)).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
 
 
-def save_encoder(directory: Path, seed: int = 0, hidden: int = 64) -> Path:
-    """A random 2-layer XLM-R encoder plus its tokenizer, saved to ``directory``."""
-    return _save(directory, XLMRobertaModel, seed, hidden)
+def save_encoder(directory: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """A random XLM-R encoder (2 layers unless told) plus its tokenizer, saved to ``directory``."""
+    return _save(directory, XLMRobertaModel, seed, hidden, layers)
 
 
 def save_masked_lm(directory: Path, seed: int = 0, hidden: int = 64) -> Path:

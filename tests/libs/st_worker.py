@@ -87,7 +87,8 @@ def main() -> int:
             if batches[0] > args.oom_after:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-        model.register_forward_pre_hook(spill)  # runs after crawlguard's pre-hook
+        # Inside the observed forward, as a real OOM is: a hook of its pooling module.
+        model[1].register_forward_pre_hook(spill)
     for i in todo:
         if stop.is_set():
             print(f"stopped by signal {signum[0]}", flush=True)

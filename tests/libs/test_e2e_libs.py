@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -28,6 +27,7 @@ from crawlguard.kernel.workers import read_registration
 from tests.helpers import REPO, Proc, crawlguard_cmd
 
 from .conftest import require_libs
+from .rigenv import full_vram_env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP/SIGCONT")]
@@ -54,17 +54,8 @@ def _up(state: Path, data: Path, model: Path, *extra: str) -> list[str]:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    vram = tmp_path / "vram.json"  # GPU 0 full, as during the spill
-    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 11_850_000_000,
-                                          "total_bytes": 12_000_000_000}]}))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HELIX_BFM_") and k != "BGEM3_DEVICE"}
-    env.update(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_WARMUP_BATCHES="1",
-               HELIX_BFM_BASELINE_BATCHES="3", HELIX_BFM_CRAWL_WINDOW="4",
-               HELIX_BFM_GRACE_SECONDS="10", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [
-                   os.environ.get("PYTHONPATH")])]), **extra)
-    return env
+    return full_vram_env(tmp_path, HELIX_BFM_CRAWL_WINDOW="4",
+                         HELIX_BFM_GRACE_SECONDS="10", **extra)
 
 
 def _ladder(state: Path) -> dict[str, Any]:

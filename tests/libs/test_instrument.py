@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,9 @@ import pytest
 from crawlguard import CrawlTracker
 from crawlguard.exporter.instrument import uninstrument
 from crawlguard.kernel import oom
+from crawlguard.kernel.errors import UnobservedPoolError
 from crawlguard.kernel.statedir import StateDir
+from tests.exporter.test_tracker import value
 
 from .conftest import require_libs
 
@@ -38,6 +43,11 @@ def _tracker(state_dir: Path, **kw: Any) -> CrawlTracker:
 def _log(state_dir: Path) -> list[dict[str, Any]]:
     path = StateDir(state_dir).batches_file("docs")
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _inflight(state_dir: Path) -> tuple[float | None, float | None]:
+    return (value(state_dir, "bfm_batch_inflight_genes"),
+            value(state_dir, "bfm_batch_inflight_work"))
 
 
 def _sentence_transformer(encoder_dir: Path) -> Any:
@@ -109,9 +119,34 @@ def test_bge_m3_flag_model(libs: Any, encoder_dir: Path, state_dir: Path) -> Non
     out = model.encode(libs.texts(20, 3, 40), batch_size=8, return_dense=True,
                        return_sparse=True)
     assert out["dense_vecs"].shape[0] == 20 and len(out["lexical_weights"]) == 20
-    # Three batches, plus FlagEmbedding's batch-size probe (its first batch, run once more).
+    # Three batches, after FlagEmbedding's batch-size probe (its first batch, run once
+    # more): the probe is work, but no genes.
     assert tracker.batches == 4
-    assert [ln["genes"] for ln in _log(state_dir)] == [8.0, 8.0, 8.0, 4.0]
+    lines = _log(state_dir)
+    assert [ln["genes"] for ln in lines] == [0.0, 8.0, 8.0, 4.0]
+    assert lines[0]["tokens"] == lines[1]["tokens"] > 0
+
+
+@pytest.mark.parametrize(("items", "calls", "batch_size"), [
+    (200, 1, 32),    # one call: the probe re-runs its first batch
+    (557, 20, 32),   # one call per file: a probe per call
+    (200, 1, 256),   # the probe is the whole call
+])
+def test_flag_model_probe_counts_each_gene_once(libs: Any, encoder_dir: Path, state_dir: Path,
+                                                items: int, calls: int,
+                                                batch_size: int) -> None:
+    from FlagEmbedding import BGEM3FlagModel
+    model = BGEM3FlagModel(str(encoder_dir), devices="cpu", use_fp16=False)
+    tracker = _tracker(state_dir, total=items)
+    tracker.instrument(model)
+    texts = libs.texts(items, 3, 24)
+    step = -(-items // calls)
+    for start in range(0, items, step):
+        model.encode(texts[start:start + step], batch_size=batch_size)
+    lines = _log(state_dir)
+    assert sum(ln["genes"] for ln in lines) == items
+    assert tracker.remaining == 0 and lines[-1]["remaining"] == 0.0
+    assert sum(1 for ln in lines if ln["genes"] == 0) == calls  # one probe per call
 
 
 def test_refuses_what_is_no_model(libs: Any, state_dir: Path) -> None:
@@ -119,13 +154,90 @@ def test_refuses_what_is_no_model(libs: Any, state_dir: Path) -> None:
         _tracker(state_dir).instrument(object())
 
 
-def test_hooks_pickle_as_inert(libs: Any, encoder_dir: Path, state_dir: Path) -> None:
+def test_copies_are_plain_models(libs: Any, encoder_dir: Path, state_dir: Path) -> None:
+    import torch
     model = _sentence_transformer(encoder_dir)
     tracker = _tracker(state_dir)
     tracker.instrument(model)
-    clone = pickle.loads(pickle.dumps(model))
-    clone.encode(["w1 w2"], batch_size=1)
+    expected = model.encode(["w1 w2"], batch_size=1)
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert (clone.encode(["w1 w2"], batch_size=1) == expected).all()
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    torch.load(buffer, weights_only=False).encode(["w1 w2"], batch_size=1)
+    assert tracker.batches == 1  # the copies ran unobserved
+
+
+def test_multi_process_pools_are_refused_loudly(libs: Any, encoder_dir: Path,
+                                                state_dir: Path) -> None:
+    from FlagEmbedding import BGEM3FlagModel
+    model = _sentence_transformer(encoder_dir)
+    tracker = _tracker(state_dir)
+    tracker.instrument(model)
+    with pytest.raises(UnobservedPoolError, match="one worker process per GPU"):
+        model.encode(["w1 w2"] * 4, device=["cpu", "cpu"])
+    with pytest.raises(UnobservedPoolError, match="uninstrument"):
+        model.start_multi_process_pool(["cpu"])
+    flag = BGEM3FlagModel(str(encoder_dir), devices=["cpu", "cpu"], use_fp16=False)
+    tracker.instrument(flag)
+    with pytest.raises(UnobservedPoolError):
+        flag.encode(["w1 w2"] * 4, batch_size=2)
+    flag.pool = None  # nothing was started
+    # Unwatched on purpose: the pool pickles a plain model.
+    uninstrument(model)
+    pool = model.start_multi_process_pool(["cpu"])
+    try:
+        assert model.encode(["w1 w2"] * 2, pool=pool).shape[0] == 2
+    finally:
+        model.stop_multi_process_pool(pool)
     assert tracker.batches == 0
+
+
+def test_an_interrupted_forward_leaves_nothing_in_flight(libs: Any, state_dir: Path) -> None:
+    import torch
+
+    class Interruptible(torch.nn.Module):
+        interrupt = True
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            if self.interrupt:
+                raise KeyboardInterrupt  # the notebook's interrupt, mid-batch
+            return input_ids
+
+    module = Interruptible()
+    tracker = _tracker(state_dir)
+    tracker.instrument(module)
+    ids = torch.ones((4, 3), dtype=torch.long)
+    with pytest.raises(KeyboardInterrupt):
+        module(input_ids=ids, attention_mask=ids)
+    assert _inflight(state_dir) == (0.0, 0.0)
+    module.interrupt = False  # run encode again: every forward is observed again
+    for _ in range(3):
+        module(input_ids=ids, attention_mask=ids)
+    assert tracker.batches == 3 and _inflight(state_dir) == (0.0, 0.0)
+
+
+def test_threads_sharing_a_model_are_each_observed_once(libs: Any, encoder_dir: Path,
+                                                        state_dir: Path) -> None:
+    model = _sentence_transformer(encoder_dir)
+    tracker = _tracker(state_dir)
+    tracker.instrument(model)
+    texts = libs.texts(32, 3, 12)
+    barrier = threading.Barrier(2)
+
+    def encode() -> None:
+        barrier.wait()
+        for _ in range(10):
+            model.encode(texts, batch_size=32)
+
+    threads = [threading.Thread(target=encode) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tracker.batches == 20 and tracker.done == 640
+    assert _inflight(state_dir) == (0.0, 0.0)
 
 
 def _oom_module(torch: Any) -> Any:
@@ -157,6 +269,34 @@ def test_oom_through_instrument_is_recorded_then_recovered(libs: Any, state_dir:
     module(input_ids=ids, attention_mask=torch.ones_like(ids))
     (record,) = oom.read_records(StateDir(state_dir), "docs")
     assert record.recovered and tracker.batches == 1
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda torch: torch.AcceleratorError("CUDA error: out of memory"),
+    lambda torch: RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be "
+                               "asynchronously reported"),
+    lambda torch: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                               "`cublasCreate(handle)`"),
+    lambda torch: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+], ids=["accelerator", "runtime", "cublas", "outofmemory"])
+def test_every_oom_form_is_recorded_and_raised_unchanged(libs: Any, state_dir: Path,
+                                                         make_error: Any) -> None:
+    import torch
+
+    error = make_error(torch)
+
+    class Failing(torch.nn.Module):
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            raise error
+
+    module = Failing()
+    _tracker(state_dir).instrument(module)
+    ids = torch.ones((2, 3), dtype=torch.long)
+    with pytest.raises(type(error)) as raised:
+        module(input_ids=ids, attention_mask=ids)
+    assert raised.value is error and raised.value.__traceback__ is not None
+    (record,) = oom.read_records(StateDir(state_dir), "docs")
+    assert record.genes == 2.0 and type(error).__name__ in record.error
 
 
 def test_oom_through_batch_and_other_errors(libs: Any, state_dir: Path) -> None:

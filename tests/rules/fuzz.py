@@ -53,13 +53,18 @@ def random_scenario(rng: random.Random, idx: int) -> Scenario:
                               edge * 1.001, edge * 2.0, edge * 5.0])
             streak = rng.choice([0, window - 1, window, window + 3])
             inflight = rng.choice([0.0, 32.0, 64.0])
-            threshold = window * factor * max(inflight, 1.0) / baseline
+            # The work of the batch in flight: absent (an earlier release: its genes
+            # stand in), as many as its genes, a long batch's, or a probe's (no genes).
+            work = rng.choice([None, inflight, inflight * 50, 64.0 if inflight == 0 else 0.0])
+            judged = inflight if work is None else work
+            threshold = window * factor * max(judged, 1.0) / baseline
             started = t - threshold * rng.choice([0.0, 0.5, 0.999, 1.0, 1.001, 3.0])
             put(selector("bfm_genes_per_second_ema", lab), m, _fmt(ema))
             put(selector("bfm_crawl_streak_batches", lab), m, _fmt(streak))
             put(selector("bfm_crawl_factor", lab), m, _fmt(factor))
             put(selector("bfm_crawl_window_batches", lab), m, _fmt(window))
             put(selector("bfm_batch_inflight_genes", lab), m, _fmt(inflight))
+            put(selector("bfm_batch_inflight_work", lab), m, "_" if work is None else _fmt(work))
             put(selector("bfm_batch_started_timestamp_seconds", lab), m, _fmt(started))
             put(selector("bfm_batches_total", lab), m, _fmt(m))
             put(selector("bfm_genes_per_second_baseline", lab), m,

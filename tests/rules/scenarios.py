@@ -63,11 +63,17 @@ def c(value: str | float, n: int = 120) -> str:
     return f"{value}x{n}"
 
 
+SAME = "same"
+
+
 def worker(w: Worker, *, ema: str, baseline: str | None, streak: str, factor: str = c(5),
            window: str = c(8), started: str = "0+60x120", inflight: str = c(64),
-           batches: str = "0+1x120", last: str | None = None, info: str = c(1),
-           shared_min: str = c(SHARED_MIN)) -> list[tuple[str, str]]:
-    """Every series one worker exports. ``baseline=None``: not established."""
+           work: str | None = SAME, batches: str = "0+1x120", last: str | None = None,
+           info: str = c(1), shared_min: str = c(SHARED_MIN)) -> list[tuple[str, str]]:
+    """Every series one worker exports. ``baseline=None``: not established;
+    ``work``: the in-flight batch's work (gene-equivalents), by default as many as its
+    genes (a batch of the baseline's shape); None: a worker of an earlier release,
+    which serves no ``bfm_batch_inflight_work``."""
     lab = w.labels()
     out = [
         (selector("bfm_worker_info", w.info_labels()), info),
@@ -79,6 +85,8 @@ def worker(w: Worker, *, ema: str, baseline: str | None, streak: str, factor: st
         (selector("bfm_crawl_window_batches", lab), window),
         (selector("bfm_batch_started_timestamp_seconds", lab), started),
         (selector("bfm_batch_inflight_genes", lab), inflight),
+        *([] if work is None else [(selector("bfm_batch_inflight_work", lab),
+                                    inflight if work == SAME else work)]),
         (selector("bfm_batches_total", lab), batches),
         (selector("bfm_genes_total", lab), "0+64x120"),
     ]
@@ -148,6 +156,7 @@ class Scenario:
 
 CONF = Worker("confluence")
 SLACK = Worker("slack__eng-oncall")
+WIKI = Worker("wiki")
 A0, B1 = Worker("a", device="cuda:0", gpu="0"), Worker("b", device="cuda:1", gpu="1")
 CPU_W = Worker("jira", device="cpu", gpu="")
 F3, F5 = Worker("factor3"), Worker("factor5")
@@ -252,6 +261,42 @@ SCENARIOS: list[Scenario] = [
         "8 x 5 x 64 / 15.3 = 167.3 s passes between minute 4 and 5",
         worker(CONF, ema=c(15.3), baseline=c(15.3), streak=c(0), started="0 60 120x60")
         + vram("0", *FULL),
+        [at(4), at(5, stalled=[CONF]), at(40, stalled=[CONF])],
+    ),
+    Scenario(
+        "long_batch_at_the_baseline_pace",
+        "wiki pages after a baseline of chat lines (3.2 genes/s): a 32-gene batch of pages "
+        "starts at minute 5 and runs 11 minutes at the baseline's pace, 50 times a chat "
+        "batch's work (1,600 gene-equivalents). Its genes alone would give it a chat "
+        "batch's limit, 8 x 5 x 32 / 3.2 = 400 s (minute 12); its work gives 20,000 s: "
+        "no stall while it runs, none once it finished",
+        worker(WIKI, ema=c(3.2), baseline=c(3.2), streak=c(0), started="0+60x4 300x11 960x40",
+               inflight="32x4 32x11 0x40", work="32x4 1600x11 0x40") + vram("0", *FULL),
+        [at(5), at(12), at(15), at(16), at(30)],
+    ),
+    Scenario(
+        "long_batch_that_never_ends",
+        "the same kind of batch (160 gene-equivalents: 5 chat batches' work) never ends: "
+        "Stalled fires once it has run a whole window of crawling batches of its own "
+        "shape, 8 x 5 x 160 / 3.2 = 2,000 s (minute 39), not at the genes' 400 s",
+        worker(WIKI, ema=c(3.2), baseline=c(3.2), streak=c(0), started="0+60x4 300x80",
+               inflight="32x120", work="32x4 160x80") + vram("0", *FULL),
+        [at(12), at(38), at(39, stalled=[WIKI]), at(60, stalled=[WIKI])],
+    ),
+    Scenario(
+        "probe_batch_without_genes",
+        "FlagEmbedding's batch-size probe counts no genes but is work (64 gene-equivalents): "
+        "stuck from minute 2, it stalls like any batch (8 x 5 x 64 / 15.3 = 167.3 s)",
+        worker(CONF, ema=c(15.3), baseline=c(15.3), streak=c(0), started="0 60 120x60",
+               inflight=c(0), work=c(64)) + vram("0", *FULL),
+        [at(4), at(5, stalled=[CONF]), at(40, stalled=[CONF])],
+    ),
+    Scenario(
+        "earlier_release_worker_stall",
+        "a worker of an earlier release serves no bfm_batch_inflight_work: its genes stand "
+        "in, and the stall fires as the genes rule did (167.3 s)",
+        worker(CONF, ema=c(15.3), baseline=c(15.3), streak=c(0), started="0 60 120x60",
+               work=None) + vram("0", *FULL),
         [at(4), at(5, stalled=[CONF]), at(40, stalled=[CONF])],
     ),
     Scenario(

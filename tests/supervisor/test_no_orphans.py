@@ -102,9 +102,11 @@ def test_a_rung_signals_the_launched_group_when_the_worker_is_the_launchers_chil
                                 launch=LaunchRecord(pid=launch.pid,
                                                     create_time=launch.create_time))
         assert result.outcome == "signalled", result
+        # The launcher exits after its child, and only after its own SIGTERM handler
+        # ran: its file is complete once it has exited, not when the worker has.
+        assert popen.wait(10) == 0
         assert out.read_text().startswith("TERM")
         assert Path(f"{out}.launcher").read_text() == "TERM\n"  # the whole group got it
-        assert popen.wait(10) == 0
     finally:
         childproc.stop_gracefully(popen, 0)
 

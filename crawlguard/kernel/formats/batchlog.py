@@ -11,7 +11,10 @@ Both accept exactly the lines ``parse_line`` accepts. A line::
      "rate": 15.2, "ema": 15.3, "baseline": 15.3, "streak": 0}
 
 ``t`` is when the batch ended (Unix seconds); ``gpu`` the NVML index, '' off
-CUDA; ``ema`` and ``baseline`` are null until known. Lines without ``v`` were
+CUDA; ``ema`` and ``baseline`` are null until known. Optional keys: ``tokens``
+(non-padding tokens), ``total`` and ``remaining`` (progress), ``work`` (the
+batch's work in gene-equivalents: the seconds its shape takes at the
+baseline's pace, times the baseline; absent before the baseline). Lines without ``v`` were
 written by the first release and read as version 1; lines of a later version,
 cut short by a crash or damaged otherwise are skipped and counted.
 """
@@ -60,23 +63,47 @@ class Batch(StateModel):
     """The genes the worker's tracker was told to do (``CrawlTracker(total=)``)."""
     remaining: float | None = None
     """Of ``total``, what was left after this batch."""
+    work: float | None = None
+    """Gene-equivalents: the batch's seconds at its baseline's pace x the baseline.
+    Lines without it (genes-only trackers of the first release) count their genes."""
 
     @property
     def threshold(self) -> float | None:
         return None if self.baseline is None else self.baseline / self.factor
 
     @property
+    def expected_seconds(self) -> float | None:
+        """Seconds the batch takes at its (stage, device) baseline's pace."""
+        if self.baseline is None:
+            return None
+        return (self.genes if self.work is None else self.work) / self.baseline
+
+    @property
+    def healthy_seconds(self) -> float | None:
+        """The batch's time had it run at the baseline's pace: its expected seconds when
+        it ran slower, its own when faster (an expected time may be a lenient guess)."""
+        expected = self.expected_seconds
+        return None if expected is None else min(expected, self.seconds)
+
+    @property
+    def work_rate(self) -> float:
+        """The batch's work (gene-equivalents; its genes without ``work``) per second:
+        its genes/s had it been of the baseline's shape."""
+        return (self.genes if self.work is None else self.work) / max(self.seconds, 1e-6)
+
+    @property
     def slow(self) -> bool:
-        """Slower than the crawl threshold of its own (stage, device) baseline."""
-        limit = self.threshold
-        return limit is not None and self.rate < limit
+        """Slower than ``factor`` times its expected seconds: below the crawl threshold."""
+        expected = self.expected_seconds
+        return expected is not None and self.seconds > self.factor * expected
 
     @property
     def lost_seconds(self) -> float:
         """Seconds beyond what the batch would have taken at its baseline, if slow."""
-        if not self.slow or self.baseline is None:
+        expected = self.expected_seconds
+        if expected is None or not self.slow:
             return 0.0
-        return max(self.seconds - self.genes / self.baseline, 0.0)
+        return max(self.seconds - expected, 0.0)
 
 
 class BatchWriter:
@@ -106,7 +133,7 @@ class BatchWriter:
     def append(self, t: float, genes: float, seconds: float, rate: float,
                ema: float | None, baseline: float | None, streak: int, *,
                tokens: float | None = None, total: int | None = None,
-               remaining: float | None = None) -> None:
+               remaining: float | None = None, work: float | None = None) -> None:
         fd = self._fd
         if fd is None:
             try:
@@ -119,6 +146,8 @@ class BatchWriter:
             line += f',"tokens":{float(tokens)!r}'
         if total is not None:
             line += f',"total":{int(total)},"remaining":{float(remaining or 0.0)!r}'
+        if work is not None:
+            line += f',"work":{float(work)!r}'
         with contextlib.suppress(OSError):
             os.write(fd, (line + "}\n").encode())
 
@@ -152,6 +181,10 @@ class BatchTail:
     A trailing line without its newline (the writer is mid-write, or was
     killed mid-write) is left for the next poll, so nothing is counted twice
     or half. A file that shrank was replaced by hand: it is read afresh.
+
+    ``paced_seconds`` / ``paced_genes``: over the batches of the last line's
+    worker that have a baseline, their ``healthy_seconds`` and their genes: the
+    healthy time per gene of what that worker has embedded so far (``up``'s ETA).
     """
 
     def __init__(self, path: Path, keep: Callable[[Batch], bool] | None = None) -> None:
@@ -163,6 +196,8 @@ class BatchTail:
         self.keep = keep
         """Batches it accepts are collected in ``kept`` (``crawlguard drill``: one worker's)."""
         self.kept: list[Batch] = []
+        self.paced_seconds = 0.0
+        self.paced_genes = 0.0
 
     def poll(self) -> float:
         """Read what was appended since the last poll; returns the new genes."""
@@ -172,6 +207,7 @@ class BatchTail:
                 size = fh.tell()
                 if size < self.offset:
                     self.offset, self.genes, self.batches, self.kept = 0, 0.0, 0, []
+                    self.last, self.paced_seconds, self.paced_genes = None, 0.0, 0.0
                 fh.seek(self.offset)
                 chunk = fh.read(size - self.offset)
         except OSError:  # not there yet, or unreadable for a moment: try next poll
@@ -187,6 +223,13 @@ class BatchTail:
                 continue  # a line cut by a crash before its newline was written
             added += batch.genes
             self.batches += 1
+            if self.last is not None and (self.last.pid, self.last.device) != (
+                    batch.pid, batch.device):
+                self.paced_seconds = self.paced_genes = 0.0
+            healthy = batch.healthy_seconds
+            if healthy is not None:
+                self.paced_seconds += healthy
+                self.paced_genes += batch.genes
             self.last = batch
             if self.keep is not None and self.keep(batch):
                 self.kept.append(batch)
