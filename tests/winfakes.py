@@ -1,9 +1,10 @@
 """Windows faked at the OS boundary, for the tests that run its branches on POSIX.
 
 A pytest plugin (tests/conftest.py loads it): the fixtures ``windows``,
-``no_break``, ``jobs`` and ``procs``, and the fakes behind them. What is faked
-is exactly what crawlguard asks of Windows: ``sys.platform``, the Job Object
-API (``winjob``), the process-handle API (``winproc``), and ``os.kill`` for
+``no_break``, ``jobs``, ``procs`` and ``acl``, and the fakes behind them. What is
+faked is exactly what crawlguard asks of Windows: ``sys.platform``, the Job
+Object API (``winjob``), the process-handle API (``winproc``), the security
+descriptor API (``winacl``), and ``os.kill`` for
 CTRL_BREAK_EVENT, which is recorded, not delivered. Real POSIX processes stand
 in for the Windows ones. Everything is imported before the platform is faked:
 filelock imports msvcrt at import time on win32.
@@ -22,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from crawlguard.kernel import winjob, winproc
+from crawlguard.kernel import winacl, winjob, winproc
 
 CTRL_BREAK = 1  # signal.CTRL_BREAK_EVENT's value on Windows
 HANDLE_BASE = 1_000_000
@@ -226,3 +227,51 @@ def jobs(windows: None, no_break: list[tuple[int, int]], procs: FakeProcesses,
     monkeypatch.setattr(subprocess, "Popen", PosixPopen)
     yield fake
     winjob.set_api(old)
+
+
+USER_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"
+"""The user the faked Windows runs as."""
+PROGRAMDATA_SDDL = (
+    "O:SYD:(A;OICIID;FA;;;SY)(A;OICIID;FA;;;BA)(A;OICIIOID;GA;;;CO)"
+    "(A;OICIID;0x1200a9;;;BU)(A;CIID;DCLCRPCR;;;BU)")
+"""What a folder under %ProgramData% inherits (icacls: Users may create files and
+folders): the finding of issue 20."""
+
+
+class FakeAcl:
+    """Security descriptors at the OS boundary (``winacl.AclApi``): the real files are
+    made (POSIX modes aside) and the descriptor each creating call carried is kept,
+    so the tests see exactly what crawlguard asked for and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.sddl: dict[str, str] = {}
+        """path -> its owner and DACL as read back (set by create_*, or by the test)."""
+
+    def user_sid(self) -> str:
+        return USER_SID
+
+    def create_directory(self, path: str, sddl: str) -> None:
+        os.mkdir(path)  # FileExistsError as CreateDirectoryW's ERROR_ALREADY_EXISTS
+        self.calls.append(("create_directory", path, sddl))
+        self.sddl[path] = f"O:{USER_SID}" + sddl
+
+    def create_file(self, path: str, sddl: str) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        self.calls.append(("create_file", path, sddl))
+        self.sddl[path] = f"O:{USER_SID}" + sddl
+        return fd
+
+    def read_sddl(self, path: str) -> str:
+        self.calls.append(("read_sddl", path, ""))
+        if path not in self.sddl:
+            raise FileNotFoundError(2, "The system cannot find the file specified", path)
+        return self.sddl[path]
+
+
+@pytest.fixture
+def acl(windows: None) -> Iterator[FakeAcl]:
+    fake = FakeAcl()
+    old = winacl.set_api(fake)
+    yield fake
+    winacl.set_api(old)

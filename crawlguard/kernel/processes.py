@@ -115,6 +115,17 @@ def thread_ids(pid: int) -> list[int]:
         raise ProcessError(f"cannot list the threads of pid {pid}: {exc}") from exc
 
 
+def priority_class(pid: int | None = None) -> int | None:
+    """Windows: the priority class of ``pid`` (default: this process), as
+    GetPriorityClass reports it; None elsewhere or when it cannot be read."""
+    if sys.platform != "win32":
+        return None
+    try:
+        return int(psutil.Process(pid).nice())
+    except (psutil.Error, OSError):
+        return None
+
+
 def group_of(pid: int) -> int | None:
     """The POSIX process group of ``pid``; None on Windows or when it is gone."""
     if sys.platform == "win32":

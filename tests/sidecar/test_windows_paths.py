@@ -30,10 +30,9 @@ import pytest
 
 from crawlguard.cli import lifecycle
 from crawlguard.kernel import listen, longpaths, winjob, winproc
-from crawlguard.kernel.errors import ConfigError, ProcessError, StateError, UnsafeNameError
+from crawlguard.kernel.errors import ConfigError, ProcessError, UnsafeNameError
 from crawlguard.kernel.statedir import StateDir, write_volatile_json
 from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
-from crawlguard.rig import secretfile
 from crawlguard.sidecar.actions import restart_worker
 from crawlguard.supervisor import childproc
 from tests.winfakes import CTRL_BREAK, FakeJobs, FakeProcesses, PosixPopen
@@ -288,28 +287,6 @@ def test_listeners_use_exclusive_address_on_windows(windows: None) -> None:
     listen.set_listen_options(sock)  # type: ignore[arg-type]
     assert sock.options == [(socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 1)]
     assert all(opt != socket.SO_REUSEADDR for _, opt, _ in sock.options)
-
-
-def test_the_generated_token_gets_an_owner_only_acl(windows: None, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("USERNAME", "builder")
-    monkeypatch.setenv("USERDOMAIN", "RIG")
-    ran: list[list[str]] = []
-
-    def icacls(argv: Any) -> subprocess.CompletedProcess[str]:
-        ran.append(list(argv))
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-    secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=icacls)
-    assert ran == [["icacls", str(tmp_path / "sidecar.token"), "/inheritance:r", "/grant:r",
-                    "RIG\\builder:F"]]
-
-    def failing(argv: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(argv, 5, "", "Access is denied.")
-
-    with pytest.raises(StateError, match="Access is denied"):
-        secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=failing)
-    assert not (tmp_path / "sidecar.token").exists()  # never left readable
 
 
 def test_shard_names_equal_under_casefold_share_nothing(tmp_path: Path) -> None:
