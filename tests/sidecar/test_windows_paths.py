@@ -282,6 +282,36 @@ class RecordingSocket:
         self.options.append((level, option, value))
 
 
+class DrainingPort(RecordingSocket):
+    """A port whose previous owner's connections are in TIME_WAIT: an exclusive bind is
+    refused with WSAEADDRINUSE, a plain one succeeds; ``listener``: someone listens."""
+
+    def __init__(self, listener: bool = False) -> None:
+        super().__init__()
+        self.listener = listener
+        self.binds: list[bool] = []
+
+    def bind(self, address: Any) -> None:
+        exclusive = dict(((lvl, opt), v) for lvl, opt, v in self.options).get(
+            (socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE), 0) == 1
+        self.binds.append(exclusive)
+        if exclusive or self.listener:
+            raise OSError(listen.WSAEADDRINUSE, "Only one usage of each socket address")
+
+
+def test_a_restarted_server_takes_its_port_while_old_connections_drain(
+        windows: None) -> None:
+    sock = DrainingPort()
+    listen.bind(sock, ("127.0.0.1", 9848))  # type: ignore[arg-type]
+    assert sock.options == [(socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 1),
+                            (socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 0)]
+    assert sock.binds == [True, False]   # exclusive first, then without it
+    live = DrainingPort(listener=True)
+    with pytest.raises(OSError, match="Only one usage"):
+        listen.bind(live, ("127.0.0.1", 9848))  # type: ignore[arg-type]
+    assert live.binds == [True, False]   # a second server on the port is still refused
+
+
 def test_listeners_use_exclusive_address_on_windows(windows: None) -> None:
     sock = RecordingSocket()
     listen.set_listen_options(sock)  # type: ignore[arg-type]
