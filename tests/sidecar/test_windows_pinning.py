@@ -249,8 +249,10 @@ def test_a_child_that_cannot_be_resumed_leaves_no_job_handle(jobs: FakeJobs) -> 
     with pytest.raises(Exception, match="cannot start"):
         childproc.spawn([sys.executable, "-c", "import time; time.sleep(60)"],
                         dict(os.environ))
-    handle = next(h for name, h in [(c[0], c[1]) for c in jobs.calls] if name == "close")
-    assert ("close", handle) in jobs.calls and not jobs.jobs and not childproc._jobs
+    name = jobs.calls[0][1]
+    assert [c[0] for c in jobs.calls[:4]] == ["create", "assign", "resume", "close"]
+    assert not jobs.jobs   # closed (kill-on-close), and forgotten by childproc:
+    assert name not in [job_name for _, job_name in childproc._jobs.values()]
 
 
 # -- the sweep of a dead run's leftovers ----------------------------------------------------------
