@@ -269,7 +269,7 @@ class Advapi32Acl:
             try:
                 return str(text.value)
             finally:
-                self._k.LocalFree(text)
+                self._k.LocalFree(ctypes.cast(text, ctypes.c_void_p))
         finally:
             self._k.CloseHandle(token)
 
@@ -316,7 +316,7 @@ class Advapi32Acl:
             try:
                 return str(text.value)
             finally:
-                self._k.LocalFree(text)
+                self._k.LocalFree(ctypes.cast(text, ctypes.c_void_p))
         finally:
             self._k.LocalFree(sd)
 
