@@ -12,13 +12,14 @@ filelock imports msvcrt at import time on win32.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -210,23 +211,32 @@ def no_break(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return calls
 
 
+F = TypeVar("F")
+
+
+@contextlib.contextmanager
+def installed(set_api: Callable[[Any], Any], fake: F) -> Iterator[F]:
+    """Meanwhile ``fake`` is the API of one Windows boundary (``winjob.set_api`` ...)."""
+    old = set_api(fake)
+    try:
+        yield fake
+    finally:
+        set_api(old)
+
+
 @pytest.fixture
 def procs(windows: None) -> Iterator[FakeProcesses]:
-    fake = FakeProcesses()
-    old = winproc.set_api(fake)
-    yield fake
-    winproc.set_api(old)
+    with installed(winproc.set_api, FakeProcesses()) as fake:
+        yield fake
     assert not fake.open_handles, "every handle crawlguard opened is closed again"
 
 
 @pytest.fixture
 def jobs(windows: None, no_break: list[tuple[int, int]], procs: FakeProcesses,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobs]:
-    fake = FakeJobs()
-    old = winjob.set_api(fake)
     monkeypatch.setattr(subprocess, "Popen", PosixPopen)
-    yield fake
-    winjob.set_api(old)
+    with installed(winjob.set_api, FakeJobs()) as fake:
+        yield fake
 
 
 USER_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"
@@ -271,7 +281,5 @@ class FakeAcl:
 
 @pytest.fixture
 def acl(windows: None) -> Iterator[FakeAcl]:
-    fake = FakeAcl()
-    old = winacl.set_api(fake)
-    yield fake
-    winacl.set_api(old)
+    with installed(winacl.set_api, FakeAcl()) as fake:
+        yield fake

@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from .seam import Seam
+
 SYSTEM = "S-1-5-18"
 ADMINISTRATORS = "S-1-5-32-544"
 CREATOR_OWNER = "S-1-3-0"
@@ -321,19 +323,8 @@ class Advapi32Acl:
             self._k.LocalFree(sd)
 
 
-_api: AclApi | None = None
-
-
-def api() -> AclApi:
-    """The process-wide API (tests replace it with ``set_api``)."""
-    global _api
-    if _api is None:
-        _api = Advapi32Acl()
-    return _api
-
-
-def set_api(new: AclApi | None) -> AclApi | None:
-    """Install ``new`` (None: the real one on next use); returns the previous one."""
-    global _api
-    old, _api = _api, new
-    return old
+_seam: Seam[AclApi] = Seam(Advapi32Acl)
+api = _seam.get
+"""The process-wide API (tests replace it with ``set_api``)."""
+set_api = _seam.set
+"""Install another API (None: the real one on next use); returns the previous one."""

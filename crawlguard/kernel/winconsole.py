@@ -30,6 +30,8 @@ import sys
 from collections.abc import Iterator
 from typing import Protocol
 
+from .seam import Seam
+
 ENABLE_QUICK_EDIT_MODE = 0x0040
 ENABLE_EXTENDED_FLAGS = 0x0080
 GENERIC_READ = 0x80000000
@@ -84,22 +86,11 @@ class Kernel32Console:
         self._k.CloseHandle(handle)
 
 
-_api: ConsoleApi | None = None
-
-
-def api() -> ConsoleApi:
-    """The process-wide API (tests replace it with ``set_api``)."""
-    global _api
-    if _api is None:
-        _api = Kernel32Console()
-    return _api
-
-
-def set_api(new: ConsoleApi | None) -> ConsoleApi | None:
-    """Install ``new`` (None: the real one on next use); returns the previous one."""
-    global _api
-    old, _api = _api, new
-    return old
+_seam: Seam[ConsoleApi] = Seam(Kernel32Console)
+api = _seam.get
+"""The process-wide API (tests replace it with ``set_api``)."""
+set_api = _seam.set
+"""Install another API (None: the real one on next use); returns the previous one."""
 
 
 @contextlib.contextmanager

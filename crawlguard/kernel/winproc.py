@@ -22,6 +22,8 @@ from __future__ import annotations
 import ctypes
 from typing import Protocol
 
+from .seam import Seam
+
 SYNCHRONIZE = 0x00100000
 PROCESS_QUERY_LIMITED_INFORMATION = 0x00001000
 PROCESS_TERMINATE = 0x00000001
@@ -132,19 +134,8 @@ class Kernel32Processes:
         self._w.k.CloseHandle(handle)
 
 
-_api: ProcessApi | None = None
-
-
-def api() -> ProcessApi:
-    """The process-wide API (tests replace it with ``set_api``)."""
-    global _api
-    if _api is None:
-        _api = Kernel32Processes()
-    return _api
-
-
-def set_api(new: ProcessApi | None) -> ProcessApi | None:
-    """Install ``new`` (None: the real one on next use); returns the previous one."""
-    global _api
-    old, _api = _api, new
-    return old
+_seam: Seam[ProcessApi] = Seam(Kernel32Processes)
+api = _seam.get
+"""The process-wide API (tests replace it with ``set_api``)."""
+set_api = _seam.set
+"""Install another API (None: the real one on next use); returns the previous one."""

@@ -15,6 +15,7 @@ import pytest
 
 from crawlguard.cli import main as cli_main
 from crawlguard.kernel import winconsole
+from tests.winfakes import installed
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fakes Windows on POSIX")
 
@@ -48,10 +49,8 @@ class FakeConsole:
 
 @pytest.fixture
 def console(windows: None) -> Iterator[FakeConsole]:
-    fake = FakeConsole()
-    old = winconsole.set_api(fake)
-    yield fake
-    winconsole.set_api(old)
+    with installed(winconsole.set_api, FakeConsole()) as fake:
+        yield fake
 
 
 def test_quick_edit_is_off_meanwhile_and_back_after(console: FakeConsole) -> None:
