@@ -33,7 +33,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from crawlguard.gpu.shared import OFF_REASON, SharedSource, shared_source_from_spec
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel.errors import ConfigError
-from crawlguard.kernel.listen import is_loopback, refuse_plaintext, set_listen_options
+from crawlguard.kernel.listen import bind, is_loopback, refuse_plaintext
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir
@@ -104,8 +104,12 @@ class _Server(ThreadingWSGIServer):
     allow_reuse_address = False
 
     def server_bind(self) -> None:
-        set_listen_options(self.socket)
-        super().server_bind()
+        # TCPServer's, HTTPServer's and WSGIServer's server_bind, with crawlguard's bind.
+        bind(self.socket, self.server_address)
+        self.server_address = self.socket.getsockname()
+        host, port = self.socket.getsockname()[:2]
+        self.server_name, self.server_port = socket.getfqdn(str(host)), int(port)
+        self.setup_environ()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A refused handshake (plain HTTP, a certificate of another CA) or a client

@@ -31,7 +31,11 @@ Sequence for one worker (``restart_worker``):
      is not a group id makes ``GenerateConsoleCtrlEvent`` act like group 0, i.e.
      every process on the console, ``up`` included (Windows Terminal issue #335).
      So then no break is sent: the graceful step is impossible and the worker is
-     terminated at once (outcome ``killed``).
+     terminated at once (outcome ``killed``). The worker and the launch are held
+     by process handles from their identity check to the end (``Target.pin``):
+     neither pid can change hands while the break is sent. A worker whose exit
+     status is STATUS_CONTROL_C_EXIT had no SIGBREAK handler: the rung's detail
+     says that nothing was salvaged.
 3. wait up to ``grace_seconds`` for it to exit (pidfd poll on Linux, psutil
    wait elsewhere; a zombie counts as exited because its parent, not the
    sidecar, reaps it), then hard kill: SIGKILL (to the group signalled), or on
@@ -109,7 +113,11 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
     if stopped.outcome == "gone":
         return ActionResult("already_gone", clock(), "exited before the signal")
     if stopped.outcome == "signalled":
-        return ActionResult("signalled", clock(), f"exited within {grace_seconds:g}s")
+        # Windows: the exit status, read through the pinned handle, tells whether the
+        # build's handler ran at all (a build without one is ended at once, unsalvaged).
+        lost = processes.unsalvaged(stopped.exit_code)
+        return ActionResult("signalled", clock(), f"exited within {grace_seconds:g}s"
+                            + (f"; {lost}" if lost else ""))
     return ActionResult("killed", clock(), "hard kill after the grace period"
                         if stopped.graceful else "graceful signal impossible; hard kill")
 
@@ -117,9 +125,10 @@ def restart_worker(worker: WorkerIdentity, grace_seconds: float,
 def _target(worker: WorkerIdentity, launch: LaunchRecord | None) -> processes.Target:
     """What the rung reaches: the launch's group (or the worker's own), never ours."""
     if sys.platform == "win32":
-        # CTRL_BREAK_EVENT only to the group the supervisor created (the launch's).
-        return processes.Target(worker.pid, group=None if launch is None else launch.pid,
-                                job=launch.job if launch is not None else None,
-                                also=() if launch is None or launch.pid == worker.pid
-                                else (launch.pid,))
+        # CTRL_BREAK_EVENT only to the group the supervisor created (the launch's), whose
+        # leader ``pin`` holds with the worker until the break, the wait and the kill.
+        if launch is None:
+            return processes.Target(worker.pid)
+        return processes.Target(worker.pid, group=launch.pid, group_created=launch.create_time,
+                                job=launch.job)
     return processes.Target(worker.pid, group=posix_group(worker, launch))

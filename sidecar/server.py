@@ -32,7 +32,7 @@ import uvicorn
 from filelock import FileLock, Timeout
 
 from crawlguard.kernel.errors import ConfigError, StateError
-from crawlguard.kernel.listen import is_loopback, refuse_plaintext, set_listen_options
+from crawlguard.kernel.listen import bind, is_loopback, refuse_plaintext
 from crawlguard.kernel.tls import TlsFiles
 
 from .app import create_app
@@ -160,8 +160,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise ConfigError("HELIX_BFM_SIDECAR_HOST", host, f"cannot resolve: {exc}") from exc
     try:
-        set_listen_options(sock)  # exclusive on Windows: no second sidecar on the port
-        sock.bind(info[4])
+        bind(sock, info[4])  # exclusive on Windows: no second sidecar on the port
         sock.listen(128)
     except OSError as exc:
         sock.close()

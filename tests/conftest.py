@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The Windows OS boundary, faked (fixtures windows, no_break, jobs, procs).
+pytest_plugins = ["tests.winfakes"]
+
 # Knobs from the developer's shell must not leak into tests.
 for _k in [k for k in os.environ if k.startswith("HELIX_BFM_") or k == "BGEM3_DEVICE"]:
     del os.environ[_k]

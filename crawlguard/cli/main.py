@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crawlguard.cli import COMMANDS, load
-from crawlguard.kernel import logs
+from crawlguard.kernel import logs, winconsole
 from crawlguard.kernel.errors import CrawlguardError
 from crawlguard.kernel.settings import ACTIONS
 
@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.console(args.verbose)
     try:
-        return int(args.func(args))
+        # A QuickEdit selection would stop every thread that writes to the console.
+        with winconsole.quick_edit_off():
+            return int(args.func(args))
     except CrawlguardError as exc:
         print(f"crawlguard {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import yaml
 
 from crawlguard.gpu.shared import SharedSource, resolve_spec, shared_source_from_spec
 from crawlguard.gpu.vram import VramSource, source_from_spec
+from crawlguard.kernel import private, processes
 from crawlguard.kernel.errors import CrawlguardError, SidecarRefused
 from crawlguard.kernel.settings import Preflight, Settings
 from crawlguard.kernel.statedir import StateDir
@@ -36,6 +38,9 @@ POLICY_DRIVER = (546, 1)
 SMALL_GPU_GIB = 12.0
 """The incidents' card; at or below it the backfill stage is the one that spills."""
 OUR_ALERTS = ("BFMShardCrawl", "BFMShardStalled")
+PRIORITY_CLASSES = {0x40: "IDLE", 0x4000: "BELOW_NORMAL", 0x20: "NORMAL",
+                    0x8000: "ABOVE_NORMAL", 0x80: "HIGH", 0x100: "REALTIME"}
+"""Windows' priority classes (GetPriorityClass) by value."""
 POLICY_PATH = ("NVIDIA Control Panel > Manage 3D settings > Program Settings (python.exe) "
                "or Global Settings > CUDA - Sysmem Fallback Policy")
 
@@ -64,6 +69,7 @@ class CheckInputs:
     http: Http = field(default_factory=Http)
     vram: Callable[[str], VramSource] = source_from_spec
     shared: Callable[[str, str], SharedSource | None] = shared_source_from_spec
+    priority: Callable[[], int | None] = processes.priority_class
 
 
 def _version(text: str) -> tuple[int, int] | None:
@@ -298,7 +304,44 @@ def check_state_dir(rig: CheckInputs) -> Check:
     except (OSError, CrawlguardError) as exc:
         return Check("state-dir", "fail", f"{state.root} is not writable ({exc})",
                      "point HELIX_BFM_STATE_DIR at a local directory this user can write")
-    return Check("state-dir", "ok", f"{state.root.resolve()} is writable")
+    try:
+        state.check_private()
+    except CrawlguardError as exc:
+        summary, _, fix = str(exc).partition(" Fix: ")
+        return Check("state-dir", "fail", summary, fix)
+    return Check("state-dir", "ok", f"{state.root.resolve()} is writable, and by this user only")
+
+
+def check_token_file(rig: CheckInputs) -> Check:
+    path = rig.env.get("HELIX_BFM_SIDECAR_TOKEN_FILE", "").strip()
+    if not path:
+        return Check("token-file", "ok", "no HELIX_BFM_SIDECAR_TOKEN_FILE: skipped")
+    try:
+        others = private.others_may_read(Path(path))
+    except OSError as exc:
+        return Check("token-file", "warn", f"{path}: cannot tell who may read it "
+                     f"({exc.strerror or exc})")
+    if others:
+        return Check("token-file", "warn", f"{path}: {'; '.join(others)}",
+                     "run deploy/windows/setup.ps1 (Windows) or chmod 600 it: whoever reads "
+                     "the token can force rungs")
+    return Check("token-file", "ok", f"{path} is readable by this user only")
+
+
+def check_priority(rig: CheckInputs) -> Check:
+    if rig.platform != "win32":
+        return Check("priority", "ok", "not applicable: Windows Scheduled Tasks only")
+    value = rig.priority()
+    name = PRIORITY_CLASSES.get(value or 0)
+    if value is None or name is None:
+        return Check("priority", "ok", "priority class unknown")
+    if name in ("IDLE", "BELOW_NORMAL"):
+        return Check("priority", "warn", f"crawlguard runs at {name}_PRIORITY_CLASS (a "
+                     "Scheduled Task's default priority 7 is BELOW_NORMAL)",
+                     "register the task with deploy/windows/register-task.ps1 (-Priority 4): "
+                     "workers start at NORMAL, but a slower supervisor and sidecar, and a "
+                     "worker's inherited I/O priority, would still differ from a run by hand")
+    return Check("priority", "ok", f"{name}_PRIORITY_CLASS")
 
 
 CHECKS: tuple[tuple[str, Callable[[CheckInputs], Check]], ...] = (
@@ -306,7 +349,8 @@ CHECKS: tuple[tuple[str, Callable[[CheckInputs], Check]], ...] = (
     ("alloc-conf", check_alloc_conf), ("nvml", check_nvml), ("vram-size", check_vram_size),
     ("shared-memory", check_shared_source), ("prometheus", check_prometheus),
     ("alertmanager", check_alertmanager), ("sidecar", check_sidecar),
-    ("state-dir", check_state_dir))
+    ("state-dir", check_state_dir), ("token-file", check_token_file),
+    ("priority", check_priority))
 SELF_STARTED = frozenset({"sidecar", "prometheus", "alertmanager"})
 """What ``crawlguard up`` starts itself: not checked before it has."""
 

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from crawlguard import deploy
-from crawlguard.kernel import envfile, promconfig
+from crawlguard.kernel import envfile, private, promconfig
 from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.statedir import write_json_atomic
 from crawlguard.rig import promstack, secretfile
@@ -77,7 +77,7 @@ class _Out:
         path.write_text(text, encoding="utf-8")
 
     def private(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.make_dir(path.parent)  # private from its creation, on Windows too
         secretfile.write_private(path, text)
 
 
@@ -145,7 +145,7 @@ def _ca(fleet: Fleet, w: _Out) -> pki.Ca:
                                                "issued)"))
         return pki.load_ca(cert, key if key.exists() else None)
     cert_pem, key_pem = pki.new_ca()
-    w.layout.ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private.make_dir(w.layout.ca_dir)
     w.private(key, key_pem.decode())
     w.public(cert, cert_pem.decode())
     w.notes.append("CA: new ca/ca.crt and ca/ca.key (keep ca.key off the rigs; it issues "

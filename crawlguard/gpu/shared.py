@@ -33,7 +33,8 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,6 +116,22 @@ class Win32Pdh:
         self._call("PdhCloseQuery", mod.CloseQuery, query)
 
 
+PDH_CSTATUS_NO_OBJECT = 0xC0000BB8
+PDH_CSTATUS_NO_COUNTER = 0xC0000BB9
+REEXPAND_S = 15.0
+"""A wanted pid without an instance rebuilds the query at most this often."""
+
+
+def _absent(exc: PdhError) -> str:
+    """What a missing counter set means, appended to the error."""
+    if exc.status is None or exc.status & 0xFFFFFFFF not in (PDH_CSTATUS_NO_OBJECT,
+                                                             PDH_CSTATUS_NO_COUNTER):
+        return ""
+    return ("; the counter set 'GPU Process Memory' is absent on this Windows: it needs "
+            "Windows 10 1709 or later with a WDDM 2.x GPU driver (a VM or a server without "
+            "one has none)")
+
+
 def sum_by_pid(values: Mapping[str, float], pids: Collection[int]) -> dict[int, int]:
     """Bytes per wanted pid, summed over its instances (adapters x physical indices).
 
@@ -148,7 +165,8 @@ class SharedSource(Protocol):
 
 
 class PdhSharedSource:
-    """One PDH query, rebuilt when the set of worker pids changes.
+    """One PDH query, rebuilt when the set of worker pids changes, and when a wanted
+    pid has no instance yet (at most once every ``reexpand_s`` seconds).
 
     The first collection of a fresh query can read 0 for every instance, so a
     rebuilt query is collected once and that sample discarded before the first
@@ -156,16 +174,31 @@ class PdhSharedSource:
     "nothing spilled". Rebuilding on a pid change (rather than relying on the
     wildcard picking up the new process's instance) gives a relaunched worker
     the same primed start.
+
+    Why the second rule: a worker registers (and so becomes a wanted pid) before
+    its CUDA context exists, and its ``GPU Process Memory`` instance appears only
+    then. Whether a wildcard counter picks up instances that appear after it was
+    added is not what ``PdhAddEnglishCounterW``'s documentation says (only
+    ``PdhAddCounter``'s speaks of wildcards; windows_exporter relies on it
+    anyway), so the source does not depend on it: a wanted pid without an
+    instance rebuilds the query, which expands the wildcard afresh. The bound
+    keeps a registered worker that never touches the GPU (or a dead one whose
+    registration stays) from rebuilding at every scrape.
     """
 
     name = "pdh"
 
-    def __init__(self, pdh: Pdh | None = None) -> None:
+    def __init__(self, pdh: Pdh | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 reexpand_s: float = REEXPAND_S, counter: str = COUNTER_PATH) -> None:
         self._pdh: Pdh = pdh if pdh is not None else Win32Pdh()
+        self._clock = clock
+        self._reexpand_s = reexpand_s
+        self._path = counter
         self._lock = threading.Lock()
         self._query: Any = None
         self._counter: Any = None
         self._pids: frozenset[int] | None = None
+        self._built_at = 0.0
 
     def read(self, pids: Collection[int]) -> dict[int, int]:
         want = frozenset(pids)
@@ -173,19 +206,26 @@ class PdhSharedSource:
             try:
                 if self._query is None or want != self._pids:
                     self._rebuild(want)
-                self._pdh.collect(self._query)
-                values = self._pdh.formatted_array(self._counter)
+                out = self._sample(want)
+                if len(out) < len(want) and self._clock() - self._built_at >= self._reexpand_s:
+                    self._rebuild(want)  # a worker whose instance appeared since
+                    out = self._sample(want)
             except PdhError as exc:
                 self._close()  # start from a fresh query next time
-                raise SharedMemoryError(f"PDH {COUNTER_PATH}: {exc}") from exc
-        return sum_by_pid(values, want)
+                raise SharedMemoryError(f"PDH {self._path}: {exc}{_absent(exc)}") from exc
+        return out
+
+    def _sample(self, want: frozenset[int]) -> dict[int, int]:
+        self._pdh.collect(self._query)
+        return sum_by_pid(self._pdh.formatted_array(self._counter), want)
 
     def _rebuild(self, want: frozenset[int]) -> None:
         self._close()
         self._query = self._pdh.open_query()
-        self._counter = self._pdh.add_english_counter(self._query, COUNTER_PATH)
+        self._counter = self._pdh.add_english_counter(self._query, self._path)
         self._pdh.collect(self._query)  # the priming sample (reads 0)
         self._pids = want
+        self._built_at = self._clock()
 
     def _close(self) -> None:
         query, self._query, self._counter, self._pids = self._query, None, None, None

@@ -7,16 +7,32 @@ connections sit in TIME_WAIT; a second *listener* on the port is still refused.
 Windows: ``SO_REUSEADDR`` means something else there: it lets another process bind
 the same port silently (CPython issue 85307), so a stale exporter could keep
 answering. There ``SO_EXCLUSIVEADDRUSE`` is set instead and ``SO_REUSEADDR`` never.
+
+Its cost (Microsoft, "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE"): an exclusive
+bind fails with WSAEADDRINUSE while any connection of the port's previous
+owner is still open or in TIME_WAIT, i.e. for up to TcpTimedWaitDelay (120-240
+s) after a sidecar crashed or was restarted by ``up``, which would leave the rig
+without a sidecar that long. A bind *without* options is not blocked by TIME_WAIT
+(CPython's ``socket.create_server`` relies on this) but is refused by any live
+listener. So ``bind`` tries exclusive first and, only on WSAEADDRINUSE, binds
+again without it: it succeeds only when no one listens any more, and the socket
+is then protected by Windows' default rule (no other user can bind it), not
+against the same user's SO_REUSEADDR. Both steps are logged.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import sys
+from typing import Any
 
 from .errors import ConfigError
+from .logs import get_logger
 from .tls import CERT_KNOB, KEY_KNOB
+
+log = get_logger(__name__)
 
 SO_EXCLUSIVEADDRUSE = getattr(socket, "SO_EXCLUSIVEADDRUSE", ~socket.SO_REUSEADDR)
 """Defined by the socket module on Windows only; Winsock's value is ~SO_REUSEADDR."""
@@ -66,3 +82,30 @@ def set_listen_options(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1)
     else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+WSAEADDRINUSE = 10048
+
+
+def _in_use(exc: OSError) -> bool:
+    return getattr(exc, "winerror", None) == WSAEADDRINUSE or exc.errno in (
+        WSAEADDRINUSE, errno.EADDRINUSE)
+
+
+def bind(sock: socket.socket, address: Any) -> None:
+    """Set the listening options, then bind ``sock`` to ``address``; on Windows a port
+    held only by its previous owner's draining connections is taken without
+    SO_EXCLUSIVEADDRUSE rather than waited for. OSError when it cannot be bound."""
+    set_listen_options(sock)
+    try:
+        sock.bind(address)
+        return
+    except OSError as exc:
+        if sys.platform != "win32" or not _in_use(exc):
+            raise
+    # Connections of a previous instance in TIME_WAIT block an exclusive bind; a live
+    # listener also blocks this one, so a second server is still refused.
+    sock.setsockopt(socket.SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 0)
+    sock.bind(address)
+    log.warning("port %s: bound without SO_EXCLUSIVEADDRUSE (connections of its previous "
+                "owner were still draining); no other server listens on it", address[1])

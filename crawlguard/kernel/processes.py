@@ -29,7 +29,19 @@ a grace period for the build's salvage, the hard kill, then a bounded wait
   (Windows Terminal issue #335), so without a known group no graceful signal is
   sent and the target is killed at once. The hard kill is TerminateJobObject
   on the target's Job Object (the whole tree, ``winjob``); without one,
-  TerminateProcess of the target and of ``also`` (a launcher above it).
+  TerminateProcess of the target and of the group's leader (a launcher above it).
+
+**Pinning.** No signal goes to a pid that could have changed hands since its
+identity was checked. ``Target.pin`` holds the process first and compares its
+creation time after: a pidfd on Linux (``pidfd_send_signal``); on Windows a
+process handle (``winproc``: Windows never hands out a pid while a handle to
+its process is open), for the target *and* the leader of the group the break
+goes to, read through those handles (``GetProcessTimes``), kept until the
+break, the wait and ``TerminateProcess`` on the handle are done. On Windows a
+break or a kill by pid alone is never sent: our own child is pinned by its
+``Popen`` (which holds its handle until it is reaped), anything else must be
+pinned. Elsewhere (macOS) psutil checks the creation time just before it
+signals; the gap left there is documented, not closed.
 
 **Holding** (``Target.suspend`` / ``resume``; ``crawlguard drill``'s duty cycle):
 SIGSTOP / SIGCONT to the same group or process as the stop above; on Windows
@@ -46,13 +58,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import psutil
 
-from . import winjob
+from . import winjob, winproc
 from .errors import ProcessError
 from .logs import get_logger
 
@@ -68,6 +79,8 @@ rounded down. Never later than the wall clock."""
 KILL_WAIT_S = 10.0
 """How long to wait for a hard-killed process to disappear before reporting it anyway."""
 GROUP_POLL_S = 0.05
+WAIT_SLICE_S = 0.1
+"""A wait in a foreign call (Windows) is cut into slices this long."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,17 @@ def thread_ids(pid: int) -> list[int]:
         raise ProcessError(f"cannot list the threads of pid {pid}: {exc}") from exc
 
 
+def priority_class(pid: int | None = None) -> int | None:
+    """Windows: the priority class of ``pid`` (default: this process), as
+    GetPriorityClass reports it; None elsewhere or when it cannot be read."""
+    if sys.platform != "win32":
+        return None
+    try:
+        return int(psutil.Process(pid).nice())
+    except (psutil.Error, OSError):
+        return None
+
+
 def group_of(pid: int) -> int | None:
     """The POSIX process group of ``pid``; None on Windows or when it is gone."""
     if sys.platform == "win32":
@@ -132,12 +156,6 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _kill_pid(pid: int) -> None:
-    """TerminateProcess / SIGKILL of ``pid`` alone; a process already gone is no error."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).kill()
-
-
 # -- stopping -----------------------------------------------------------------------------
 
 Outcome = Literal["signalled", "killed", "gone"]
@@ -148,31 +166,41 @@ class Stopped:
     outcome: Outcome
     graceful: bool
     """Whether the graceful signal went out (False: impossible, the hard kill came at once)."""
+    exit_code: int | None = None
+    """Its exit status where this process can read it (our child; Windows, through the
+    pinned handle); None elsewhere or while unknown."""
 
 
 class Target:
     """One process to stop, with what reaches its whole tree.
 
     ``group``: the process group to signal (POSIX pgid, Windows group id); None for
-    the process alone. ``job``: its Windows Job Object, by name (made by another
-    process) or handle (ours). ``also``: on Windows without a job, more processes
-    to terminate (its launcher). ``child``: our own child, waited on (and reaped)
-    through its Popen. ``whole_group``: the stop is done when every process of
-    the group is gone, not just ``pid`` (the leftovers of a dead run).
-    Use it as a context manager: ``pin`` holds a pidfd that ``__exit__`` closes.
+    the process alone. ``group_created``: the creation time of the group's leader
+    when it is another process than ``pid`` (Windows: the leader is pinned too, and
+    without it no break is sent). ``job``: its Windows Job Object, by name (made by
+    another process) or handle (ours). ``child``: our own child, waited on (and
+    reaped) through its Popen. ``whole_group``: the stop is done when every process
+    of the group is gone, not just ``pid`` (the leftovers of a dead run).
+    Use it as a context manager: ``pin`` holds a pidfd or handles that ``__exit__``
+    closes.
     """
 
-    def __init__(self, pid: int, *, group: int | None = None, job: str | int | None = None,
-                 also: Sequence[int] = (), child: subprocess.Popen[bytes] | None = None,
+    def __init__(self, pid: int, *, group: int | None = None,
+                 group_created: float | None = None, job: str | int | None = None,
+                 child: subprocess.Popen[bytes] | None = None,
                  whole_group: bool = False) -> None:
         self.pid = pid
         self.group = group
+        self.group_created = group_created
         self.job = job
-        self.also = tuple(also)
         self.child = child
         self.whole_group = whole_group
         self._proc: psutil.Process | None = None
         self._pidfd: int | None = None
+        self._handle: int | None = None
+        """Windows: the pinned process."""
+        self._leader: int | None = None
+        """Windows: the pinned leader of ``group`` when it is another process."""
 
     def __enter__(self) -> Target:
         return self
@@ -181,11 +209,18 @@ class Target:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        for handle in (self._handle, self._leader):
+            if handle is not None:
+                winproc.api().close(handle)
+        self._handle = self._leader = None
 
     def pin(self, create_time: float) -> Literal["ok", "gone", "mismatch"]:
         """Hold on to the process created at ``create_time``: from here on no signal can
-        reach a process that takes over the pid (a pidfd on Linux, psutil elsewhere).
-        ``mismatch``: another process has the pid, or it cannot be verified."""
+        reach a process that takes over the pid (a pidfd on Linux, a handle on Windows,
+        psutil elsewhere). ``mismatch``: another process has the pid, or it cannot be
+        verified."""
+        if sys.platform == "win32":
+            return self._pin_windows(create_time)
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             with contextlib.suppress(OSError):
@@ -201,6 +236,25 @@ class Target:
         if abs(created - create_time) > CREATE_TIME_TOLERANCE_S:
             return "mismatch"
         self._proc = proc
+        return "ok"
+
+    def _pin_windows(self, create_time: float) -> Literal["ok", "gone", "mismatch"]:
+        held = _hold(self.pid, create_time)
+        if not isinstance(held, int):
+            return held
+        self._handle = held
+        if self.group is not None and self.group != self.pid:
+            leader = (_hold(self.group, self.group_created)
+                      if self.group_created is not None else "mismatch")
+            if isinstance(leader, int):
+                self._leader = leader
+            else:
+                # The leader is gone or its pid changed hands: the group id may now name
+                # another process, so no break; the hard kill still reaches the target.
+                log.warning("leader pid %s of pid %s's group is %s; no break will be sent",
+                            self.group, self.pid,
+                            "gone" if leader == "gone" else "not the one recorded")
+                self.group = None
         return "ok"
 
     def _group(self) -> int | None:
@@ -225,12 +279,26 @@ class Target:
         else:
             os.kill(self.pid, sig)
 
+    def _group_pinned(self) -> bool:
+        """Windows: whether the group id cannot change hands until we are done."""
+        if self.group == self.pid:
+            return self._handle is not None or self.child is not None
+        return self._leader is not None
+
     def terminate(self) -> bool | None:
         """The graceful signal: True sent, False impossible, None already gone."""
         try:
             if sys.platform == "win32":
                 if self.group is None:
                     return False  # no known group: a break could reach the whole console
+                if not self._group_pinned():
+                    log.warning("pid %s: its group leader %s is not pinned; no break sent",
+                                self.pid, self.group)
+                    return False
+                if self.child is not None and self.child.poll() is not None:
+                    return None
+                if self._handle is not None and winproc.api().wait(self._handle, 0):
+                    return None
                 os.kill(self.group, signal.CTRL_BREAK_EVENT)
                 return True
             group = self._group()
@@ -317,15 +385,26 @@ class Target:
         if self.child is not None:
             if self.child.poll() is None:
                 self.child.kill()
-        elif self._proc is not None:
-            self._proc.kill()  # TerminateProcess: this process only
-        else:
-            _kill_pid(self.pid)
-        for pid in self.also:
-            # A launcher would exit with its child anyway; ending it now keeps the
-            # supervisor from waiting on it.
-            with contextlib.suppress(psutil.Error, OSError):
-                _kill_pid(pid)
+            return
+        if self._handle is None:
+            log.error("pid %s is not pinned; not terminated by pid alone", self.pid)
+            return
+        api = winproc.api()
+        # The leader (a launcher above the target) would exit with its child anyway;
+        # ending it now keeps the supervisor from waiting on it.
+        for handle in (self._handle, self._leader):
+            if handle is not None:
+                with contextlib.suppress(OSError):  # already exited: access denied
+                    api.terminate(handle, winjob.KILLED_EXIT_CODE)
+
+    def exit_code(self) -> int | None:
+        """The target's exit status, where this process can read it."""
+        if self.child is not None:
+            return self.child.poll()
+        if sys.platform == "win32" and self._handle is not None:
+            with contextlib.suppress(OSError):
+                return winproc.api().exit_code(self._handle)
+        return None
 
     def wait(self, timeout: float) -> bool:
         """True once the target has exited (a zombie counts), False after ``timeout``."""
@@ -342,6 +421,14 @@ class Target:
                 return True
             except subprocess.TimeoutExpired:
                 return False
+        if sys.platform == "win32" and self._handle is not None:
+            api = winproc.api()
+            # In slices: a wait in a foreign call cannot be interrupted by Ctrl+C.
+            while not api.wait(self._handle, min(WAIT_SLICE_S,
+                                                 max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    return False
+            return True
         if self._pidfd is not None:
             # A pidfd turns readable when the process terminates: exact, no polling.
             # (pidfds exist on Linux only: mypy --platform win32 knows no select.poll.)
@@ -367,15 +454,57 @@ class Target:
                 return True
 
 
+def _hold(pid: int, create_time: float) -> int | Literal["gone", "mismatch"]:
+    """Windows: a handle to ``pid`` if it is the process created at ``create_time``."""
+    api = winproc.api()
+    try:
+        handle = api.open(pid)
+    except OSError:
+        return "mismatch"  # cannot verify (access denied): never signal
+    if handle is None:
+        return "gone"
+    try:
+        # Read through the handle: the process it holds, whatever the pid names now.
+        if api.wait(handle, 0):
+            verdict: Literal["gone", "mismatch"] | None = "gone"
+        elif abs(api.created(handle) - create_time) > CREATE_TIME_TOLERANCE_S:
+            verdict = "mismatch"
+        else:
+            verdict = None
+    except OSError:
+        verdict = "mismatch"
+    if verdict is not None:
+        api.close(handle)
+        return verdict
+    return handle
+
+
+def unsalvaged(returncode: int | None, platform: str | None = None) -> str | None:
+    """What an exit status says when the graceful signal's *default* action ended the
+    process: no handler ran, so nothing was salvaged. None for any other status."""
+    if returncode is None:
+        return None
+    if (platform or sys.platform) == "win32":
+        if returncode & 0xFFFFFFFF == winproc.STATUS_CONTROL_C_EXIT:
+            return ("exit status 0xC000013A (STATUS_CONTROL_C_EXIT): CTRL_BREAK_EVENT found "
+                    "no SIGBREAK handler, so Windows ended the worker at once and nothing "
+                    "was salvaged; the build must handle SIGBREAK (docs/integration.md)")
+        return None
+    if returncode == -signal.SIGTERM:
+        return ("ended by SIGTERM's default action: no SIGTERM handler ran, so nothing was "
+                "salvaged; the build must handle SIGTERM (docs/integration.md)")
+    return None
+
+
 def stop(target: Target, grace: float) -> Stopped:
     """The graceful signal, up to ``grace`` seconds to exit, then the hard kill and up to
     ``KILL_WAIT_S`` for the target to disappear (logged when it does not)."""
     sent = target.terminate()
     if sent is None:
-        return Stopped("gone", False)
+        return Stopped("gone", False, target.exit_code())
     if sent and target.wait(grace):
-        return Stopped("signalled", True)
+        return Stopped("signalled", True, target.exit_code())
     target.kill()
     if not target.wait(KILL_WAIT_S):
         log.error("pid %s survived the hard kill for %gs", target.pid, KILL_WAIT_S)
-    return Stopped("killed", sent)
+    return Stopped("killed", sent, target.exit_code())

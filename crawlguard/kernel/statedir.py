@@ -17,10 +17,13 @@ Layout (``HELIX_BFM_STATE_DIR``, default ``.crawlguard``)::
     run/up.json                     a running ``crawlguard up``: how clients reach it
 
 The state dir is the trust boundary: whoever can write ``worker.json`` decides
-which process a rung signals. A state dir crawlguard creates is mode 0700.
-A long-running process (``sidecar``, ``up``, ``run``) opens it with
-``StateDir.open_for_service()``: it must be writable, and from then on it must
-stay the same directory. One that vanishes (or is replaced by another) is
+which process a rung signals. A state dir crawlguard creates is private from
+its creation (``crawlguard.kernel.private``: mode 0700; on Windows a protected
+DACL for this user, SYSTEM and Administrators). A long-running process
+(``sidecar``, ``up``, ``run``) opens it with ``StateDir.open_for_service()``:
+it must be writable, nobody else may write it (POSIX: not writable by every
+user; Windows: no allow entry for another user or group, inherited or not),
+and from then on it must stay the same directory. One that vanishes (or is replaced by another) is
 never silently recreated: every write refuses with ``StateError`` and a
 critical log line, because a fresh, empty state dir forgets the ladders (a
 CPU-demoted shard would go back to the GPU).
@@ -50,7 +53,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import longpaths
+from . import longpaths, private
 from .devices import file_part
 from .errors import CorruptStateError, StateError, UnsafeNameError
 from .names import ShardName
@@ -153,13 +156,13 @@ class StateDir:
         return out
 
     def ensure(self, path: Path | None = None) -> Path:
-        """Create the root (mode 0700) or a folder in it; never re-creates a root this
-        process opened for service (``check_present``)."""
+        """Create the root (private: ``crawlguard.kernel.private``) or a folder in it;
+        never re-creates a root this process opened for service (``check_present``)."""
         check_present(self.root)
         target = self.root if path is None else path
         try:
             if not self.root.is_dir():
-                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private.make_dir(self.root)
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create {target}: {exc.strerror}") from exc
@@ -179,7 +182,21 @@ class StateDir:
             raise StateError(f"state dir {self.root} is not writable: "
                              f"{exc.strerror or exc} (check its owner and mode, or point "
                              "HELIX_BFM_STATE_DIR / --state-dir elsewhere)") from exc
+        self.check_private()
         _ESTABLISHED[os.path.abspath(self.root)] = (st.st_dev, st.st_ino)
+
+    def check_private(self) -> None:
+        """Refuse (StateError) a root that someone else may write: they could plant a
+        ``worker.json`` and steer a rung at any of this user's processes."""
+        try:
+            others = private.others_may_write(self.root)
+        except OSError as exc:
+            raise StateError(f"cannot tell who may write state dir {self.root}: "
+                             f"{exc.strerror or exc}") from exc
+        if others:
+            raise StateError(f"state dir {self.root} is not private: {'; '.join(others)}. "
+                             "Whoever can write it decides which process a rung signals. "
+                             f"Fix: {private.fix_for_dir(self.root)}")
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:

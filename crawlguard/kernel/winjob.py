@@ -26,6 +26,8 @@ import ctypes
 from collections.abc import Sequence
 from typing import Protocol
 
+from .seam import Seam
+
 CREATE_SUSPENDED = 0x00000004
 JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x00002000
 JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS = 9
@@ -156,20 +158,9 @@ class Kernel32Jobs:
         self._k.CloseHandle(job)
 
 
-_api: JobApi | None = None
-
-
-def api() -> JobApi:
-    """The process-wide API (tests replace it with ``set_api``)."""
-    global _api
-    if _api is None:
-        _api = Kernel32Jobs()
-    return _api
-
-
-def set_api(new: JobApi | None) -> JobApi | None:
-    """Install ``new`` (None: the real one on next use); returns the previous one."""
-    global _api
-    old, _api = _api, new
-    return old
+_seam: Seam[JobApi] = Seam(Kernel32Jobs)
+api = _seam.get
+"""The process-wide API (tests replace it with ``set_api``)."""
+set_api = _seam.set
+"""Install another API (None: the real one on next use); returns the previous one."""
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from crawlguard.kernel import processes, winjob
+from crawlguard.kernel import processes, winjob, winproc
 from crawlguard.kernel.errors import ProcessError
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.workers import WorkerIdentity
@@ -72,16 +72,26 @@ def _parent_death_signal(sig: int) -> Callable[[], None] | None:
     return in_child
 
 
+Created = Callable[["subprocess.Popen[bytes]"], None]
+"""Called with a child that exists but, on Windows, has not run a line yet."""
+
+
 def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = None,
           stdout: IO[Any] | int | None = None, stderr: IO[Any] | int | None = None,
           stdin: int | None = subprocess.DEVNULL,
-          salvage: bool = True) -> subprocess.Popen[bytes]:
+          salvage: bool = True, created: Created | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` (never through a shell) as the leader of a new process group,
-    in a Job Object of its own on Windows, with a parent-death signal on Linux."""
+    in a Job Object of its own on Windows, with a parent-death signal on Linux.
+
+    ``created`` runs before the child can do anything on Windows (it is still
+    suspended, already in its job), so what it records (``launch.json``) is there
+    before the worker can register; on POSIX it runs right after the start.
+    Windows children run at NORMAL_PRIORITY_CLASS whatever this process runs at
+    (a Scheduled Task's default is BELOW_NORMAL, which children would inherit)."""
     kwargs: dict[str, Any] = {}
     if sys.platform == "win32":
         kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP
-                                   | winjob.CREATE_SUSPENDED)
+                                   | winjob.CREATE_SUSPENDED | winproc.NORMAL_PRIORITY_CLASS)
     else:
         kwargs["start_new_session"] = True
         kwargs["preexec_fn"] = _parent_death_signal(
@@ -92,16 +102,20 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: Path | None = Non
     except OSError as exc:
         raise ProcessError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
     if sys.platform == "win32":
-        _contain(popen)
+        _contain(popen, created)
+    elif created is not None:
+        created(popen)
     return popen
 
 
-def _contain(popen: subprocess.Popen[bytes]) -> None:
-    """Put a child created suspended into a new job named after it, then resume it.
+def _contain(popen: subprocess.Popen[bytes], created: Created | None) -> None:
+    """Put a child created suspended into a new job named after it, let ``created``
+    record it, then resume it.
 
     The child is resumed whatever happens to the job: a worker without a job still
     runs (and is still stopped by TerminateProcess), it only loses the tree kill
-    (e.g. a parent job forbids nesting)."""
+    (e.g. a parent job forbids nesting). A child that cannot be resumed is killed,
+    and its job closed."""
     jobs = winjob.api()
     job: int | None = None
     try:
@@ -115,15 +129,18 @@ def _contain(popen: subprocess.Popen[bytes]) -> None:
             if job is not None:
                 jobs.close(job)
             job = None
+        if job is not None:
+            _jobs[popen.pid] = (job, name)  # job_of() answers inside ``created``
+        if created is not None:
+            created(popen)
         jobs.resume(popen.pid, processes.thread_ids(popen.pid))
     except (OSError, ProcessError) as exc:
         # Not resumed: it never ran a line, and must not stay suspended forever.
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             popen.kill()
             popen.wait(processes.KILL_WAIT_S)
+        release(popen)  # the job's handle too (kill-on-close: nothing survives it)
         raise ProcessError(f"cannot start {popen.args!r}: {exc}") from exc
-    if job is not None:
-        _jobs[popen.pid] = (job, name)
 
 
 def job_of(popen: subprocess.Popen[bytes]) -> str | None:
@@ -161,10 +178,13 @@ def stop_gracefully(popen: subprocess.Popen[bytes], grace: float) -> int:
 
 
 def describe_exit(returncode: int) -> str:
-    """``exit code 1`` / ``signal SIGKILL`` (POSIX reports a signal death as -N)."""
-    if returncode < 0:
+    """``exit code 1`` / ``signal SIGKILL`` (POSIX reports a signal death as -N) /
+    ``exit code 0xC000013A`` (a Windows NTSTATUS, shown as Windows shows it)."""
+    if returncode < 0 and sys.platform != "win32":
         try:
             return f"signal {signal.Signals(-returncode).name}"
         except ValueError:
             return f"signal {-returncode}"
+    if returncode > 0xFFFF or returncode < 0:
+        return f"exit code 0x{returncode & 0xFFFFFFFF:08X}"
     return f"exit code {returncode}"

@@ -26,6 +26,7 @@ hard-kills it after that, and returns 130.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from crawlguard.gpu.vram import VramSource
+from crawlguard.kernel import processes
 from crawlguard.kernel.devices import gpu_of_launch
 from crawlguard.kernel.errors import CrawlguardError, ProcessError, UnsafeNameError
 from crawlguard.kernel.formats.batchlog import BatchTail
@@ -98,13 +100,15 @@ class ShardRun:
     futile: int = 0
     started: float | None = None
     ended: float | None = None
+    unsalvaged_told: bool = False
+    """Whether the "no handler, nothing salvaged" line was shown (once per shard)."""
 
 
 @dataclass(frozen=True)
 class SupervisorEvent:
     shard: str
     kind: str
-    """launch, exit, log-tail, oom, gpu-wait, done, gave-up, stopping, policy."""
+    """launch, exit, no-salvage, log-tail, oom, gpu-wait, done, gave-up, stopping, policy."""
     message: str
 
 
@@ -163,9 +167,11 @@ class Supervisor:
             log_path = (self.config.log_dir / f"{shard}.log") if self.config.log_dir else None
             log_from = logtail.size_of(log_path) if log_path else 0
             with self._output(shard) as out:
-                popen = childproc.spawn(argv, env, cwd=self.config.cwd, stdout=out, stderr=out)
+                # The launch is recorded before the worker runs (Windows: still suspended),
+                # so a rung can never find a registered worker without its launch.
+                popen = childproc.spawn(argv, env, cwd=self.config.cwd, stdout=out, stderr=out,
+                                        created=functools.partial(self._record_launch, shard))
             run.pid, run.state = popen.pid, "running"
-            self._record_launch(shard, popen)
             self._emit(shard, "launch", f"launch #{run.launches}: pid {popen.pid}"
                        + (f", {rem.device_var}={run.device}" if run.device else ""))
             try:
@@ -180,6 +186,10 @@ class Supervisor:
                 run.state = "stopped"
                 return EXIT_STOPPED
             run.last_exit = childproc.describe_exit(rc)
+            lost = processes.unsalvaged(rc)
+            if lost and not run.unsalvaged_told:
+                run.unsalvaged_told = True
+                self._emit(shard, "no-salvage", f"worker pid {popen.pid}: {lost}")
             if rc == 0:
                 run.state, run.ended = "done", time.time()
                 self._emit(shard, "done", f"shard complete ({run.launches} launch"

@@ -45,9 +45,13 @@ class FakePdh:
     LOCALISED = "\\GPU-Prozessspeicher(*)\\Freigegebene Nutzung"
 
     def __init__(self, instances: Mapping[str, float] | None = None,
-                 english_fails: int | None = None) -> None:
+                 english_fails: int | None = None, reexpands: bool = True) -> None:
         self.instances: dict[str, float] = dict(instances or {})
         self.english_fails = english_fails
+        self.reexpands = reexpands
+        """False: a wildcard counter keeps the instances it had when it was added (what
+        PdhAddEnglishCounterW's documentation allows), values still update."""
+        self.expanded: dict[int, set[str]] = {}
         self.calls: list[str] = []
         self.collections: dict[int, int] = {}
         self.counters: dict[int, int] = {}
@@ -78,6 +82,7 @@ class FakePdh:
     def _counter(self, query: int) -> int:
         assert query in self.open
         self.counters[query + 1000] = query
+        self.expanded[query + 1000] = set(self.instances)
         return query + 1000
 
     def collect(self, query: int) -> None:
@@ -89,9 +94,11 @@ class FakePdh:
         query = self.counters[counter]
         assert query in self.open
         self.calls.append("array")
+        names = set(self.instances) if self.reexpands else (
+            self.expanded[counter] & set(self.instances))
         if self.collections[query] <= 1:
-            return {name: 0.0 for name in self.instances}  # first collection reads 0
-        return dict(self.instances)
+            return {name: 0.0 for name in names}  # first collection reads 0
+        return {name: self.instances[name] for name in names}
 
     def close_query(self, query: int) -> None:
         self.calls.append("close")
@@ -131,6 +138,36 @@ def test_a_new_worker_pid_rebuilds_the_query() -> None:
     assert src.read([20]) == {20: 3 * MIB}
     assert pdh.calls == ["close", "open", "add_english", "collect", "collect", "array"]
     assert len(pdh.open) == 1
+
+
+def test_a_worker_whose_instance_appears_later_gets_it_by_a_bounded_rebuild() -> None:
+    # The worker registers before CUDA starts: no instance when the query is built, and
+    # this PDH does not re-expand the wildcard by itself.
+    now = [1000.0]
+    pdh = FakePdh({inst(20): MIB}, reexpands=False)
+    src = PdhSharedSource(pdh, clock=lambda: now[0], reexpand_s=15)
+    assert src.read([10, 20]) == {20: MIB}
+    pdh.instances[inst(10)] = 700 * MIB   # CUDA started, the spill is counted
+    now[0] += 14
+    pdh.calls.clear()
+    assert src.read([10, 20]) == {20: MIB}   # not before the bound: no rebuild
+    assert pdh.calls == ["collect", "array"]
+    now[0] += 1
+    pdh.calls.clear()
+    assert src.read([10, 20]) == {10: 700 * MIB, 20: MIB}
+    assert pdh.calls == ["collect", "array", "close", "open", "add_english", "collect",
+                         "collect", "array"]
+    pdh.calls.clear()
+    now[0] += 100   # every wanted pid has its instance: nothing more to expand
+    assert src.read([10, 20]) == {10: 700 * MIB, 20: MIB}
+    assert pdh.calls == ["collect", "array"]
+
+
+def test_a_missing_counter_set_says_what_windows_lacks() -> None:
+    src = PdhSharedSource(FakePdh(english_fails=PDH_CSTATUS_NO_OBJECT))
+    with pytest.raises(SharedMemoryError, match=r"counter set 'GPU Process Memory' is absent.*"
+                                                r"WDDM 2"):
+        src.read([10])
 
 
 def test_a_vanished_pid_has_no_reading_not_zero() -> None:

@@ -16,6 +16,7 @@ import psutil
 import pytest
 import yaml
 
+from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.settings import Settings, knob_names
 from tests.helpers import REPO, require_binary, wait_until
 
@@ -470,3 +471,64 @@ def test_windows_scripts_keep_one_console() -> None:
     assert "-LogonType Interactive" in task
     assert "nssm install" not in (run + task).lower()  # never a service: see the docstrings
     assert "/inheritance:r" in setup and "ProgramData" in setup
+
+
+def _powershell() -> Any:
+    ts = pytest.importorskip("tree_sitter")
+    grammar = pytest.importorskip("tree_sitter_powershell")
+    return ts.Parser(ts.Language(grammar.language()))
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in WINDOWS.glob("*.ps1")))
+def test_windows_scripts_parse_as_powershell(script: str) -> None:
+    # No pwsh here: tree-sitter's PowerShell grammar finds what would stop the script
+    # before it ran a line (an unbalanced brace, an unterminated string or here-string).
+    source = (WINDOWS / script).read_bytes()
+    tree = _powershell().parse(source)
+    errors = []
+
+    def walk(node: Any) -> None:
+        if node.type == "ERROR" or node.is_missing:
+            line = node.start_point[0] + 1
+            errors.append(f"line {line}: {source.splitlines()[line - 1].decode()!r}")
+        for child in node.children:
+            walk(child)
+
+    walk(tree.root_node)
+    assert not errors, f"{script} does not parse: {errors}"
+
+
+def _calls(script: str, command: str) -> list[str]:
+    """The text of every call of ``command`` in ``script``, continuation lines joined."""
+    text = (WINDOWS / script).read_text().replace("`\n", " ")
+    return [m.group(0) for m in re.finditer(rf"{re.escape(command)}\b[^\n]*", text)]
+
+
+def test_the_task_runs_at_normal_priority_and_can_start_at_boot() -> None:
+    [settings] = _calls("register-task.ps1", "New-ScheduledTaskSettingsSet")
+    # 4 = NORMAL_PRIORITY_CLASS; the default 7 is BELOW_NORMAL, inherited by every child.
+    assert re.search(r"-Priority 4\b", settings)
+    task = (WINDOWS / "register-task.ps1").read_text()
+    assert "New-ScheduledTaskTrigger -AtStartup" in task and "-LogonType S4U" in task
+    assert "[ValidateSet('Logon', 'Startup')]" in task
+
+
+def test_the_script_restarts_crawlguard_after_a_non_zero_exit() -> None:
+    run = (WINDOWS / "crawlguard.ps1").read_text()
+    loop = run[run.index("while ($true)"):]
+    # Restarted unless finished (0) or stopped on purpose (130), with a bound.
+    assert "if ($rc -eq 0)" in loop and "if ($rc -eq 130)" in loop
+    assert "$failures -gt $MaxRestarts" in loop
+    assert "Start-Sleep -Seconds $RestartDelaySeconds" in loop
+    assert "KillOnCloseJob" in run and "QuickEditOff" in run
+
+
+def test_the_scripts_env_lines_follow_crawlguards_own_rule() -> None:
+    from crawlguard.kernel import envfile
+
+    run = (WINDOWS / "crawlguard.ps1").read_text()
+    [pattern] = re.findall(r"-notmatch '\^(.+?)\$'", run)
+    assert pattern == envfile._KEY.pattern   # one rule for a variable name, both readers
+    assert "line ${number}: expected KEY=VALUE" in run
+    with pytest.raises(ConfigError, match="line 2': expected KEY=VALUE"):
+        envfile.parse("A=1\nnot a line\n")

@@ -4,13 +4,14 @@ No Windows machine is available, so these check what crawlguard asks of the OS
 there: workers start in their own process group (CREATE_NEW_PROCESS_GROUP),
 the graceful signal is CTRL_BREAK_EVENT to that group, and the hard kill after
 the grace period still follows. Whether Windows delivers CTRL_BREAK_EVENT is
-documented in docs/deploy.md, not tested (docs/windows-acceptance.md checks it).
+checked on a real Windows by tests/sidecar/test_windows_real.py (the CI lane)
+and on a rig by docs/windows-acceptance.md.
 
 Real processes stand in for Windows ones; what is faked is exactly the OS
-boundary: ``sys.platform``, the Job Object API (``FakeJobs``: a job holds a
-process and everything it starts, as a real job does) and ``os.kill`` for
-CTRL_BREAK_EVENT, which is recorded, not delivered. Everything is imported before
-the platform is faked: filelock imports msvcrt at import time on win32.
+boundary (tests/winfakes.py): ``sys.platform``, the Job Object API
+(``FakeJobs``: a job holds a process and everything it starts, as a real job
+does), the process-handle API (``FakeProcesses``) and ``os.kill`` for
+CTRL_BREAK_EVENT, which is recorded, not delivered.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +29,16 @@ import psutil
 import pytest
 
 from crawlguard.cli import lifecycle
-from crawlguard.kernel import listen, longpaths, winjob
-from crawlguard.kernel.errors import ConfigError, ProcessError, StateError, UnsafeNameError
+from crawlguard.kernel import listen, longpaths, winjob, winproc
+from crawlguard.kernel.errors import ConfigError, ProcessError, UnsafeNameError
 from crawlguard.kernel.statedir import StateDir, write_volatile_json
 from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity
-from crawlguard.rig import secretfile
 from crawlguard.sidecar.actions import restart_worker
 from crawlguard.supervisor import childproc
-
-CTRL_BREAK = 1  # signal.CTRL_BREAK_EVENT's value on Windows
+from tests.winfakes import CTRL_BREAK, FakeJobs, FakeProcesses, PosixPopen
 
 # On a real Windows runner nothing is faked: tests/sidecar/test_windows_real.py runs there.
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fakes Windows on POSIX")
-
-
-@pytest.fixture
-def windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(signal, "CTRL_BREAK_EVENT", CTRL_BREAK, raising=False)
-    monkeypatch.setattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
 
 
 def test_a_worker_leads_its_own_process_group(windows: None,
@@ -67,7 +58,10 @@ def test_a_worker_leads_its_own_process_group(windows: None,
         childproc.spawn(["python", "build.py", "--shard", "confluence"], {"A": "1"})
     finally:
         winjob.set_api(old)
-    assert seen["creationflags"] == 0x200 | winjob.CREATE_SUSPENDED
+    # Its own group, suspended until it is in its job, and NORMAL priority whatever ours
+    # is (a Scheduled Task runs at BELOW_NORMAL, which a child would otherwise inherit).
+    assert seen["creationflags"] == 0x200 | winjob.CREATE_SUSPENDED | winproc.NORMAL_PRIORITY_CLASS
+    assert seen["creationflags"] == 0x224
     assert "start_new_session" not in seen
     assert seen["argv"] == ["python", "build.py", "--shard", "confluence"]  # no shell
 
@@ -85,7 +79,7 @@ def test_the_supervisors_graceful_stop_is_ctrl_break_to_the_childs_group(
 
 
 def test_a_rung_sends_ctrl_break_to_the_verified_worker_then_hard_kills(
-        windows: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        procs: FakeProcesses, monkeypatch: pytest.MonkeyPatch) -> None:
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         identity = WorkerIdentity.of_pid(worker.pid)
@@ -121,99 +115,6 @@ WRAPPER = ("import subprocess, sys; "
 """A launcher like a venv's Scripts\\python.exe: the real worker is its child."""
 
 
-class FakeJobs:
-    """Job Objects at the OS boundary: a job holds the processes assigned to it and
-    everything they start (modelled as their descendants when it is terminated)."""
-
-    def __init__(self, fail_create: bool = False) -> None:
-        self.fail_create = fail_create
-        self.fail_resume = False
-        self.calls: list[tuple[str, Any]] = []
-        self.jobs: dict[int, tuple[str, set[int]]] = {}
-
-    def create(self, name: str) -> int:
-        self.calls.append(("create", name))
-        if self.fail_create:
-            raise OSError(5, "access denied")
-        handle = 100 + len(self.jobs)
-        self.jobs[handle] = (name, set())
-        return handle
-
-    def assign(self, job: int, process_handle: int) -> None:
-        self.calls.append(("assign", process_handle))
-        self.jobs[job][1].add(process_handle - HANDLE_BASE)
-
-    def resume(self, pid: int, thread_ids: Sequence[int]) -> None:
-        assert thread_ids, "a process has at least one thread"
-        self.calls.append(("resume", pid))
-        if self.fail_resume:
-            raise OSError(5, "access denied")
-
-    def terminate(self, job: int) -> None:
-        self.calls.append(("terminate", job))
-        procs = []
-        for pid in self.jobs[job][1]:
-            try:
-                root = psutil.Process(pid)
-                procs += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                continue
-
-    def terminate_named(self, name: str) -> bool:
-        for handle, (job_name, _) in self.jobs.items():
-            if job_name == name:
-                self.terminate(handle)
-                return True
-        return False
-
-    def close(self, job: int) -> None:
-        self.calls.append(("close", job))
-        self.terminate(job)  # kill-on-close
-        self.jobs.pop(job, None)
-
-
-HANDLE_BASE = 1_000_000
-
-
-class PosixPopen(subprocess.Popen):  # type: ignore[type-arg]
-    """The real Popen with Windows' creation flags set aside (Linux refuses them)."""
-
-    def __init__(self, args: Any, **kwargs: Any) -> None:
-        self.creationflags = kwargs.pop("creationflags", 0)
-        super().__init__(args, start_new_session=True, **kwargs)
-        self._handle = HANDLE_BASE + self.pid
-
-
-@pytest.fixture
-def jobs(windows: None, no_break: list[tuple[int, int]],
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobs]:
-    fake = FakeJobs()
-    old = winjob.set_api(fake)
-    monkeypatch.setattr(subprocess, "Popen", PosixPopen)
-    yield fake
-    winjob.set_api(old)
-
-
-@pytest.fixture
-def no_break(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """os.kill records CTRL_BREAK_EVENT (this is not Windows) and delivers the rest."""
-    calls: list[tuple[int, int]] = []
-    real_kill = os.kill
-
-    def kill(pid: int, sig: int) -> None:
-        calls.append((pid, sig))
-        if sig != CTRL_BREAK:
-            real_kill(pid, sig)
-
-    monkeypatch.setattr(os, "kill", kill)
-    return calls
-
-
 def launch_wrapper(jobs: FakeJobs) -> tuple[subprocess.Popen[bytes], psutil.Process]:
     popen = childproc.spawn([sys.executable, "-c", WRAPPER], dict(os.environ),
                             stdout=subprocess.PIPE)
@@ -234,7 +135,8 @@ def test_each_child_is_created_suspended_put_in_its_job_then_resumed(jobs: FakeJ
     popen, worker = launch_wrapper(jobs)
     try:
         name = winjob.job_name(WorkerIdentity.of_pid(popen.pid).key)
-        assert popen.creationflags == 0x200 | winjob.CREATE_SUSPENDED  # type: ignore[attr-defined]
+        assert popen.creationflags == (  # type: ignore[attr-defined]
+            0x200 | winjob.CREATE_SUSPENDED | winproc.NORMAL_PRIORITY_CLASS)
         # In this order: it cannot start a grandchild outside the job.
         assert [c[0] for c in jobs.calls] == ["create", "assign", "resume"]
         assert jobs.calls[0] == ("create", name) and childproc.job_of(popen) == name
@@ -380,33 +282,41 @@ class RecordingSocket:
         self.options.append((level, option, value))
 
 
+class DrainingPort(RecordingSocket):
+    """A port whose previous owner's connections are in TIME_WAIT: an exclusive bind is
+    refused with WSAEADDRINUSE, a plain one succeeds; ``listener``: someone listens."""
+
+    def __init__(self, listener: bool = False) -> None:
+        super().__init__()
+        self.listener = listener
+        self.binds: list[bool] = []
+
+    def bind(self, address: Any) -> None:
+        exclusive = dict(((lvl, opt), v) for lvl, opt, v in self.options).get(
+            (socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE), 0) == 1
+        self.binds.append(exclusive)
+        if exclusive or self.listener:
+            raise OSError(listen.WSAEADDRINUSE, "Only one usage of each socket address")
+
+
+def test_a_restarted_server_takes_its_port_while_old_connections_drain(
+        windows: None) -> None:
+    sock = DrainingPort()
+    listen.bind(sock, ("127.0.0.1", 9848))  # type: ignore[arg-type]
+    assert sock.options == [(socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 1),
+                            (socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 0)]
+    assert sock.binds == [True, False]   # exclusive first, then without it
+    live = DrainingPort(listener=True)
+    with pytest.raises(OSError, match="Only one usage"):
+        listen.bind(live, ("127.0.0.1", 9848))  # type: ignore[arg-type]
+    assert live.binds == [True, False]   # a second server on the port is still refused
+
+
 def test_listeners_use_exclusive_address_on_windows(windows: None) -> None:
     sock = RecordingSocket()
     listen.set_listen_options(sock)  # type: ignore[arg-type]
     assert sock.options == [(socket.SOL_SOCKET, listen.SO_EXCLUSIVEADDRUSE, 1)]
     assert all(opt != socket.SO_REUSEADDR for _, opt, _ in sock.options)
-
-
-def test_the_generated_token_gets_an_owner_only_acl(windows: None, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("USERNAME", "builder")
-    monkeypatch.setenv("USERDOMAIN", "RIG")
-    ran: list[list[str]] = []
-
-    def icacls(argv: Any) -> subprocess.CompletedProcess[str]:
-        ran.append(list(argv))
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-    secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=icacls)
-    assert ran == [["icacls", str(tmp_path / "sidecar.token"), "/inheritance:r", "/grant:r",
-                    "RIG\\builder:F"]]
-
-    def failing(argv: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(argv, 5, "", "Access is denied.")
-
-    with pytest.raises(StateError, match="Access is denied"):
-        secretfile.write_private(tmp_path / "sidecar.token", "t" * 40, run=failing)
-    assert not (tmp_path / "sidecar.token").exists()  # never left readable
 
 
 def test_shard_names_equal_under_casefold_share_nothing(tmp_path: Path) -> None:
