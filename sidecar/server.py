@@ -76,17 +76,22 @@ def check_security(host: str, token: str | None, insecure_no_token: bool,
 
 def head_deadline(timeout: float, on_timeout: Callable[[], None]) -> type[H11Protocol]:
     """uvicorn's h11 protocol with a deadline on each request head: ``timeout`` seconds
-    from the connection (after its TLS handshake) or from the previous response, for the
+    from accept (the TLS handshake included) or from the previous response, for the
     request line and headers to arrive; then the connection is closed and ``on_timeout``
     called. uvicorn's own h11 protocol, never httptools: the deadline is written for it."""
 
     class _HeadDeadline(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Made at accept, before any TLS handshake: the first deadline counts from here.
+            self._accepted = self.loop.time()
+
         def connection_made(  # type: ignore[override]  # as uvicorn declares it
                 self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self._await_head()
+            self._await_head(self._accepted)
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -96,15 +101,15 @@ def head_deadline(timeout: float, on_timeout: Callable[[], None]) -> type[H11Pro
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._await_head()  # keep-alive: the next request's head
+                self._await_head(self.loop.time())  # keep-alive: the next request's head
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_waiting()
             super().connection_lost(exc)
 
-        def _await_head(self) -> None:
+        def _await_head(self, since: float) -> None:
             self._stop_waiting()
-            self._head_timer = self.loop.call_later(timeout, self._head_late)
+            self._head_timer = self.loop.call_at(since + timeout, self._head_late)
 
         def _stop_waiting(self) -> None:
             if self._head_timer is not None:
