@@ -47,6 +47,8 @@ from typing import Any
 
 import httpx
 
+REPO = Path(__file__).resolve().parent.parent
+
 TOKEN = "bench-hostile-token-0123456789"
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: rig\r\nAuthorization: Bearer " + TOKEN.encode()
 PARTIAL_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: rig\r\n"
@@ -107,34 +109,28 @@ def server(kind: str, env: dict[str, str] | None = None,
             s.stop()
 
 
-def _closed(sock: socket.socket) -> bool:
-    try:
-        return not sock.recv(4096)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+def watch(socks: list[tuple[socket.socket, float]], cap: float,
+          drip: dict[int, bytes] | None = None) -> list[float]:
+    """Seconds each socket, opened at its monotonic time, stayed open (``cap`` for one
+    still open then); sockets in ``drip`` (by fileno) are sent one more byte of their
+    bytes every second."""
+    from tests.fleet.crowd_child import closed  # the tests' own check of a closed socket
 
-
-def watch(socks: list[socket.socket], cap: float, drip: dict[int, bytes] | None = None
-          ) -> list[float]:
-    """Seconds each socket stayed open (``cap`` for one still open then); sockets in
-    ``drip`` (by fileno) are sent one more byte of their bytes every second."""
     drip = dict(drip or {})
     sent = {fd: 0 for fd in drip}
-    started = time.monotonic()
-    lives = {s.fileno(): cap for s in socks}
+    started = min(at for _, at in socks)
+    lives = {s.fileno(): cap for s, _ in socks}
     with selectors.DefaultSelector() as sel:
-        for s in socks:
+        for s, at in socks:
             s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ)
-        last_drip = started
+            sel.register(s, selectors.EVENT_READ, at)
+        last_drip = time.monotonic()
         while sel.get_map() and time.monotonic() - started < cap:
             for key, _ in sel.select(0.1):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
-                if _closed(sock):
-                    lives[sock.fileno()] = time.monotonic() - started
+                if closed(sock):
+                    lives[sock.fileno()] = time.monotonic() - key.data
                     sel.unregister(sock)
             if time.monotonic() - last_drip >= 1.0:
                 last_drip = time.monotonic()
@@ -144,7 +140,7 @@ def watch(socks: list[socket.socket], cap: float, drip: dict[int, bytes] | None 
                             sel.get_key(fd).fileobj.send(  # type: ignore[union-attr]
                                 data[sent[fd]:sent[fd] + 1])
                         sent[fd] += 1
-    for s in socks:
+    for s, _ in socks:
         s.close()
     return list(lives.values())
 
@@ -163,8 +159,8 @@ def slow(cap: float) -> None:
             for name, first in kinds.items():
                 sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
                 sock.sendall(first)
-                socks[name] = sock
-            fd = socks["a byte a second"].fileno()
+                socks[name] = (sock, time.monotonic())
+            fd = socks["a byte a second"][0].fileno()
             lives = watch(list(socks.values()), cap, drip={fd: HEAD})
             for name, life in zip(socks, lives, strict=True):
                 print(f"{kind:8s} {name:24s} connected for {shown(life, cap)}")
@@ -172,7 +168,7 @@ def slow(cap: float) -> None:
             for _ in range(1000):
                 sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
                 sock.sendall(PARTIAL_HEADERS)
-                crowd.append(sock)
+                crowd.append((sock, time.monotonic()))
             path = "/healthz" if kind == "sidecar" else "/metrics"
             t = time.monotonic()
             status = httpx.get(s.url + path, timeout=60, trust_env=False).status_code
@@ -297,6 +293,7 @@ def main() -> None:
     ap.add_argument("--no-largest", action="store_true",
                     help="skip the notifications of MAX_ALERTS alerts")
     args = ap.parse_args()
+    sys.path.insert(0, str(REPO))  # tests.fleet.crowd_child
     if "slow" in args.what:
         slow(args.cap)
     if "notification" in args.what:

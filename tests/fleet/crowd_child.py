@@ -17,17 +17,20 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import ssl
 import sys
 import time
 
 
 def closed(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (a read returns EOF or fails); False while
+    it is open (nothing to read: a non-blocking socket, or a timeout)."""
     try:
         return not sock.recv(4096)
-    except BlockingIOError:
+    except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
         return False
     except OSError:
-        return True
+        return True  # reset, or the TLS layer saw the close
 
 
 def main(host: str, port: int, count: int, head: bytes, limit: float) -> None:

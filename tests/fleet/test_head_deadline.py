@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 
 from crawlguard.exporter.server import Exporter, ExporterConfig
-from crawlguard.fleet import pki
 from crawlguard.kernel import http
 from crawlguard.kernel.settings import Remediation, Settings
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.tls import TlsFiles
 from crawlguard.sidecar.engine import Engine
 from crawlguard.sidecar.server import SidecarServer
+from tests.fleet.crowd_child import closed
 from tests.helpers import REPO
 
 HOST = "127.0.0.1"
@@ -55,28 +55,14 @@ class Served:
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    ca_pem, ca_key = pki.new_ca()
-    (folder / "ca.crt").write_bytes(ca_pem)
-    (folder / "ca.key").write_bytes(ca_key)
-    cert, key = pki.issue(pki.load_ca(folder / "ca.crt", folder / "ca.key"), "rig", [HOST],
-                          server=True)
-    (folder / "tls.crt").write_bytes(cert)
-    (folder / "tls.key").write_bytes(key)
-    # No CA for the servers: no client certificates demanded, the handshake is the point.
-    return TlsFiles(cert=folder / "tls.crt", key=folder / "tls.key")
-
-
-@pytest.fixture
-def serve(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Callable[[str, bool, float], Served]]:
+def serve(tmp_path: Path, stranger: TlsFiles) -> Iterator[Callable[[str, bool, float], Served]]:
+    """Servers with a certificate for 127.0.0.1 and no client CA (no client certificate
+    demanded: the handshake is the point); their clients trust its CA."""
     stops: list[Callable[[], None]] = []
 
     def start(kind: str, tls: bool, timeout: float) -> Served:
-        files = tls_files if tls else TlsFiles()
-        client = (TlsFiles(ca=tmp_path / "tls" / "ca.crt").client_context() if tls
-                  else None)
+        files = TlsFiles(cert=stranger.cert, key=stranger.key) if tls else TlsFiles()
+        client = TlsFiles(ca=stranger.ca).client_context() if tls else None
         state = tmp_path / f"state-{kind}-{len(stops)}"
         state.mkdir()
         if kind == "sidecar":
@@ -99,16 +85,6 @@ def serve(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Callable[[str, bool, 
         stop()
 
 
-def _closed(sock: socket.socket) -> bool:
-    """Whether the server has closed ``sock`` (a read returns EOF or fails)."""
-    try:
-        return not sock.recv(4096)
-    except (TimeoutError, ssl.SSLWantReadError, BlockingIOError):
-        return False
-    except OSError:
-        return True  # reset, or the TLS layer saw the close
-
-
 def lifetime(sock: socket.socket, drip: bytes = b"", every: float = 0.2,
              limit: float = 60.0) -> float:
     """Seconds until the server closes ``sock``; meanwhile one byte of ``drip`` is sent
@@ -116,7 +92,7 @@ def lifetime(sock: socket.socket, drip: bytes = b"", every: float = 0.2,
     started = time.monotonic()
     sock.settimeout(every)
     for i in range(10**6):
-        if _closed(sock):
+        if closed(sock):
             return time.monotonic() - started
         if time.monotonic() - started > limit:
             raise AssertionError(f"still open after {limit:g}s")
