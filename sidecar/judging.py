@@ -20,7 +20,7 @@ A rung is started only after the write that records it. A shard whose ladder
 could not be read or written fails the notification (the app answers 500, so
 Alertmanager sends it again), and a rung whose write failed was never decided.
 That failure is logged once per shard until its alerts are recorded again
-(``crawlguard.kernel.logs.Outage``), not once per retry.
+(``crawlguard.kernel.logs.Outages``), not once per retry.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class AlertJudge:
 
     def _warn_refused(self, outcomes: list[AlertOutcome]) -> None:
         """One warning for the alerts of this notification refused for the first time."""
-        new: dict[str, list[str]] = {}
+        new: dict[str, list[AlertOutcome]] = {}
         for o in outcomes:
             if o.decision not in REFUSED:
                 continue
@@ -177,11 +177,13 @@ class AlertJudge:
             self._refused[key] = None
             if len(self._refused) > REMEMBERED_REFUSALS:
                 self._refused.popitem(last=False)
-            new.setdefault(o.decision, []).append(o.shard or o.fingerprint or "?")
+            new.setdefault(o.decision, []).append(o)
         if not new:
             return
-        parts = [f"{len(names)} {reason} ({', '.join(names[:5])}"
-                 f"{', ...' if len(names) > 5 else ''})" for reason, names in new.items()]
+        parts = [f"{len(refused)} {reason}, e.g. "
+                 f"{f'shard {refused[0].shard}' if refused[0].shard else 'alert'} "
+                 f"{refused[0].fingerprint!r}: {refused[0].note}"
+                 for reason, refused in new.items()]
         log.warning("alerts refused one by one, the rest of their notification judged: %s "
                     "(each is in %s; repeats are not logged again)", "; ".join(parts),
                     self.audit.path)
