@@ -9,18 +9,26 @@ A rig of a fleet serves /metrics beyond loopback: over TLS (its certificate,
 and client certificates of the fleet's CA when HELIX_BFM_TLS_CA_FILE is set)
 and behind a bearer token (HELIX_BFM_EXPORTER_TOKEN), which the central
 Prometheus sends. Beyond loopback without both it refuses to start
-(``crawlguard.kernel.listen.refuse_plaintext``). The TLS handshake runs on the
-request's own thread with a deadline, never in the accept loop, so a client that
-connects and says nothing holds up no one else.
+(``crawlguard.kernel.listen.refuse_plaintext``).
+
+Each connection has its own thread, and HELIX_BFM_HEADER_TIMEOUT
+(``Endpoints.header_timeout``) from the moment it is accepted to finish its TLS
+handshake and send its request line and headers; then it is closed. The
+handshake runs on that thread, never in the accept loop, so a client that
+connects and says nothing holds up no one else, and the deadline is on the whole
+head, not on each read (``_HeadReader``): a client sending a byte at a time is cut
+off like a silent one.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +41,9 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from crawlguard.gpu.shared import OFF_REASON, SharedSource, shared_source_from_spec
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel.errors import ConfigError
-from crawlguard.kernel.listen import bind, is_loopback, refuse_plaintext
+from crawlguard.kernel.listen import BACKLOG, bind, is_loopback, refuse_plaintext
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.settings import Settings
+from crawlguard.kernel.settings import Endpoints, Settings
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.tls import TlsFiles
 
@@ -65,6 +73,8 @@ class ExporterConfig:
     token: str | None = field(default=None, repr=False)
     """Bearer token demanded on every request when set."""
     allow_plaintext: bool = False
+    header_timeout: float = Endpoints.header_timeout
+    """Seconds from accept to a complete TLS handshake and request head."""
 
     @classmethod
     def from_settings(cls, settings: Settings, host: str | None = None,
@@ -76,7 +86,7 @@ class ExporterConfig:
             host=ep.exporter_host if host is None else host,
             port=ep.exporter_port if port is None else port,
             shared_source=settings.shared_source, tls=ep.tls, token=ep.exporter_token,
-            allow_plaintext=ep.allow_plaintext,
+            allow_plaintext=ep.allow_plaintext, header_timeout=ep.header_timeout,
         )
 
     @property
@@ -84,14 +94,52 @@ class ExporterConfig:
         return "https" if self.tls.serves else "http"
 
 
-REQUEST_TIMEOUT_S = 10.0
-"""A connection must finish its TLS handshake and send its request within this."""
-
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+class _HeadReader(io.RawIOBase):
+    """A connection's reads, each allowed only what is left until ``deadline`` (None:
+    the socket's own timeout). A socket timeout bounds one read, so a client that sends
+    a byte at a time would otherwise hold the connection for as long as it liked."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline: float | None = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head not received in time")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class _QuietHandler(WSGIRequestHandler):
-    timeout = REQUEST_TIMEOUT_S
+    """One connection (wsgiref serves one request on each), its head bounded in time."""
+
+    timeout = Endpoints.header_timeout  # each write of the answer; serve() sets both
+    head_timeout = Endpoints.header_timeout
+
+    def setup(self) -> None:
+        deadline = time.monotonic() + self.head_timeout
+        if isinstance(self.request, ssl.SSLSocket):
+            # One call, so the socket timeout bounds the whole handshake, not each read.
+            self.request.settimeout(self.head_timeout)
+            self.request.do_handshake()
+        super().setup()
+        self.rfile.close()
+        self._head = _HeadReader(self.connection, deadline)
+        self.rfile = io.BufferedReader(self._head)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self._head.deadline = None  # the head is in: the answer gets the usual timeout
+        self.connection.settimeout(self.timeout)
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:
         """One line per scrape would drown the log."""
@@ -102,6 +150,7 @@ class _Server(ThreadingWSGIServer):
     its own sets SO_REUSEADDR, which on Windows lets two exporters share a port."""
 
     allow_reuse_address = False
+    request_queue_size = BACKLOG  # socketserver's own is 5
 
     def server_bind(self) -> None:
         # TCPServer's, HTTPServer's and WSGIServer's server_bind, with crawlguard's bind.
@@ -134,10 +183,11 @@ def require_bearer(app: WsgiApp, token: str) -> WsgiApp:
 
 
 def serve(host: str, port: int, registry: CollectorRegistry,
-          tls: ssl.SSLContext | None = None,
-          token: str | None = None) -> tuple[Any, threading.Thread]:
+          tls: ssl.SSLContext | None = None, token: str | None = None,
+          header_timeout: float = Endpoints.header_timeout) -> tuple[Any, threading.Thread]:
     """Serve ``registry`` on host:port from a daemon thread (``start_http_server``'s job),
-    over TLS with ``tls`` and behind ``token`` when given."""
+    over TLS with ``tls`` and behind ``token`` when given; a connection has
+    ``header_timeout`` seconds to finish its handshake and send its request head."""
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                    flags=socket.AI_PASSIVE)[0]
 
@@ -147,15 +197,18 @@ def serve(host: str, port: int, registry: CollectorRegistry,
         def server_bind(self) -> None:
             super().server_bind()
             if tls is not None:
-                # The handshake happens on the request's thread (first read), bounded
-                # by the handler's timeout, instead of in accept() on the serving thread.
+                # The handshake happens on the request's thread (_QuietHandler.setup),
+                # bounded by the head deadline, instead of in accept() on the serving one.
                 self.socket = tls.wrap_socket(self.socket, server_side=True,
                                               do_handshake_on_connect=False)
 
     app: WsgiApp = make_wsgi_app(registry)
     if token:
         app = require_bearer(app, token)
-    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
+    class Handler(_QuietHandler):
+        timeout = head_timeout = header_timeout
+
+    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=Handler)
     thread = threading.Thread(target=httpd.serve_forever, name="crawlguard-exporter",
                               daemon=True)
     thread.start()
@@ -196,7 +249,8 @@ class Exporter:
         tls = c.tls.server_context() if c.tls.serves else None
         self.state.ensure(self.state.metrics_dir)
         try:
-            self._server, self._thread = serve(c.host, c.port, self.registry, tls, c.token)
+            self._server, self._thread = serve(c.host, c.port, self.registry, tls, c.token,
+                                               c.header_timeout)
         except OSError as exc:
             raise ConfigError("HELIX_BFM_EXPORTER_PORT", self.config.port,
                               f"cannot listen on {self.config.host}:{self.config.port}: "

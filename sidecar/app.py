@@ -11,9 +11,14 @@ Security choices (the sidecar kills processes and rewrites environments):
   ``--insecure-no-token`` on loopback (see ``crawlguard.sidecar.server``);
 - bodies are capped before anything parses them (``BodyLimit``): 1 MiB for
   ``/v1/alerts`` (Alertmanager groups can be large), 16 KiB elsewhere; more is
-  413. Malformed bodies are 422 and change nothing;
-- the routes that use the engine are plain functions, which FastAPI runs on
-  its thread pool: each takes the ladder lock and fsyncs before it answers.
+  413, and so is a notification of more than ``webhook.MAX_ALERTS`` alerts.
+  Malformed bodies are 422 and change nothing; on ``/v1/alerts`` only a body
+  that is not a v4 notification at all is: each alert is judged alone;
+- the routes that touch the state dir (the engine's, and ``/metrics``, whose
+  collectors read the ladders) are plain functions, which FastAPI runs on its
+  thread pool, so no request holds up the event loop: each engine route takes
+  the ladder lock and fsyncs before it answers, while ``/healthz`` answers from
+  memory.
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crawlguard.kernel.errors import RungRefused, StateError, UnknownShardError, UnsafeNameError
+from crawlguard.kernel.errors import (
+    RungRefused,
+    StateError,
+    TooManyAlerts,
+    UnknownShardError,
+    UnsafeNameError,
+)
 from crawlguard.kernel.logs import get_logger
 from crawlguard.kernel.names import PATTERN, ShardName
 from crawlguard.sidecar import runbook
@@ -75,6 +86,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     413: {"model": ErrorBody, "description": "body too large"},
 }
+_ALERTS_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    413: {"model": ErrorBody, "description": "body too large, or more alerts than the "
+                                             "sidecar judges in one notification"},
+    500: {"model": ErrorBody, "description": "a shard's ladder could not be read or written: "
+                                             "its alerts were not recorded (Alertmanager "
+                                             "retries)"}}
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no ladder and no registered worker"},
     409: {"model": ErrorBody, "description": "paused, action=off, or a rung in progress"}}
@@ -244,6 +262,12 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
         metrics.invalid.labels(reason="malformed").inc()
         return JSONResponse({"detail": str(exc)}, 422)
 
+    @app.exception_handler(TooManyAlerts)
+    async def too_many(request: Request, exc: TooManyAlerts) -> Response:
+        metrics.invalid.labels(reason="too_many_alerts").inc()
+        log.warning("%s %s refused: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, 413)
+
     @app.exception_handler(StateError)
     async def state_error(request: Request, exc: StateError) -> Response:
         # Every failure to read or write the state dir is logged, not only answered.
@@ -270,15 +294,21 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
-    async def prometheus_metrics() -> Response:
+    def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/v1/alerts", status_code=202, response_model=AlertsAccepted,
-              dependencies=auth, responses=_ERRORS, tags=["webhook"])
-    def alerts(payload: WebhookPayload) -> AlertsAccepted:
+              dependencies=auth, responses=_ALERTS_ERRORS, tags=["webhook"])
+    def alerts(payload: WebhookPayload) -> AlertsAccepted | JSONResponse:
         """Alertmanager webhook (payload version 4). Decisions are durable when this
-        answers; rungs are carried out in the background."""
-        outcomes = engine.judge(payload)
+        answers; rungs are carried out in the background. Each alert is judged alone:
+        one the ladder cannot take is refused in its decision, not with the request."""
+        try:
+            outcomes = engine.judge(payload)
+        except StateError as exc:
+            # Logged by the judge, once per shard until it can be recorded again; not
+            # per retry, as the handler below would.
+            return JSONResponse({"detail": str(exc)}, 500)
         return AlertsAccepted(received=len(payload.alerts), decisions=[
             AlertDecision(alertname=o.alertname, status=o.status, fingerprint=o.fingerprint,
                           shard=o.shard, decision=o.decision, note=o.note) for o in outcomes])

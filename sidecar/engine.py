@@ -27,6 +27,7 @@ HELIX_BFM_TEST_CRASH_AFTER_DECIDE=1, to simulate that crash without sleeps.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -39,7 +40,7 @@ from crawlguard.kernel.errors import (
     StateError,
     UnknownShardError,
 )
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outages, get_logger
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.settings import Remediation
 from crawlguard.kernel.statedir import StateDir
@@ -73,6 +74,8 @@ class Engine:
                                 remediation.grace_seconds, clock, after_decide)
         self.alerts = AlertJudge(self.store, self.rungs, self.metrics, self.audit,
                                  self._context)
+        # Read at every alert of the shard (Alertmanager repeats them): logged once.
+        self._registrations = Outages(log, "shard %s: worker registration", logging.ERROR)
 
     def judge(self, payload: WebhookPayload) -> list[AlertOutcome]:
         """Judge a notification; its decisions are durable when this returns."""
@@ -122,9 +125,11 @@ class Engine:
             reg = read_registration(self.dir, shard)
             if reg is not None:
                 worker = reg.identity
+            self._registrations.recovered(shard)
         except CrawlguardError as exc:
             # Without a trustworthy identity nothing may be signalled: act as if none.
-            log.error("shard %s: worker registration unusable: %s", shard, exc)
+            self._registrations.failed(shard, "unusable, so no worker of the shard is "
+                                       "signalled (logged once until it is): %s", exc)
         now = self.clock()
         return Context(now=now, mode=self.mode, paused=self.paused, worker=worker,
                        device_var=self.remediation.device_var, drill=self._drill(shard, now))
@@ -203,7 +208,7 @@ class Engine:
     def _load_known(self, shard: str) -> ShardLadder:
         """The shard's ladder; UnknownShardError (404) for a shard with neither a ladder
         nor a registered worker, so a typo never uses up a rung or shows a made-up row."""
-        if not self.dir.knows(ShardName.parse(shard)) and shard not in self.store.shards():
+        if not self.dir.knows(ShardName.parse(shard)):
             raise UnknownShardError(shard, self.dir.root)
         return self.store.load(shard)
 

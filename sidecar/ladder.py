@@ -266,8 +266,9 @@ def on_alert(state: ShardLadder, alert: AlertFacts, ctx: Context) -> Transition:
           and alert.starts_at < ctx.worker.create_time):
         suppressed = ("stale", "began before the registered worker was created")
     elif ctx.worker is None:
-        # Nobody to signal: a rung would be used up for nothing (a typo'd or stray
-        # shard label, or a registration the sidecar cannot read).
+        # Nobody to signal: a rung would be used up for nothing (a shard whose worker
+        # never registered again, or a registration the sidecar cannot read; a shard
+        # with neither ladder nor worker is refused before the ladder, as unknown).
         suppressed = ("no_worker", "no registered worker for the shard: recorded, no rung")
     elif ctx.worker is not None and alert.pid is not None and alert.pid != ctx.worker.pid:
         suppressed = ("stale", f"describes pid {alert.pid}, not the registered worker "

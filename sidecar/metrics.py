@@ -7,10 +7,14 @@ Series (all ``crawlguard_sidecar_*``):
 
 - ``crawlguard_sidecar_alerts_received_total{alertname,status}`` counter: every
   alert of every accepted payload; ``alertname`` is ``other`` for names
-  crawlguard does not act on.
+  crawlguard does not act on, ``status`` is ``other`` for a malformed alert's.
 - ``crawlguard_sidecar_alerts_ignored_total{reason}`` counter: alerts refused
-  one by one, ``reason`` = ``unknown_alertname`` | ``unsafe_shard`` | ``unsafe_worker``
-  (a BFMShardOOM without a worker identity) | ``state_error``.
+  one by one, the rest of their notification judged, ``reason`` =
+  ``malformed_alert`` (it does not validate) | ``unknown_alertname`` |
+  ``unsafe_shard`` (a shard label that is no safe name, or differs only in case
+  from a shard of the state dir) | ``unsafe_worker`` (a BFMShardOOM without a
+  worker identity) | ``unknown_shard`` (no ladder and no registered worker:
+  nothing is kept for it, no series either) | ``state_error``.
 - ``crawlguard_sidecar_duplicates_suppressed_total{reason}`` counter: alerts
   that took no rung because they belong to an episode already handled,
   ``reason`` = ``duplicate`` | ``same_episode`` | ``stale`` | ``in_progress``.
@@ -19,7 +23,11 @@ Series (all ``crawlguard_sidecar_*``):
   outcome (``signalled``, ``killed``, ``already_gone``, ``identity_mismatch``,
   ``no_worker``, ``refused``, ``error``: the action itself failed).
 - ``crawlguard_sidecar_invalid_requests_total{reason}`` counter: requests
-  refused whole, ``reason`` = ``unauthorized`` | ``too_large`` | ``malformed``.
+  refused whole, ``reason`` = ``unauthorized`` | ``too_large`` (the body) |
+  ``too_many_alerts`` (more than ``webhook.MAX_ALERTS``) | ``malformed`` |
+  ``timeout`` (the body did not arrive in time) | ``header_timeout`` (the
+  connection closed because its request head did not arrive within
+  HELIX_BFM_HEADER_TIMEOUT).
 - ``crawlguard_sidecar_rung{shard}`` gauge: highest rung taken, 0 none,
   1 restart, 2 cpu.
 - ``crawlguard_sidecar_rung_in_progress{shard}`` gauge: 1 while a rung is
@@ -75,6 +83,7 @@ class SidecarMetrics:
     def alert_received(self, alertname: str, status: str) -> None:
         # Only known names become label values: the payload must not set cardinality.
         name = alertname if alertname in KNOWN_ALERTS else "other"
+        status = status if status in ("firing", "resolved") else "other"
         self.received.labels(alertname=name, status=status).inc()
 
     def shard_state(self, shard: str, rung: str, in_progress: bool) -> None:

@@ -112,8 +112,10 @@ class AlertDecision(BaseModel):
     shard: str | None
     decision: str = Field(
         description="rung, alert_only, terminal, refused, duplicate, same_episode, stale, "
-                    "in_progress, resolved, unknown_alertname, unsafe_shard, unsafe_worker, "
-                    "state_error")
+                    "in_progress, resolved, no_worker; refused alone, the rest of the "
+                    "notification judged: malformed_alert, unknown_alertname, "
+                    "unsafe_shard, unsafe_worker, unknown_shard; state_error (the request "
+                    "then answers 500)")
     note: str
 
 

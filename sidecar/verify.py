@@ -43,7 +43,7 @@ from crawlguard.kernel import rungs
 from crawlguard.kernel.errors import CrawlguardError, SharedMemoryError
 from crawlguard.kernel.formats import batchlog
 from crawlguard.kernel.formats.batchlog import Batch
-from crawlguard.kernel.logs import Outage, get_logger
+from crawlguard.kernel.logs import Outage, Outages, get_logger
 from crawlguard.kernel.settings import Detection
 from crawlguard.kernel.workers import WorkerIdentity, read_registration
 from crawlguard.sidecar import ladder
@@ -152,25 +152,23 @@ class Verifier:
         self.shared = shared
         self.clock = clock
         self._shared_outage = Outage(log, "shared-memory source")
+        # A step runs every second: an unreadable ladder is logged once, not each time.
+        self._unreadable = Outages(log, "shard %s: restart verification")
+        self._unrecorded = Outages(log, "shard %s: recording a restart's verification")
 
     def step(self) -> list[tuple[str, Entry]]:
         """One look at every shard; returns the entries recorded."""
         waiting: list[tuple[str, Entry, WorkerIdentity, list[Batch]]] = []
         for shard in self.store.shards():
             try:
-                rung = due_rung(self.store.load(shard))
-                if rung is None:
-                    continue
-                reg = read_registration(self.state, shard)
-                if reg is None:
-                    continue
-                since = rung.decided_at if rung.decided_at is not None else rung.at
-                rows = [b for b in batchlog.read(self.state.batches_file(shard))[0]
-                        if b.t >= since]
+                due = self._due(shard)
             except CrawlguardError as exc:
-                log.warning("shard %s: restart not verified yet: %s", shard, exc)
+                self._unreadable.failed(shard, "waits until the shard's files can be read "
+                                        "(logged once): %s", exc)
                 continue
-            waiting.append((shard, rung, reg.identity, rows))
+            self._unreadable.recovered(shard)
+            if due is not None:
+                waiting.append(due)
         if not waiting:
             return []
         readings = self._shared({w for _, _, w, _ in waiting})
@@ -180,6 +178,18 @@ class Verifier:
             if verdict is not None and self._record(shard, rung, verdict):
                 done.append((shard, verdict.entry(self.clock())))
         return done
+
+    def _due(self, shard: str) -> tuple[str, Entry, WorkerIdentity, list[Batch]] | None:
+        """The shard's restart awaiting its verdict, with its new worker and batches."""
+        rung = due_rung(self.store.load(shard))
+        if rung is None:
+            return None
+        reg = read_registration(self.state, shard)
+        if reg is None:
+            return None
+        since = rung.decided_at if rung.decided_at is not None else rung.at
+        rows = [b for b in batchlog.read(self.state.batches_file(shard))[0] if b.t >= since]
+        return shard, rung, reg.identity, rows
 
     def _shared(self, workers: set[WorkerIdentity]) -> dict[int, int]:
         if self.shared is None:
@@ -202,9 +212,9 @@ class Verifier:
                     return False  # verified meanwhile, or a newer rung replaced it
                 self.store.save(ladder.on_verified(state, verdict.entry(self.clock())))
         except CrawlguardError as exc:
-            log.warning("shard %s: cannot record the verification of %s: %s", shard,
-                        rung.id, exc)
+            self._unrecorded.failed(shard, "of %s failed (logged once): %s", rung.id, exc)
             return False
+        self._unrecorded.recovered(shard)
         log.info("shard %s: %s (%s)", shard, verdict.summary, rung.id)
         return True
 

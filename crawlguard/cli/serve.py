@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
                            insecure_no_token=args.insecure_no_token, tls=ep.tls,
-                           allow_plaintext=ep.allow_plaintext)
+                           allow_plaintext=ep.allow_plaintext, header_timeout=ep.header_timeout)
     verifier = Verifier(engine.store, settings.detection,
                         shared_source_from_spec(settings.shared_source))
     engine.metrics.registry.register(VerificationCollector(engine.store))

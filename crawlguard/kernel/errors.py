@@ -14,6 +14,8 @@ traceback::
     │   ├── CorruptStateError    a state file exists but does not parse
     │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
     ├── UnknownShardError        a shard with neither a ladder nor a registered worker
+    ├── TooManyAlerts            a webhook notification holds more alerts than the sidecar
+    │                            judges in one request (the API answers 413)
     ├── VramError                a VRAM source failed (NVML missing, bad file)
     │   └── SharedMemoryError    the shared-GPU-memory source failed (PDH, bad file)
     ├── ProcessError             a worker process cannot be inspected or signalled
@@ -87,6 +89,22 @@ class UnknownShardError(CrawlguardError, LookupError):
         self.shard = shard
         super().__init__(f"shard {shard!r} is unknown in state dir {where}: it has no ladder "
                          "and no registered worker (a typo?)")
+
+
+class TooManyAlerts(CrawlguardError):
+    """A webhook notification holds more alerts than the sidecar judges in one request.
+
+    Not a ``ValueError`` on purpose: raised while the payload is validated, before any
+    alert is, it must pass through pydantic (which turns a ``ValueError`` into a 422)
+    to the API's handler, which answers 413.
+    """
+
+    def __init__(self, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        super().__init__(f"the notification holds {count} alerts; the sidecar judges at most "
+                         f"{limit} in one (set max_alerts: {limit} in Alertmanager's "
+                         "webhook_configs)")
 
 
 class VramError(CrawlguardError):

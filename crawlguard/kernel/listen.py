@@ -34,6 +34,13 @@ from .tls import CERT_KNOB, KEY_KNOB
 
 log = get_logger(__name__)
 
+BACKLOG = 1024
+"""The listen backlog of both servers. A burst of connections (a thousand slow
+clients, say) is accepted faster by the kernel than by a server thread; beyond the
+backlog the next client's SYNs are dropped and retried for seconds, although each
+connection is served as soon as it is accepted (the operating system caps it at
+its own limit, 4096 on current Linux)."""
+
 SO_EXCLUSIVEADDRUSE = getattr(socket, "SO_EXCLUSIVEADDRUSE", ~socket.SO_REUSEADDR)
 """Defined by the socket module on Windows only; Winsock's value is ~SO_REUSEADDR."""
 

@@ -12,7 +12,8 @@ libraries' loggers and the root's handlers as they found them.
 ``Outage`` is the one way a source that fails for a while (a VRAM or
 shared-memory source, the exporter the embedded rules scrape) is logged: its
 failure once, until it recovers, and its recovery once, so a source that is
-down for a day writes two lines, not one per scrape.
+down for a day writes two lines, not one per scrape. ``Outages`` is the same
+per key, for a check repeated over many things (each shard's ladder).
 """
 
 from __future__ import annotations
@@ -46,15 +47,16 @@ class Outage:
     """A source that may fail: the first failure is logged, then nothing until
     ``recovered``, which is logged once. ``what`` names the source in both lines."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(self, logger: logging.Logger, what: str, level: int = logging.WARNING) -> None:
         self._log = logger
         self.what = what
+        self.level = level
         self.failing = False
 
     def failed(self, why: str, *args: object) -> None:
         """The source failed now; ``why`` is a %-format for ``args`` (logged once)."""
         if not self.failing:
-            self._log.warning("%s " + why, self.what, *args)
+            self._log.log(self.level, "%s " + why, self.what, *args)
         self.failing = True
 
     def recovered(self) -> None:
@@ -62,6 +64,29 @@ class Outage:
         if self.failing:
             self._log.info("%s recovered", self.what)
         self.failing = False
+
+
+class Outages:
+    """An ``Outage`` per key: ``what`` is a %-format naming the source by its key
+    ("shard %s: ladder"). Only failing keys are held, so a key that recovers costs
+    nothing."""
+
+    def __init__(self, logger: logging.Logger, what: str, level: int = logging.WARNING) -> None:
+        self._log = logger
+        self.what = what
+        self.level = level
+        self._failing: dict[str, Outage] = {}
+
+    def failed(self, key: str, why: str, *args: object) -> None:
+        outage = self._failing.get(key)
+        if outage is None:
+            outage = self._failing[key] = Outage(self._log, self.what % key, self.level)
+        outage.failed(why, *args)
+
+    def recovered(self, key: str) -> None:
+        outage = self._failing.pop(key, None)
+        if outage is not None:
+            outage.recovered()
 
 
 def get_logger(module: str) -> logging.Logger:

@@ -273,6 +273,12 @@ class Endpoints:
     """HELIX_BFM_ALLOW_PLAINTEXT=1: serve plain HTTP beyond loopback, and the
     exporter without a token, where something else isolates the ports (the
     Kubernetes manifests' NetworkPolicy). The sidecar still demands its token."""
+    header_timeout: float = 10.0
+    """Seconds a client of either server has, from connecting, to finish its TLS
+    handshake and send its request line and headers; then the connection is closed.
+    Prometheus, Alertmanager and crawlguard's clients send a request in one write,
+    so 10 s is slack for a congested LAN, while a client that connects and says
+    nothing (or a byte at a time) holds a connection for no longer than that."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Endpoints:
@@ -294,6 +300,8 @@ class Endpoints:
             exporter_token=_token(env, "EXPORTER"),
             tls=tls,
             allow_plaintext=_get(env, PREFIX + "ALLOW_PLAINTEXT", d.allow_plaintext, _bool),
+            header_timeout=_get(env, PREFIX + "HEADER_TIMEOUT", d.header_timeout,
+                                _float(0.1, 600.0)),
         )
 
 

@@ -137,8 +137,16 @@ class StateDir:
         return path
 
     def knows(self, shard: str) -> bool:
-        """Whether ``shard`` has a ladder or a registered worker (else it is a stranger)."""
-        return self.ladder_file(shard).is_file() or self.worker_file(shard).is_file()
+        """Whether ``shard`` has a ladder (or something in its place) or a registered
+        worker; else it is a stranger, and nothing may be created for it.
+        ``UnsafeNameError`` for a name this state dir refuses (one that differs only in
+        case from a shard of it), ``StateError`` when it cannot be looked up."""
+        ladder, worker = self.ladder_file(shard), self.worker_file(shard)
+        try:
+            return ladder.exists() or worker.is_file()
+        except OSError as exc:
+            raise StateError(f"cannot look up shard {shard!r} in {self.root}: "
+                             f"{exc.strerror or exc}") from exc
 
     def shards(self) -> list[ShardName]:
         """Shards that have any state, sorted; directories with unsafe names are skipped."""

@@ -213,7 +213,7 @@ class RunningRig:
         config = ExporterConfig(
             state_dir=self.state.root, vram_source=self.vram_source,
             vram_full_ratio=s.detection.vram_full_ratio, host="127.0.0.1", port=0,
-            shared_source=self.shared_source)
+            shared_source=self.shared_source, header_timeout=s.endpoints.header_timeout)
         if self.external:
             ep = s.endpoints
             config = replace(config, host=ep.exporter_host, port=ep.exporter_port, tls=ep.tls,

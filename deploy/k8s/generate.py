@@ -150,6 +150,7 @@ SINGLE_RIG_ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 _SHIPPED = promconfig.load_yaml(SINGLE_RIG_ALERTMANAGER)
 SIDECAR_ROUTE = promconfig.shipped_route(_SHIPPED, promconfig.SIDECAR_RECEIVER)
 HUMAN_ROUTE = promconfig.shipped_route(_SHIPPED, promconfig.HUMANS_RECEIVER)
+SIDECAR_HOOK = promconfig.shipped_webhook(_SHIPPED, promconfig.SIDECAR_RECEIVER)
 
 
 def _camel(key: str) -> str:
@@ -167,7 +168,8 @@ def alertmanager_config(fleet: dict[str, Any]) -> dict[str, Any]:
     receivers: list[dict[str, Any]] = [{"name": "crawlguard-humans"}]
     for p in pods(fleet):
         receivers.append({"name": receiver_name(p), "webhookConfigs": [{
-            "url": sidecar_url(fleet, p), "sendResolved": True, "maxAlerts": 0,
+            "url": sidecar_url(fleet, p), "sendResolved": SIDECAR_HOOK["send_resolved"],
+            "maxAlerts": SIDECAR_HOOK["max_alerts"],
             "httpConfig": {"authorization": {
                 "type": "Bearer", "credentials": {"name": token["name"], "key": token["key"]}}},
         }]})

@@ -56,6 +56,8 @@ def test_knobs_are_read() -> None:
     ("HELIX_BFM_SIDECAR_PORT", "70000"),
     ("HELIX_BFM_SIDECAR_URL", "ftp://x"),
     ("HELIX_BFM_GRACE_SECONDS", "-3"),
+    ("HELIX_BFM_HEADER_TIMEOUT", "0"),
+    ("HELIX_BFM_HEADER_TIMEOUT", "soon"),
 ])
 def test_bad_knob_names_the_knob_and_the_value(knob: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -293,14 +293,19 @@ def test_curl_default_content_type_is_accepted_as_json(
 
 def test_unknown_shards_climb_no_ladder(sidecar_thread: Callable[..., Live],
                                         state_dir: Path) -> None:
-    """A typo'd shard: a manual rung is 404 and creates nothing; an alert for a shard with
-    no registered worker is recorded without a rung."""
+    """A typo'd shard: a manual rung is 404 and creates nothing, and so is an alert for it
+    refused alone (tests/sidecar/test_hostile_notifications.py); an alert for a shard with
+    a ladder but no registered worker is recorded without a rung."""
     live = sidecar_thread()
     for path, body in (("rung", {"rung": "next"}), ("reset", {})):
         r = live.client.post(f"/v1/shards/typo/{path}", json=body)
         assert r.status_code == 404 and "unknown" in r.json()["detail"], r.text
     assert live.client.get("/v1/shards/typo").status_code == 404
     assert not (state_dir / "shards" / "typo").exists()
+    d = live.post_alerts(payload(alert("typo", time.time(), "s0")))["decisions"][0]
+    assert (d["shard"], d["decision"]) == ("typo", "unknown_shard")
+    assert not (state_dir / "shards" / "typo").exists()
+    laddered(state_dir, "stray")
     d = live.post_alerts(payload(alert("stray", time.time(), "s1")))["decisions"][0]
     assert d["decision"] == "no_worker"
     view = live.shard("stray")

@@ -22,7 +22,7 @@ from tests.sidecar.conftest import Live, Worker
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 VICTIM = "victim"
-IGNORED = {"unknown_alertname", "unsafe_shard"}
+IGNORED = {"unknown_alertname", "unsafe_shard", "malformed_alert"}
 FUZZ = settings(max_examples=120, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 

@@ -92,14 +92,20 @@ def test_a_vanished_state_dir_is_not_recreated(
 
 def test_every_write_failure_is_logged(sidecar_thread: Callable[..., Live], state_dir: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    """A ladder that cannot be written: the alert is not acknowledged, and it is logged."""
+    """A ladder that cannot be written: the alert is not acknowledged, and it is logged,
+    once for Alertmanager's retries of it (until it can be recorded), once per request
+    of a person."""
     known(state_dir, "s")
     live = sidecar_thread()
     (state_dir / "shards" / "s" / "ladder.json").mkdir()   # no file can replace a folder
     with caplog.at_level(logging.ERROR, "crawlguard.sidecar"):
-        r = live.client.post("/v1/alerts", json=payload(alert("s", time.time(), "w1")))
-        assert r.status_code == 500
+        for _ in range(3):
+            r = live.client.post("/v1/alerts", json=payload(alert("s", time.time(), "w1")))
+            assert r.status_code == 500
         r = live.client.post("/v1/shards/s/rung", json={"rung": "cpu"})
         assert r.status_code == 500
-    logged = [rec.getMessage() for rec in caplog.records if rec.name == "crawlguard.sidecar.app"]
-    assert len(logged) == 2 and all("ladder.json" in m for m in logged), logged
+    logged = [(rec.name, rec.getMessage()) for rec in caplog.records
+              if rec.name.startswith("crawlguard.sidecar")]
+    assert [name for name, _ in logged] == ["crawlguard.sidecar.judging",
+                                            "crawlguard.sidecar.app"], logged
+    assert all("ladder.json" in m for _, m in logged), logged

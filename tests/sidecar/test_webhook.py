@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from crawlguard.sidecar.webhook import WebhookPayload, triage
+from crawlguard.kernel.errors import TooManyAlerts
+from crawlguard.sidecar.webhook import MAX_ALERTS, MalformedAlert, WebhookPayload, triage
 from tests.sidecar.conftest import alert, payload
 
 
@@ -24,19 +25,45 @@ def test_a_real_alertmanager_payload_parses_with_nanoseconds() -> None:
     lambda p: p.update(version="3"),
     lambda p: p.pop("alerts"),
     lambda p: p.update(status="pending"),
-    lambda p: p["alerts"][0].update(startsAt="yesterday"),
-    lambda p: p["alerts"][0].update(startsAt="2024-05-01T10:00:00"),  # no zone
-    lambda p: p["alerts"][0].pop("fingerprint"),
-    lambda p: p["alerts"][0].update(fingerprint="../../x"),
-    lambda p: p["alerts"][0]["labels"].update(shard=7),
-    lambda p: p["alerts"][0].update(labels=["shard"]),
     lambda p: p.update(alerts={"0": {}}),
 ])
-def test_structural_errors_refuse_the_whole_payload(mutate: Any) -> None:
+def test_only_a_payload_that_is_no_v4_notification_is_refused_whole(mutate: Any) -> None:
     body = payload(alert("a", 1.0, "f1"), alert("b", 1.0, "f2"))
     mutate(body)
     with pytest.raises(ValidationError):
         WebhookPayload.model_validate(body)
+
+
+@pytest.mark.parametrize(("mutate", "where"), [
+    (lambda a: a.update(startsAt="yesterday"), "startsAt"),
+    (lambda a: a.update(startsAt="2024-05-01T10:00:00"), "startsAt"),  # no zone
+    (lambda a: a.pop("fingerprint"), "fingerprint"),
+    (lambda a: a.update(fingerprint="../../x"), "fingerprint"),
+    (lambda a: a["labels"].update(shard=7), "labels.shard"),
+    (lambda a: a.update(labels=["shard"]), "labels"),
+    (lambda a: a.update(status="pending"), "status"),
+])
+def test_a_malformed_alert_is_refused_alone(mutate: Any, where: str) -> None:
+    body = payload(alert("a", 1.0, "f1"), alert("b", 1.0, "f2"))
+    mutate(body["alerts"][1])
+    p = WebhookPayload.model_validate(body)
+    first, second = map(triage, p.alerts)
+    assert first.shard == "a" and first.facts is not None
+    assert (second.shard, second.facts, second.ignored) == (None, None, "malformed_alert")
+    assert second.note.startswith(where + ":"), second.note
+    assert WebhookPayload.model_validate(payload(alert("a", 1.0, "f1"), 7, None)).alerts[1:] \
+        == [MalformedAlert(error="alert: Input should be a valid dictionary or instance of "
+                                 "Alert")] * 2
+
+
+def test_more_alerts_than_the_bound_are_refused_before_any_is_read() -> None:
+    many = [alert(f"s{i}", 1.0, f"f{i}") for i in range(MAX_ALERTS)]
+    assert len(WebhookPayload.model_validate(payload(*many)).alerts) == MAX_ALERTS
+    body = payload(*many)
+    body["alerts"].append("not even an alert")
+    with pytest.raises(TooManyAlerts) as info:
+        WebhookPayload.model_validate(body)
+    assert (info.value.count, info.value.limit) == (MAX_ALERTS + 1, MAX_ALERTS)
 
 
 def test_meaning_errors_refuse_one_alert_only() -> None:
