@@ -23,7 +23,8 @@ traceback::
     ├── SidecarUnavailable       a client could not reach the sidecar API
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
     ├── ReportError              the evidence report cannot be made (no state, no matplotlib)
-    └── DrillRefused             a fire drill cannot start (no running worker for the shard)
+    ├── DrillRefused             a fire drill cannot start (no running worker for the shard)
+    └── NoEvidenceSource         ``up`` without any source of spill evidence (no --blind)
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -137,3 +138,9 @@ class ReportError(CrawlguardError):
 class DrillRefused(CrawlguardError):
     """``crawlguard drill`` cannot start: no running worker for the shard, or a rig whose
     ladder could not act on it (the sidecar unreachable, paused, or set to alert only)."""
+
+
+class NoEvidenceSource(CrawlguardError):
+    """``crawlguard up`` refuses a rig where no source of spill evidence works (no NVML,
+    no ``file:`` VRAM source, no shared-memory source) unless told ``--blind``: it
+    could never confirm a crawl."""
