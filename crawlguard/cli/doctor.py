@@ -2,9 +2,9 @@
 
 Each check prints ok, warn, fail or skip (it does not apply here) with one line of
 advice (crawlguard/doctor/); the exit status is 0 unless a check fails (then 1).
-It only looks: it creates no file and no folder, the state dir included. Prometheus, Alertmanager and
-windows_exporter are checked when their URLs are given (flags or
-HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL). Beside a
+It only looks: it creates no file and no folder, the state dir included.
+Prometheus, Alertmanager and windows_exporter are checked when their URLs are given
+(flags or HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL). Beside a
 running ``crawlguard up`` on the state dir, its sidecar, Prometheus, Alertmanager
 and VRAM sources are the ones checked, unless knobs or flags name others
 (``crawlguard.kernel.discovery``).

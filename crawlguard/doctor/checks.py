@@ -212,11 +212,11 @@ def check_shared_source(rig: CheckInputs) -> Check:
     return Check("shared-memory", "ok", f"source {source.name} answers")
 
 
-def _loaded(groups: Iterable[Any]) -> dict[str, str]:
+def _loaded(groups: Any) -> dict[str, str]:
     """Rule name -> health, of what a Prometheus answers on /api/v1/rules."""
     out: dict[str, str] = {}
-    for group in groups:
-        for rule in group.get("rules", []) if isinstance(group, dict) else []:
+    for group in _list(groups):
+        for rule in _list(group.get("rules")) if isinstance(group, dict) else []:
             if isinstance(rule, dict) and isinstance(rule.get("name"), str):
                 out[rule["name"]] = str(rule.get("health", "unknown"))
     return out
@@ -240,7 +240,8 @@ def check_prometheus(rig: CheckInputs) -> Check:
     try:
         data = rig.http.json(f"{url}/api/v1/rules")
         loaded = _loaded(data["data"]["groups"])
-        managers = rig.http.json(f"{url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+        managers = [str(m.get("url", "?")) for m in _list(rig.http.json(
+            f"{url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]) if isinstance(m, dict)]
     except (CrawlguardError, KeyError, TypeError) as exc:
         return Check("prometheus", "fail", f"{url} unreachable or not Prometheus ({exc})",
                      "start Prometheus, or fix HELIX_BFM_PROMETHEUS_URL")
@@ -264,25 +265,27 @@ def check_prometheus(rig: CheckInputs) -> Check:
                      "Alertmanager", "add the Alertmanager under alerting: alertmanagers in "
                      "prometheus.yml (deploy/prometheus/prometheus.yml) and reload")
     return Check("prometheus", "ok", f"{url} has loaded every rule of {RULES_FILE.name} "
-                 f"({_names(alerts)}) and sends alerts to {managers[0].get('url', '?')}")
+                 f"({_names(alerts)}) and sends alerts to {managers[0]}")
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _receivers(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in _list(config.get("receivers")) if isinstance(r, dict)]
 
 
 def _webhooks(config: Mapping[str, Any]) -> dict[str, list[str]]:
     """Receiver -> the URLs of its webhooks; a receiver without notifiers maps to []."""
-    out: dict[str, list[str]] = {}
-    for r in config.get("receivers") or []:
-        if isinstance(r, dict):
-            out[str(r.get("name"))] = [str(h.get("url", "")) for h in
-                                       r.get("webhook_configs") or [] if isinstance(h, dict)]
-    return out
+    return {str(r.get("name")): [str(h.get("url", "")) for h in _list(r.get("webhook_configs"))
+                                 if isinstance(h, dict)] for r in _receivers(config)}
 
 
 def _notifies(config: Mapping[str, Any], receiver: str) -> bool:
     """Whether ``receiver`` has any notifier (email, Slack, a webhook ...)."""
-    for r in config.get("receivers") or []:
-        if isinstance(r, dict) and r.get("name") == receiver:
-            return any(k.endswith("_configs") and v for k, v in r.items())
-    return False
+    return any(str(k).endswith("_configs") and v for r in _receivers(config)
+               if r.get("name") == receiver for k, v in r.items())
 
 
 def check_alertmanager(rig: CheckInputs) -> Check:
@@ -298,8 +301,10 @@ def check_alertmanager(rig: CheckInputs) -> Check:
         return Check("alertmanager", "fail", f"the shipped rules or route are unreadable "
                      f"({exc})", "reinstall crawlguard")
     try:
-        status = rig.http.json(f"{url}/api/v2/status")
-        config = yaml.safe_load(status["config"]["original"])
+        original = rig.http.json(f"{url}/api/v2/status")["config"]["original"]
+        if not isinstance(original, str):
+            raise TypeError("config.original is not text")
+        config = yaml.safe_load(original)
         if not isinstance(config, dict):
             raise TypeError("the config is not a mapping")
     except (CrawlguardError, KeyError, TypeError, yaml.YAMLError) as exc:

@@ -103,7 +103,10 @@ def _matchers(route: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """A route's matchers as (label, operator, value): ``matchers`` (each string one or
     more, ``{...}`` allowed) and the older ``match`` / ``match_re`` maps."""
     out: list[tuple[str, str, str]] = []
-    for text in route.get("matchers") or []:
+    matchers = route.get("matchers") or []
+    if not isinstance(matchers, list):
+        raise ConfigError("Alertmanager route", matchers, "matchers is not a list")
+    for text in matchers:
         body = str(text).strip()
         body = body[1:] if body.startswith("{") else body
         pos = 0
@@ -118,7 +121,10 @@ def _matchers(route: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             out.append((m.group(1), m.group(2), value))
             pos = m.end()
     for key, op in (("match", "="), ("match_re", "=~")):
-        for label, value in (route.get(key) or {}).items():
+        pairs = route.get(key) or {}
+        if not isinstance(pairs, Mapping):
+            raise ConfigError("Alertmanager route", pairs, f"{key} is not a mapping")
+        for label, value in pairs.items():
             out.append((str(label), op, str(value)))
     return out
 
@@ -149,9 +155,12 @@ def receivers_of(config: Mapping[str, Any], labels: Mapping[str, str]) -> list[s
         if not root and not _matches(_matchers(route), labels):
             return []
         found: list[str] = []
-        for child in route.get("routes") or []:
+        children = route.get("routes") or []
+        if not isinstance(children, list):
+            raise ConfigError("Alertmanager route", children, "routes is not a list")
+        for child in children:
             if not isinstance(child, Mapping):
-                continue
+                raise ConfigError("Alertmanager route", child, "not a mapping")
             got = walk(child, receiver, False)
             found.extend(got)
             if got and not child.get("continue", False):

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crawlguard.cli.main import main
 from crawlguard.doctor import checks
@@ -221,7 +223,8 @@ def test_spill_evidence_is_any_source_that_answers_and_none_fails(rig: CheckInpu
                                                                   tmp_path: Path) -> None:
     got = one(rig, "spill-evidence")  # file: VRAM and PDH (faked) both answer
     assert got.status == "ok"
-    assert "dedicated VRAM from file:" in got.summary and "shared GPU memory from pdh" in got.summary
+    assert "dedicated VRAM from file:" in got.summary
+    assert "shared GPU memory from pdh" in got.summary
     rig.platform = "linux"  # auto: no shared source; the file alone is enough
     assert one(rig, "spill-evidence").status == "ok"
     rig.settings = replace(rig.settings, vram_source=f"file:{tmp_path / 'absent.json'}")
@@ -467,3 +470,37 @@ def test_alerts_for_people_that_reach_no_one_warn(
     assert got.status == "warn", got
     assert "BFMShardCrawlOnCPU (to blackhole)" in got.summary
     assert "BFMMetricsAbsent (to blackhole)" in got.summary
+
+
+class Answers:
+    """What a Prometheus or Alertmanager answers, made up: the doctor's readers are fed
+    arbitrary JSON (the real servers are above)."""
+
+    timeout = 1.0
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def json(self, url: str) -> Any:
+        if isinstance(self.data, dict) and "/api/v2/status" in url and "yaml" in self.data:
+            return {"config": {"original": self.data["yaml"]}}
+        return self.data
+
+
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["data", "groups", "rules", "name", "health", "activeAlertmanagers", "url", "config",
+         "original", "route", "receivers", "receiver", "routes", "matchers",
+         "webhook_configs", "yaml"]), inner, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=ANY_JSON | st.builds(lambda d: {"yaml": yaml.safe_dump(d)}, ANY_JSON))
+def test_any_answer_is_a_status_never_a_crash(rig: CheckInputs, data: Any) -> None:
+    rig.preflight = Preflight(prometheus_url="http://127.0.0.1:1",
+                              alertmanager_url="http://127.0.0.1:1")
+    rig.http = Answers(data)  # type: ignore[assignment]
+    for name in ("prometheus", "alertmanager"):
+        assert one(rig, name).status in ("ok", "warn", "fail")
