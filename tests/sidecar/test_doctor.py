@@ -442,34 +442,29 @@ def test_real_prometheus_and_alertmanager_loaded_with_our_rules_and_route(
 
 
 @pytest.mark.binaries
-def test_prometheus_without_the_oom_group_fails(
-        rig: CheckInputs, stack: Callable[[Variant], tuple[str, str]]) -> None:
-    prom, am = stack(without_oom_group)
-    got = answered(rig, "prometheus", prom, am)
-    assert got.status == "fail", got
-    assert "has not loaded BFMShardOOM (rule group crawlguard-oom" in got.summary
-    assert one(rig, "alertmanager").status == "ok"  # the route is the shipped one
-
-
-@pytest.mark.binaries
-def test_alertmanager_not_routing_oom_to_the_sidecar_fails(
-        rig: CheckInputs, stack: Callable[[Variant], tuple[str, str]]) -> None:
-    prom, am = stack(oom_not_routed)
-    assert answered(rig, "prometheus", prom, am).status == "ok"
-    got = one(rig, "alertmanager")
-    assert got.status == "fail", got
-    assert "does not route BFMShardOOM (to blackhole)" in got.summary
-    assert "BFMShardCrawl," not in got.summary.split("does not route")[1]
-
-
-@pytest.mark.binaries
-def test_alerts_for_people_that_reach_no_one_warn(
-        rig: CheckInputs, stack: Callable[[Variant], tuple[str, str]]) -> None:
-    prom, am = stack(people_alerts_dropped)
-    got = answered(rig, "alertmanager", prom, am)
-    assert got.status == "warn", got
-    assert "BFMShardCrawlOnCPU (to blackhole)" in got.summary
-    assert "BFMMetricsAbsent (to blackhole)" in got.summary
+@pytest.mark.parametrize(("variant", "prometheus", "alertmanager", "words"), [
+    # Prometheus without the OOM group: it names the alert and the group.
+    (without_oom_group, "fail", "ok",
+     ["has not loaded BFMShardOOM (rule group crawlguard-oom"]),
+    # Alertmanager that routes Crawl and Stalled but not OOM to the sidecar.
+    (oom_not_routed, "ok", "fail", ["does not route BFMShardOOM (to blackhole) to"]),
+    # Alerts for people routed nowhere: heard by no one, a warning.
+    (people_alerts_dropped, "ok", "warn",
+     ["BFMShardCrawlOnCPU (to blackhole)", "BFMMetricsAbsent (to blackhole)"]),
+], ids=["no-oom-group", "oom-not-routed", "people-unheard"])
+def test_each_alert_of_the_rules_is_checked_on_both_servers(
+        rig: CheckInputs, stack: Callable[[Variant], tuple[str, str]], variant: Variant,
+        prometheus: str, alertmanager: str, words: list[str]) -> None:
+    prom, am = stack(variant)
+    got = {"prometheus": answered(rig, "prometheus", prom, am),
+           "alertmanager": one(rig, "alertmanager")}
+    assert {k: c.status for k, c in got.items()} == {"prometheus": prometheus,
+                                                      "alertmanager": alertmanager}, got
+    (broken,) = [c for c in got.values() if c.status != "ok"]
+    for w in words:
+        assert w in broken.summary, broken
+    wrong = broken.summary.split(" but ")[-1].split("does not route")[-1]
+    assert "BFMShardCrawl," not in wrong  # only what is wrong is named as wrong
 
 
 class Answers:
