@@ -43,10 +43,11 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
-        argv = [sys.executable, "-m", "crawlguard", "up", "--state-dir", str(state),
+        # --blind: the drill brings its own spill evidence; the rig needs no VRAM source.
+        argv = [sys.executable, "-m", "crawlguard", "up", "--blind", "--state-dir", str(state),
                 "--alert-path", args.alert_path, "--progress", "lines", "--shard", "bench"]
         if args.interval is not None:
-            argv[6:6] = ["--interval", str(args.interval)]
+            argv[7:7] = ["--interval", str(args.interval)]
         argv += ["--", sys.executable, str(BUILD), "--shard", "{shard}",
                  "--cpu-ms", str(args.cpu_ms), "--wait-ms", str(args.wait_ms)]
         log = open(Path(tmp) / "up.log", "w+")  # noqa: SIM115

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
@@ -53,3 +54,12 @@ def load(name: str) -> Register:
     module = importlib.import_module(f"{__name__}.{COMMANDS[name].module}")
     register: Register = module.register
     return register
+
+
+def warn_unknown_knobs(command: str, env: Mapping[str, str]) -> None:
+    """At the start of a command that starts something (up, run, sidecar, exporter): one
+    line on stderr for each HELIX_BFM_* name that is no knob, with the closest one."""
+    from crawlguard.kernel.settings import unknown_knob_lines
+
+    for line in unknown_knob_lines(env):
+        print(f"crawlguard {command}: warning: {line}", file=sys.stderr, flush=True)

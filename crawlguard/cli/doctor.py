@@ -1,9 +1,10 @@
 """`crawlguard doctor [--json]`: a pre-flight of the rig.
 
-Each check prints ok, warn or fail with one line of advice (crawlguard/doctor/);
-the exit status is 0 unless a check fails (then 1). Prometheus, Alertmanager and
-windows_exporter are checked when their URLs are given (flags or
-HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL). Beside a
+Each check prints ok, warn, fail or skip (it does not apply here) with one line of
+advice (crawlguard/doctor/); the exit status is 0 unless a check fails (then 1).
+It only looks: it creates no file and no folder, the state dir included.
+Prometheus, Alertmanager and windows_exporter are checked when their URLs are given
+(flags or HELIX_BFM_PROMETHEUS_URL / _ALERTMANAGER_URL / _WINDOWS_EXPORTER_URL). Beside a
 running ``crawlguard up`` on the state dir, its sidecar, Prometheus, Alertmanager
 and VRAM sources are the ones checked, unless knobs or flags name others
 (``crawlguard.kernel.discovery``).
@@ -17,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from crawlguard.doctor.checks import CheckInputs, render, run_checks
+from crawlguard.doctor.checks import CheckInputs, render, run_checks, verdict
 from crawlguard.kernel.discovery import rig_env
 from crawlguard.kernel.settings import Preflight, Settings
 
@@ -27,11 +28,15 @@ from . import HELP
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "doctor", help=HELP["doctor"],
-        description="Check the rig before a rebuild: the driver and its sysmem fallback, "
-                    "PYTORCH_CUDA_ALLOC_CONF, the GPU's size against the CPU-backfill knob, "
-                    "NVML and the shared-memory source, Prometheus and Alertmanager (when "
-                    "given), the sidecar and its token, the state dir. Exit 0 unless a check "
-                    "fails. Beside a running 'crawlguard up' on the state dir "
+        description="Check the rig before a rebuild: misspelled HELIX_BFM_* knobs, the "
+                    "driver and its sysmem fallback, PYTORCH_CUDA_ALLOC_CONF, the GPU's size "
+                    "against the CPU-backfill knob, NVML, the shared-memory source and "
+                    "whether any spill evidence can be read at all, Prometheus (every "
+                    "shipped rule loaded) and Alertmanager (every alert routed: the "
+                    "sidecar's to its webhook) when given, the sidecar and its token, the "
+                    "state dir and its mode. Each check says ok, warn, fail or skip (does "
+                    "not apply here); exit 0 unless a check fails. It creates nothing. "
+                    "Beside a running 'crawlguard up' on the state dir "
                     "(HELIX_BFM_STATE_DIR, default .crawlguard) the parts checked are that "
                     "up's, found through its run/up.json: sidecar, token, Prometheus, "
                     "Alertmanager, VRAM sources. Flags and knobs that are set win over what "
@@ -63,7 +68,5 @@ def main(args: argparse.Namespace) -> int:
                          indent=2))
     else:
         render(checks, sys.stdout)
-        worst = "fail" if failed else "warn" if any(c.status == "warn" for c in checks) else "ok"
-        print(f"doctor: {worst} ({sum(c.status == 'fail' for c in checks)} failed, "
-              f"{sum(c.status == 'warn' for c in checks)} warnings)")
+        print(f"doctor: {verdict(checks)}")
     return 1 if failed else 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from crawlguard.cli.lifecycle import shutdown_on_signals, wait_for_stop
 from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.kernel.settings import Settings, port_flag
 
-from . import HELP
+from . import HELP, warn_unknown_knobs
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    warn_unknown_knobs("exporter", os.environ)
     config = ExporterConfig.from_settings(Settings.from_env(), host=args.host,
                                           port=port_flag("--port", args.port))
     exporter = Exporter(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from crawlguard.kernel.settings import Settings
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.supervisor.loop import Supervisor, SupervisorConfig, SupervisorEvent
 
-from . import HELP
+from . import HELP, warn_unknown_knobs
 
 EPILOG = """\
 exit status: 0 every shard complete; 2 bad knob, flag or state; 3 a shard was
@@ -74,6 +75,7 @@ def print_event(prefix: str, copy: TextIO | None = None) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    warn_unknown_knobs("run", os.environ)
     settings = Settings.from_env()
     config = SupervisorConfig(shards=tuple(args.shard), command=command_of(args),
                               state_dir=settings.state_dir, remediation=settings.remediation,

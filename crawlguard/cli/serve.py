@@ -19,7 +19,7 @@ from crawlguard.sidecar.ladder import Pending
 from crawlguard.sidecar.server import SidecarServer
 from crawlguard.sidecar.verify import VerificationCollector, Verifier
 
-from . import HELP
+from . import HELP, warn_unknown_knobs
 
 CRASH_HOOK = "HELIX_BFM_TEST_CRASH_AFTER_DECIDE"
 """Test hook, not a knob: when "1" the sidecar exits (os._exit, like SIGKILL) right
@@ -54,6 +54,7 @@ def _crash(shard: str, pending: Pending) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    warn_unknown_knobs("sidecar", os.environ)
     settings = Settings.from_env()
     args.port = port_flag("--port", args.port)
     ep = settings.endpoints

@@ -15,7 +15,7 @@ from crawlguard.kernel.settings import Settings
 from crawlguard.rig.promstack import ALERT_PATHS, AmTiming
 from crawlguard.rig.up import RigConfig, RunningRig, with_state_dir
 
-from . import HELP
+from . import HELP, warn_unknown_knobs
 from .run import EPILOG, add_run_arguments, command_of
 
 
@@ -54,6 +54,10 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simulate-gpu", action="store_true",
                    help="serve a simulated GPU for the reference rebuild (crawlguard.refbuild) "
                         "instead of HELIX_BFM_VRAM_SOURCE")
+    p.add_argument("--blind", action="store_true",
+                   help="start even when no source of spill evidence works (no NVML, no "
+                        "HELIX_BFM_VRAM_SOURCE=file:PATH, no HELIX_BFM_SHARED_SOURCE): no crawl "
+                        "is then confirmed or fixed. Without it 'up' refuses such a rig")
     p.add_argument("--progress", choices=("auto", "tty", "lines", "off"), default="auto",
                    help="live progress on stderr: redrawn lines on a terminal, periodic "
                         "lines otherwise (auto)")
@@ -73,11 +77,12 @@ def main(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.env_file is not None:
         env = envfile.overlay(env, envfile.read(args.env_file))
+    warn_unknown_knobs("up", env)
     settings = with_state_dir(Settings.from_env(env), args.state_dir)
     config = RigConfig(
         shards=tuple(args.shard), command=command_of(args), settings=settings,
         env=env, alert_path=args.alert_path, interval=args.interval,
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
-        progress=args.progress, log_file=args.log_file)
+        progress=args.progress, log_file=args.log_file, blind=args.blind)
     with shutdown_on_signals(hangup=True) as stop:
         return RunningRig(config, sys.stderr).run(stop)

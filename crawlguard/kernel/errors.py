@@ -26,7 +26,8 @@ traceback::
     │   └── SidecarRefused       the sidecar answered with an error (bad token, refused rung)
     ├── ReportError              the evidence report cannot be made (no state, no matplotlib)
     ├── DrillRefused             a fire drill cannot start (no running worker for the shard)
-    └── UnobservedPoolError      an instrumented model sent to a multi-process pool
+    ├── UnobservedPoolError      an instrumented model sent to a multi-process pool
+    └── NoEvidenceSource         ``up`` without any source of spill evidence (no --blind)
 
 The module imports nothing from crawlguard so any layer may use it.
 """
@@ -161,3 +162,9 @@ class DrillRefused(CrawlguardError):
 class UnobservedPoolError(CrawlguardError, RuntimeError):
     """An instrumented model is being sent to a child process (a multi-process encode
     pool), where crawlguard could neither watch its batches nor restart it."""
+
+
+class NoEvidenceSource(CrawlguardError):
+    """``crawlguard up`` refuses a rig where no source of spill evidence works (no NVML,
+    no ``file:`` VRAM source, no shared-memory source) unless told ``--blind``: it
+    could never confirm a crawl."""

@@ -19,6 +19,7 @@ about (``crawlguard doctor``, and so ``up``'s pre-flight).
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import sys
 from pathlib import Path
@@ -62,7 +63,9 @@ def others_may_write(path: Path) -> list[str]:
     if sys.platform == "win32":
         return _windows(path, winacl.WRITE_RIGHTS)
     mode = stat.S_IMODE(os.stat(path).st_mode)
-    return [f"every user may write it (mode {mode:04o})"] if mode & stat.S_IWOTH else []
+    who = [w for bit, w in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "every user"))
+           if mode & bit]
+    return [f"{' and '.join(who)} may write it (mode {mode:04o})"] if who else []
 
 
 def others_may_read(path: Path) -> list[str]:
@@ -80,4 +83,4 @@ def fix_for_dir(path: Path) -> str:
         return (f'icacls "{path}" /inheritance:r /grant:r "%USERDOMAIN%\\%USERNAME%:(OI)(CI)F" '
                 '"*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F", then remove every other '
                 "entry icacls lists (or run deploy/windows/setup.ps1)")
-    return f"chmod o-w {path}"
+    return f"chmod go-w {shlex.quote(str(path))}"

@@ -18,11 +18,19 @@ crawl alerts go to that rig's sidecar alone. ``per_rig_alertmanager`` builds
 that routing tree from the shipped one, so the matchers, the grouping, the
 timings and the webhook settings (``send_resolved``, ``max_alerts``) are read,
 never restated: the reasons for each are written once, in the shipped file.
+
+Which alerts exist and where each goes are read the same way, never listed by
+hand: ``alert_rules`` lists the alerts of rule groups, ``receivers_of`` walks an
+Alertmanager routing tree as Alertmanager does (``amtool config routes test``
+agrees, tests/kernel/test_promconfig.py), and ``alert_receivers`` combines them:
+the alerts of the shipped rules and the receiver the shipped route gives each.
+``crawlguard doctor`` checks a live Prometheus and Alertmanager against that.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +65,118 @@ def rule_groups(paths: Iterable[Path]) -> list[dict[str, Any]]:
     for path in paths:
         groups.extend(load_yaml(path, "rules file").get("groups") or [])
     return groups
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alerting rule: its name, its group, and the labels the rule sets."""
+
+    name: str
+    group: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def alert_rules(groups: Iterable[Mapping[str, Any]]) -> list[AlertRule]:
+    """Every alerting rule of ``groups``, in order (recording rules left out)."""
+    out: list[AlertRule] = []
+    for group in groups:
+        for rule in group.get("rules") or []:
+            if isinstance(rule, Mapping) and isinstance(rule.get("alert"), str):
+                labels = rule.get("labels") or {}
+                out.append(AlertRule(rule["alert"], str(group.get("name", "")),
+                                     {str(k): str(v) for k, v in labels.items()}))
+    return out
+
+
+def rule_names(groups: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Every rule of ``groups`` (alerting and recording), by name -> its group's name."""
+    return {str(rule.get("alert") or rule.get("record")): str(group.get("name", ""))
+            for group in groups for rule in group.get("rules") or []
+            if isinstance(rule, Mapping) and (rule.get("alert") or rule.get("record"))}
+
+
+_MATCHER = re.compile(
+    r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|[^,}]*?)\s*(?:,|}|$)')
+
+
+def _matchers(route: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """A route's matchers as (label, operator, value): ``matchers`` (each string one or
+    more, ``{...}`` allowed) and the older ``match`` / ``match_re`` maps."""
+    out: list[tuple[str, str, str]] = []
+    matchers = route.get("matchers") or []
+    if not isinstance(matchers, list):
+        raise ConfigError("Alertmanager route", matchers, "matchers is not a list")
+    for text in matchers:
+        body = str(text).strip()
+        body = body[1:] if body.startswith("{") else body
+        pos = 0
+        while pos < len(body) and body[pos:].strip(" ,}"):
+            m = _MATCHER.match(body, pos)
+            if m is None:
+                raise ConfigError("Alertmanager route", str(text), "unparsable matcher")
+            value = m.group(3)
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", lambda c: {"n": "\n"}.get(c.group(1), c.group(1)),
+                               value[1:-1])
+            out.append((m.group(1), m.group(2), value))
+            pos = m.end()
+    for key, op in (("match", "="), ("match_re", "=~")):
+        pairs = route.get(key) or {}
+        if not isinstance(pairs, Mapping):
+            raise ConfigError("Alertmanager route", pairs, f"{key} is not a mapping")
+        for label, value in pairs.items():
+            out.append((str(label), op, str(value)))
+    return out
+
+
+def _matches(matchers: Iterable[tuple[str, str, str]], labels: Mapping[str, str]) -> bool:
+    for label, op, value in matchers:
+        have = labels.get(label, "")
+        if op in ("=", "!="):
+            hit = have == value
+        else:
+            try:
+                hit = re.fullmatch(value, have) is not None  # anchored, as Alertmanager's
+            except re.error as exc:
+                raise ConfigError("Alertmanager route", value, f"bad regex: {exc}") from exc
+        if hit != (op in ("=", "=~")):
+            return False
+    return True
+
+
+def receivers_of(config: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """The receivers Alertmanager's routing tree (``config["route"]``) sends an alert
+    with ``labels`` to: depth first, a child's unset receiver inherited, the first
+    matching child taken unless it says ``continue``, the route itself when no child
+    matches. The root matches every alert."""
+
+    def walk(route: Mapping[str, Any], inherited: str, root: bool) -> list[str]:
+        receiver = str(route.get("receiver") or inherited)
+        if not root and not _matches(_matchers(route), labels):
+            return []
+        found: list[str] = []
+        children = route.get("routes") or []
+        if not isinstance(children, list):
+            raise ConfigError("Alertmanager route", children, "routes is not a list")
+        for child in children:
+            if not isinstance(child, Mapping):
+                raise ConfigError("Alertmanager route", child, "not a mapping")
+            got = walk(child, receiver, False)
+            found.extend(got)
+            if got and not child.get("continue", False):
+                break
+        return found or [receiver]
+
+    route = config.get("route")
+    return walk(route, "", True) if isinstance(route, Mapping) else []
+
+
+def alert_receivers(rules: Iterable[Path], alertmanager: Mapping[str, Any]
+                    ) -> dict[str, list[str]]:
+    """Each alert of the rule files ``rules`` -> the receivers ``alertmanager`` (a config)
+    routes it to, judged on its name and the labels its rule sets."""
+    return {a.name: receivers_of(alertmanager, {**a.labels, "alertname": a.name})
+            for a in alert_rules(rule_groups(rules))}
 
 
 @dataclass(frozen=True)

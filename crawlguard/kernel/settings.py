@@ -12,6 +12,7 @@ sidecar's port knob is malformed.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -27,6 +28,13 @@ from .names import is_env_name
 from .tls import CA_KNOB, CERT_KNOB, KEY_KNOB, TlsFiles
 
 PREFIX = "HELIX_BFM_"
+SET_FOR_CHILDREN = frozenset({
+    PREFIX + "SHARD",                    # the supervisor, for each worker: its shard
+    PREFIX + "SIMGPU_DIR",               # up --simulate-gpu, for the reference build
+    PREFIX + "TEST_CRASH_AFTER_DECIDE",  # a test hook of the sidecar (cli/serve.py)
+})
+"""HELIX_BFM_* names crawlguard sets in its children's environments: not knobs, but
+not misspellings either (``unknown_knobs``)."""
 LADDER, OFF = "ladder", "off"
 ACTIONS = (LADDER, rungs.CPU.name, OFF)
 """HELIX_BFM_CRAWL_ACTION: climb the ladder, take the CPU rung at every crawl
@@ -460,3 +468,27 @@ def knob_names() -> frozenset[str]:
     Settings.from_env(Recorder())
     Preflight.from_env(Recorder())
     return frozenset(asked)
+
+
+def unknown_knobs(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each name in ``env`` that looks like a knob (``HELIX_BFM_``, any case) but is none
+    crawlguard reads, with the closest knob (None when nothing is close). A misspelled
+    knob is otherwise silently ignored: HELIX_BFM_CRAWL_FACTR leaves the factor at 5."""
+    knobs = knob_names()
+    # Compared without the prefix every name shares, or any name would look close.
+    tails = sorted(k[len(PREFIX):] for k in knobs)
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(env):
+        if name.upper().startswith(PREFIX) and name not in knobs | SET_FOR_CHILDREN:
+            close = difflib.get_close_matches(name[len(PREFIX):].upper(), tails, n=1,
+                                              cutoff=0.6)
+            out.append((name, PREFIX + close[0] if close else None))
+    return out
+
+
+def unknown_knob_lines(env: Mapping[str, str]) -> list[str]:
+    """``unknown_knobs`` as one line each, for a person: what every command that starts
+    something (up, run, sidecar, exporter) and ``crawlguard doctor`` say."""
+    return [f"{name} is not a knob crawlguard reads (ignored)"
+            + (f": did you mean {close}?" if close else "")
+            for name, close in unknown_knobs(env)]

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
-from crawlguard.kernel.errors import ConfigError, ProcessError, StateError
+from crawlguard.kernel.errors import ConfigError, NoEvidenceSource, ProcessError, StateError
 from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, UpTls
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
@@ -90,6 +90,9 @@ class RigConfig:
     """Distinct genes per shard for the live view, when the build can tell."""
     log_file: Path | None = None
     """Also append the live view's lines here (``up --log-file``): a log without a pipe."""
+    blind: bool = False
+    """Run even with no source of spill evidence (``up --blind``): no crawl is confirmed
+    then, only rehearsed (``crawlguard drill`` brings its own evidence)."""
 
 
 class RunningRig:
@@ -140,6 +143,7 @@ class RunningRig:
 
     # -- the whole run -------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
+        self._require_evidence()
         note = longpaths.check_state_dir(self.state.root)
         if note:
             self.stream.write(f"crawlguard {self.config.progress_prefix}: warning: {note}\n")
@@ -191,17 +195,39 @@ class RunningRig:
                             HELIX_BFM_SIMGPU_DIR=str(gpu.root))
             self._thread(lambda ev: Driver(gpu).start_thread(ev))
 
+    def _require_evidence(self) -> None:
+        """Refuse to start a rig that can never confirm a crawl: without a source of spill
+        evidence (dedicated VRAM, shared GPU memory) the alerts never fire, and the run
+        would look normal while it watches nothing. ``--simulate-gpu`` brings its own
+        source; ``--blind`` goes ahead anyway, said at start. Before anything is created."""
+        if self.config.simulate_gpu:
+            return
+        from crawlguard.doctor import checks
+
+        found = checks.spill_evidence(checks.CheckInputs(self.config.settings, env=self.env))
+        if found.working:
+            return
+        why = "; ".join(found.failing)
+        if not self.config.blind:
+            raise NoEvidenceSource(
+                f"no source of spill evidence works, so no crawl could ever be confirmed "
+                f"({why}). Give one: {checks.EVIDENCE_KNOBS}. Or pass --blind to run "
+                "without (crawls are then neither detected nor fixed; a drill still works)")
+        self._notes.append(f"running blind (--blind): no source of spill evidence ({why}): "
+                           "no crawl will be confirmed")
+
     def _preflight(self) -> None:
-        """`crawlguard doctor`'s checks, less the servers `up` starts itself: warnings only."""
+        """`crawlguard doctor`'s checks, less the servers `up` starts itself and what `up`
+        has judged already (knobs, spill evidence): warnings only."""
         from crawlguard.doctor import checks
 
         settings = replace(self.config.settings, vram_source=self.vram_source,
                            shared_source=self.shared_source, state_dir=self.state.root)
-        skip = set(checks.SELF_STARTED)
+        skip = set(checks.SELF_STARTED) | {"knobs", "spill-evidence"}
         if self.config.simulate_gpu:
             skip |= {"driver", "sysmem-fallback"}  # about a real GPU this run does not use
         found = [c for c in checks.run_checks(checks.CheckInputs(settings, env=self.env), skip=skip)
-                 if c.status != "ok"]
+                 if c.status not in ("ok", "skip")]
         checks.render(found, self.stream, prefix="up: doctor: ")
 
     def _thread(self, start: Any) -> None:

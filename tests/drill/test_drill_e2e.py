@@ -64,8 +64,11 @@ def test_drill_on_the_prometheus_path_and_with_keep(tmp_path: Path) -> None:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
     state = tmp_path / "state"
-    up = Proc(crawlguard_cmd("up", "--state-dir", str(state), "--alert-path", "prometheus",
-                             "--interval", "1", "--progress", "lines", "--shard", "s", "--",
+    # --blind: this machine has no GPU and the rig no VRAM source; the drill brings
+    # its own spill evidence, so the chain is proved on a rig that watches nothing else.
+    up = Proc(crawlguard_cmd("up", "--blind", "--state-dir", str(state), "--alert-path",
+                             "prometheus", "--interval", "1", "--progress", "lines",
+                             "--shard", "s", "--",
                              sys.executable, str(BUILD), "--shard", "{shard}"),
               env=clean_env(), cwd=tmp_path, inherit_env=False)
     env = clean_env(HELIX_BFM_STATE_DIR=str(state))

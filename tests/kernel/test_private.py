@@ -104,7 +104,7 @@ def test_doctor_fails_a_state_dir_others_may_write_and_warns_a_readable_token(
     rig = checks.CheckInputs(Settings.from_env({"HELIX_BFM_STATE_DIR": str(root)}),
                              env={"HELIX_BFM_SIDECAR_TOKEN_FILE": str(token)},
                              platform="win32")
-    state = checks.check_state_dir(rig)
+    state = checks.check_state_dir_mode(rig)
     assert state.status == "fail" and "BUILTIN\\Users" in state.summary
     assert "icacls" in state.advice
     tok = checks.check_token_file(rig)
@@ -188,9 +188,12 @@ def test_a_state_dir_every_user_may_write_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "state"
     root.mkdir()
     os.chmod(root, 0o777)
-    with pytest.raises(StateError, match=r"every user may write it \(mode 0777\).*chmod o-w"):
+    with pytest.raises(StateError, match=r"every user may write it \(mode 0777\).*chmod go-w"):
         StateDir(root).open_for_service()
-    os.chmod(root, 0o775)   # a shared group (a Kubernetes fsGroup volume) is the admin's call
+    os.chmod(root, 0o775)   # a group member could plant a worker.json just the same
+    with pytest.raises(StateError, match=r"its group may write it \(mode 0775\)"):
+        StateDir(root).open_for_service()
+    os.chmod(root, 0o755)
     StateDir(root).open_for_service()
 
 

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from crawlguard.kernel.errors import ConfigError
-from crawlguard.kernel.settings import Detection, Endpoints, Remediation, Settings
+from crawlguard.kernel.settings import (
+    SET_FOR_CHILDREN,
+    Detection,
+    Endpoints,
+    Remediation,
+    Settings,
+    knob_names,
+    unknown_knob_lines,
+    unknown_knobs,
+)
 
 
 def test_defaults_match_the_design_contract() -> None:
@@ -127,3 +137,46 @@ def test_the_device_variable_cannot_name_a_loader_or_interpreter_variable(name: 
         Remediation.from_env({"HELIX_BFM_DEVICE_VAR": name})
     assert Remediation.from_env({"HELIX_BFM_DEVICE_VAR": "EMBED_DEVICE"}).device_var == \
         "EMBED_DEVICE"
+
+
+# -- names that are no knob -------------------------------------------------------------
+
+def test_unknown_knobs_name_the_closest_knob() -> None:
+    env = {"HELIX_BFM_CRAWL_FACTR": "3", "HELIX_BFM_VRAMSOURCE": "file:x",
+           "helix_bfm_crawl_window": "4", "HELIX_BFM_ZZZ": "1",
+           "HELIX_BFM_CRAWL_FACTOR": "3", "HELIX_BFM_SHARD": "a", "PATH": "/bin",
+           "XHELIX_BFM_CRAWL_FACTR": "3"}
+    assert unknown_knobs(env) == [
+        ("HELIX_BFM_CRAWL_FACTR", "HELIX_BFM_CRAWL_FACTOR"),
+        ("HELIX_BFM_VRAMSOURCE", "HELIX_BFM_VRAM_SOURCE"),
+        ("HELIX_BFM_ZZZ", None),                  # nothing close: no guess
+        ("helix_bfm_crawl_window", "HELIX_BFM_CRAWL_WINDOW"),  # POSIX names are exact
+    ]
+    lines = unknown_knob_lines(env)
+    assert lines[0] == ("HELIX_BFM_CRAWL_FACTR is not a knob crawlguard reads (ignored): "
+                        "did you mean HELIX_BFM_CRAWL_FACTOR?")
+    assert lines[2] == "HELIX_BFM_ZZZ is not a knob crawlguard reads (ignored)"
+    assert unknown_knobs({k: "1" for k in knob_names() | SET_FOR_CHILDREN}) == []
+
+
+def source_names() -> set[str]:
+    """Every HELIX_BFM_* name spelled out in crawlguard's sources (a name built from
+    parts, such as the TLS knobs' common prefix, ends in '_' and is left out)."""
+    import crawlguard
+
+    roots = {Path(crawlguard.__file__).parent}
+    for sub in ("exporter", "sidecar", "rules", "deploy"):
+        module = __import__(f"crawlguard.{sub}", fromlist=["_"])
+        roots.add(Path(module.__file__).parent)
+    names: set[str] = set()
+    for root in roots:
+        for path in root.rglob("*.py"):
+            names |= set(re.findall(r"\bHELIX_BFM_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    return names
+
+
+def test_every_name_the_code_reads_is_a_known_knob() -> None:
+    """Else `up` and doctor would call a name crawlguard does read a misspelling."""
+    named = source_names() - {"HELIX_BFM_CRAWL_FACTR"}  # the docstrings' misspelled example
+    assert "HELIX_BFM_CRAWL_FACTOR" in named
+    assert named <= knob_names() | SET_FOR_CHILDREN, named - knob_names() - SET_FOR_CHILDREN

@@ -108,3 +108,38 @@ def queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
             assert m, f"variable {v['name']}: expected label_values(SELECTOR, LABEL)"
             out.append((f"variable {v['name']}", m.group(1)))
     return out
+
+
+_ALERTNAMES = re.compile(r'ALERTS\{[^}]*?alertname\s*=~\s*"((?:[^"\\]|\\.)*)"')
+
+
+def alertname_patterns(expr: str) -> list[str]:
+    """The ``alertname=~"..."`` regular expressions of every ALERTS selector in ``expr``."""
+    return [m.group(1).replace('\\\\', '\\') for m in _ALERTNAMES.finditer(expr)]
+
+
+def alerts_left_out(patterns: Iterable[str], alerts: Iterable[str]) -> list[str]:
+    """The alerts that some pattern (anchored, as PromQL's =~) does not match; a
+    query without any pattern leaves every alert out."""
+    patterns, alerts = list(patterns), list(alerts)
+    if not patterns:
+        return alerts
+    return [a for a in alerts if not all(re.fullmatch(p, a) for p in patterns)]
+
+
+def repeated_per(dash: dict[str, Any], variable: str) -> dict[str, bool]:
+    """Title of every panel that names ``$variable`` -> whether it is drawn once per value
+    (its own ``repeat`` or a repeated row above it), so its title never joins the values."""
+    out: dict[str, bool] = {}
+    row_repeat = None
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            row_repeat = p.get("repeat")
+            inner = p.get("panels", [])  # a collapsed row holds its panels
+            for q in [p, *inner]:
+                if f"${variable}" in q["title"]:
+                    out[q["title"]] = p.get("repeat") == variable
+            continue
+        if f"${variable}" in p["title"]:
+            out[p["title"]] = variable in (p.get("repeat"), row_repeat)
+    return out

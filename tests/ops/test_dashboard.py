@@ -10,17 +10,23 @@ from typing import Any
 import pytest
 import yaml
 
+from crawlguard import deploy
 from crawlguard.exporter.catalog import all_metric_names
+from crawlguard.kernel.promconfig import alert_rules, rule_groups
+from crawlguard.rules.files import FLEET_RULES_FILE, RULES_FILE
 from crawlguard.sidecar.metrics import SidecarMetrics
 from crawlguard.sidecar.verify import VERIFICATION_METRICS
 from tests.helpers import REPO, require_binary
 
 from .promql import (
     DASHBOARD,
+    alertname_patterns,
+    alerts_left_out,
     metric_names,
     promtool_check,
     queries,
     recorded_names,
+    repeated_per,
     substitute,
     walk_panels,
 )
@@ -122,3 +128,73 @@ def test_provisioning_points_at_the_dashboard(dashboard: dict[str, Any]) -> None
     for p in walk_panels(dashboard["panels"]):
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+# -- every alert, every shard ----------------------------------------------------------
+
+SHOWN = [(deploy.DASHBOARD, [RULES_FILE]), (deploy.FLEET_DASHBOARD, [RULES_FILE, FLEET_RULES_FILE])]
+"""Each dashboard and the rules whose alerts it shows: the rig's, and on the fleet's
+central Prometheus the fleet's rule too."""
+
+
+def alert_queries(dash: dict[str, Any]) -> dict[str, list[str]]:
+    """The alert panel ("Alerts firing") and the alert annotation -> their ALERTS queries."""
+    out = {f"panel {p['title']!r}": [t["expr"] for t in p["targets"]]
+           for p in walk_panels(dash["panels"]) if p["title"] == "Alerts firing"}
+    out.update({f"annotation {a['name']!r}": [a["expr"]]
+                for a in dash["annotations"]["list"] if a["name"] == "crawlguard alerts"})
+    return out
+
+
+@pytest.mark.parametrize(("path", "rules"), SHOWN, ids=["rebuild", "fleet"])
+def test_the_alert_panel_and_annotation_show_every_alert_of_the_rules(
+        path: Path, rules: list[Path]) -> None:
+    """Read from the rules, not listed here: an alert added to the rules and not to the
+    dashboard fails this test."""
+    dash = json.loads(path.read_text())
+    alerts = [a.name for a in alert_rules(rule_groups(rules))]
+    assert "BFMShardOOM" in alerts
+    found = alert_queries(dash)
+    assert len(found) == 2, f"an alert panel and an alert annotation: {sorted(found)}"
+    for where, exprs in found.items():
+        for expr in exprs:
+            patterns = alertname_patterns(expr)
+            assert patterns, f"{where}: no alertname=~ matcher in {expr}"
+            assert not alerts_left_out(patterns, alerts), (
+                f"{where} leaves out {alerts_left_out(patterns, alerts)}: {expr}")
+
+
+def test_the_check_would_catch_an_alert_added_to_the_rules() -> None:
+    dash = json.loads(deploy.DASHBOARD.read_text())
+    alerts = [a.name for a in alert_rules(rule_groups([RULES_FILE]))]
+    for exprs in alert_queries(dash).values():
+        patterns = [p for e in exprs for p in alertname_patterns(e)]
+        assert alerts_left_out(patterns, [*alerts, "BFMShardSomethingNew"]) == \
+            ["BFMShardSomethingNew"]
+    assert alerts_left_out([], ["BFMShardCrawl"]) == ["BFMShardCrawl"]
+
+
+@pytest.mark.parametrize(("path", "variable"), [(deploy.DASHBOARD, "shard"),
+                                                (deploy.FLEET_DASHBOARD, "rig"),
+                                                (deploy.FLEET_DASHBOARD, "shard")],
+                         ids=["rebuild", "fleet-rig", "fleet-shard"])
+def test_a_panel_titled_for_one_shard_is_repeated_per_shard(path: Path, variable: str) -> None:
+    """A multi-value variable in a title joins the values ("a + b + c") unless the panel
+    (or its row) repeats per value."""
+    dash = json.loads(path.read_text())
+    titled = repeated_per(dash, variable)
+    assert not [t for t, repeated in titled.items() if not repeated], titled
+    if path == deploy.DASHBOARD:
+        for title in ("Spill evidence on $shard: each source against its threshold",
+                      "torch's reservation vs the dedicated total on $shard",
+                      "genes/s on $shard: last batch, EMA, baseline, crawl threshold"):
+            assert titled.get(title) is True, title
+
+
+def test_repeated_per_sees_a_panel_that_is_not_repeated() -> None:
+    dash = {"panels": [{"type": "row", "title": "R", "panels": []},
+                       {"type": "timeseries", "title": "x on $shard"},
+                       {"type": "row", "title": "on $shard", "repeat": "shard", "panels": []},
+                       {"type": "timeseries", "title": "y on $shard"}]}
+    assert repeated_per(dash, "shard") == {"x on $shard": False, "on $shard": True,
+                                           "y on $shard": True}

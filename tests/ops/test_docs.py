@@ -13,7 +13,7 @@ import yaml
 from crawlguard.cli import COMMANDS
 from crawlguard.cli.main import build_parser, chosen_command
 from crawlguard.cli.serve import CRASH_HOOK
-from crawlguard.kernel.settings import knob_names
+from crawlguard.kernel.settings import SET_FOR_CHILDREN, knob_names, unknown_knobs
 from tests.helpers import REPO
 
 DOCS = REPO / "docs"
@@ -101,8 +101,14 @@ def test_command_lines_in_the_docs_parse() -> None:
     assert whole >= 10  # the runbook's and the README's examples
 
 
+MISSPELLED = "HELIX_BFM_CRAWL_FACTR"
+"""The docs' example of a misspelled knob (doctor and `up` warn about it)."""
+
+
 def test_docs_name_only_variables_crawlguard_reads() -> None:
-    known = knob_names() | {CRASH_HOOK, "HELIX_BFM_SHARD"}  # the supervisor sets the latter
+    assert CRASH_HOOK in SET_FOR_CHILDREN and "HELIX_BFM_SHARD" in SET_FOR_CHILDREN
+    assert unknown_knobs({MISSPELLED: "3"}) == [(MISSPELLED, "HELIX_BFM_CRAWL_FACTOR")]
+    known = knob_names() | SET_FOR_CHILDREN | {MISSPELLED}
     for doc in ALL_DOCS:
         named = set(re.findall(r"\bHELIX_BFM_[A-Z][A-Z0-9_]*", doc.read_text(encoding="utf-8")))
         assert named <= known, f"{doc.name}: {sorted(named - known)} are not knobs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import register_worker
 from crawlguard.sidecar.ladder import ShardLadder
 from crawlguard.sidecar.state import LadderStore
-from tests.helpers import REPO, crawlguard_cmd, free_port
+from tests.helpers import REPO, Proc, clean_env, crawlguard_cmd, free_port
 from tests.sidecar.conftest import GONE, TOKEN, Live, laddered
 
 
@@ -152,3 +153,24 @@ def test_env_and_status_check_the_detection_knobs(
     monkeypatch.setenv("HELIX_BFM_CRAWL_WINDOW", "eight")
     assert main(command) == 2
     assert "HELIX_BFM_CRAWL_WINDOW" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--shard", "a", "--"],
+    ["up", "--blind", "--alert-path", "embedded", "--progress", "off", "--shard", "a", "--"],
+    ["sidecar", "--port", "0"],
+    ["exporter", "--port", "0"],
+], ids=["run", "up", "sidecar", "exporter"])
+def test_commands_that_start_something_warn_of_a_misspelled_knob(
+        command: list[str], tmp_path: Path) -> None:
+    """A misspelled knob is otherwise ignored: HELIX_BFM_CRAWL_FACTR leaves the factor at 5."""
+    argv = [*command, sys.executable, "-c", "pass"] if command[-1] == "--" else command
+    env = {**clean_env(HELIX_BFM_STATE_DIR=str(tmp_path / "state"),
+                       HELIX_BFM_SIDECAR_TOKEN=TOKEN), "HELIX_BFM_CRAWL_FACTR": "3"}
+    proc = Proc(crawlguard_cmd(*argv), env=env, cwd=tmp_path, inherit_env=False)
+    try:
+        proc.wait_for_line(rf"crawlguard {command[0]}: warning: HELIX_BFM_CRAWL_FACTR is not a "
+                           r"knob crawlguard reads \(ignored\): did you mean "
+                           r"HELIX_BFM_CRAWL_FACTOR\?", 60)
+    finally:
+        proc.stop()

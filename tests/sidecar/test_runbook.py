@@ -46,3 +46,43 @@ def test_up_points_the_links_at_its_own_sidecar(tmp_path: Path) -> None:
                 for r in with_runbook("http://127.0.0.1:4242/runbook")}
     assert set(embedded.values()) == set(urls)
     assert {r.annotations["runbook_url"] for r in RULES} == set(shipped_links())
+
+
+def alert_table() -> dict[str, tuple[str, str, str]]:
+    """The runbook's alert table: alert -> (severity, who acts, section link)."""
+    text = (REPO / "sidecar" / "runbook.md").read_text(encoding="utf-8")
+    start = text.index("| alert | severity | who acts | section |")
+    rows = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, severity, who, section = (c.strip() for c in line.strip("|").split("|"))
+        rows[name] = (severity, who, section)
+    return rows
+
+
+def test_the_alert_table_lists_every_alert_of_the_rules_as_routed() -> None:
+    """Read from the rules and the shipped route, not listed here: an alert added to the
+    rules and not to the table fails this test, and so does a wrong severity or a
+    wrong "who acts"."""
+    from crawlguard import deploy
+    from crawlguard.kernel import promconfig
+    from crawlguard.rules.files import FLEET_RULES_FILE, RULES_FILE
+
+    rules = promconfig.alert_rules(promconfig.rule_groups([RULES_FILE, FLEET_RULES_FILE]))
+    routed = promconfig.alert_receivers([RULES_FILE, FLEET_RULES_FILE],
+                                        promconfig.load_yaml(deploy.ALERTMANAGER))
+    urls = {r["alert"]: r["annotations"]["runbook_url"]
+            for path in (RULES_FILE, FLEET_RULES_FILE)
+            for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]
+            if "alert" in r}
+    table = alert_table()
+    assert sorted(table) == sorted(a.name for a in rules)
+    assert "BFMShardOOM" in table
+    for alert in rules:
+        severity, who, section = table[alert.name]
+        assert severity == alert.labels["severity"], alert.name
+        to_sidecar = promconfig.SIDECAR_RECEIVER in routed[alert.name]
+        assert who.startswith("the sidecar" if to_sidecar else "a person"), (alert.name, who)
+        anchor = urls[alert.name].partition("#")[2]
+        assert section == f"[{alert.name}](#{anchor})", (alert.name, section)

@@ -48,7 +48,8 @@ def unusable(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", UNUSABLE)
 @pytest.mark.parametrize("command", [["sidecar", "--port", "0"],
-                                     ["up", "--alert-path", "embedded", "--shard", "a", "--",
+                                     ["up", "--blind", "--alert-path", "embedded",
+                                      "--shard", "a", "--",
                                       sys.executable, "-c", "pass"]])
 def test_sidecar_and_up_refuse_a_state_dir_they_cannot_write(
         tmp_path: Path, kind: str, command: list[str]) -> None:

@@ -179,7 +179,8 @@ def test_a_second_up_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     with FileLock(str(tmp_path / "run" / ".up.lock")):
         rig = RunningRig(RigConfig(shards=("a",), command=("true",), env={}, alert_path="embedded",
-                            settings=Settings.from_env({"HELIX_BFM_STATE_DIR": str(tmp_path)})))
+                            settings=Settings.from_env({"HELIX_BFM_STATE_DIR": str(tmp_path)}),
+                            blind=True))  # a CPU-only test machine: no spill evidence
         with pytest.raises(StateError, match="another crawlguard up"):
             rig.run(threading.Event())
     assert not (tmp_path / "run" / "sidecar.token").exists()
