@@ -93,6 +93,30 @@ def test_code_and_docs_link_to_architecture_anchors_that_exist() -> None:
             assert anchor in have, f"{_rel(path)} links architecture.md#{anchor}"
 
 
+SECTION_REF = re.compile(r"((?:docs/[\w-]+|sidecar/runbook|README)\.md),?\s+\"([^\"]+)\"")
+
+
+def named_sections(path: Path) -> str:
+    """Headings and bold runs of a doc, lower case, whitespace folded: what a reference to
+    one of its sections by name can point at."""
+    text = path.read_text(encoding="utf-8")
+    names = re.findall(r"^#{1,6}\s+(.+)$", text, flags=re.M) + re.findall(r"\*\*(.+?)\*\*", text,
+                                                                         flags=re.S)
+    return "\n".join(" ".join(n.replace("`", "").lower().split()) for n in names)
+
+
+def test_sections_named_in_code_and_docs_exist() -> None:
+    """``(docs/architecture.md, "Creation times and clocks")`` and the like: the section a
+    docstring or a doc sends its reader to is still there."""
+    refs = 0
+    for path in [*SOURCES, *DOCS]:
+        for doc, name in SECTION_REF.findall(path.read_text(encoding="utf-8")):
+            wanted = " ".join(name.replace("`", "").lower().split())
+            assert wanted in named_sections(REPO / doc), f"{_rel(path)}: {doc}, \"{name}\""
+            refs += 1
+    assert refs >= 5
+
+
 # -- layers --------------------------------------------------------------------------------
 
 
