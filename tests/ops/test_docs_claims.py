@@ -93,7 +93,7 @@ def test_code_and_docs_link_to_architecture_anchors_that_exist() -> None:
             assert anchor in have, f"{_rel(path)} links architecture.md#{anchor}"
 
 
-SECTION_REF = re.compile(r"((?:docs/[\w-]+|sidecar/runbook|README)\.md),?\s+\"([^\"]+)\"")
+SECTION_REF = re.compile(r"((?:docs/[\w-]+|sidecar[/]runbook|README)\.md),?\s+\"([^\"]+)\"")
 
 
 def named_sections(path: Path) -> str:
