@@ -4,7 +4,7 @@
 
 For a rig that runs neither Prometheus nor Alertmanager, this evaluates the
 conditions of ``rules/crawlguard.rules.yml`` (BFMShardCrawl, BFMShardStalled,
-BFMShardCrawlOnCPU, BFMMetricsAbsent) over the exporter's /metrics and posts
+BFMShardOOM, BFMShardCrawlOnCPU, BFMMetricsAbsent) over the exporter's /metrics and posts
 Alertmanager webhook payloads (version "4") to the sidecar. The rules and this
 package agree on the same inputs; tests/rules/ proves it with promtool.
 
@@ -24,7 +24,7 @@ API::
         # repeat_interval_s=120.0   re-send a still-firing, unchanged group
         # retry_initial_s=1.0, retry_max_s=60.0   failed-delivery backoff (doubling)
         # timeout_s=5.0             per HTTP request
-        # deliver=("BFMShardCrawl", "BFMShardStalled")   the rest is only logged
+        # deliver=ACTIONABLE (Crawl, Stalled, OOM)        the rest is only logged
     )
     report = alerting.run_once()     # one tick -> TickReport(now, scrape_ok,
                                      #   alerts, delivered, failed); never sleeps

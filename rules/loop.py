@@ -7,7 +7,7 @@ Prometheus treats it: every series is gone at once (their alerts resolve,
 BFMMetricsAbsent may start). Nothing in a tick sleeps; retries of failed
 deliveries are scheduled for later ticks by the ``Dispatcher``.
 
-Only ``deliver`` alerts (BFMShardCrawl, BFMShardStalled) go to the sidecar,
+Only ``deliver`` alerts (``twin.ACTIONABLE``: Crawl, Stalled, OOM) go to the sidecar,
 as the shipped Alertmanager route does; the informational ones are logged
 when they start and end.
 """

@@ -17,7 +17,7 @@
 
 Every path inside the central configs is relative to ``central/``, and every
 path in a rig's env file relative to its folder, so each folder can be copied
-anywhere. Standard library only.
+anywhere.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ figure. Sources behind one interface, ``read(pids) -> {pid: bytes}``:
 
 A pid's instances are summed over every adapter (LUID) and physical index:
 a worker's spill lands on the adapter it computes on, and mapping NVML's
-index to a WDDM LUID would need DXGI for no gain (docs/architecture.md).
+index to a WDDM LUID would need DXGI for no gain.
 
 A worker pid with no instance has no reading (its series is absent, never 0):
 it has not touched the GPU yet, or it is gone. Every failure is a

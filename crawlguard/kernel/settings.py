@@ -1,9 +1,10 @@
 """Every knob crawlguard reads, parsed and validated in one place.
 
 Knobs come from the environment (``HELIX_BFM_*``); command-line flags override
-them by building the same dataclasses with ``dataclasses.replace``. Parsing is
-construction only: nothing here touches the disk or the network, so a bad value
-is reported before anything has started.
+them by building the same dataclasses with ``dataclasses.replace``. Parsing
+reads the environment and, for a ``*_TOKEN_FILE`` knob, the first line of the
+file it names; it opens nothing else and starts nothing, so a bad value is
+reported before anything has started (tests/kernel/test_settings_io.py).
 
 Each group is its own dataclass so a process parses only what it uses: a build
 worker that creates a ``CrawlTracker`` must not refuse to start because the

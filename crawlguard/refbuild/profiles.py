@@ -1,7 +1,7 @@
 """Spill profiles: how a simulated GPU worker's VRAM and speed evolve.
 
-The numbers are the incidents' (sidecar/runbook.md; the scaled profiles are tabled in
-docs/architecture.md, "The reference rebuild"), with time scaled so a demo runs in
+The numbers are the incidents' (sidecar/runbook.md; docs/architecture.md, "The reference
+rebuild", names the profiles), with time scaled so a demo runs in
 about a minute:
 
 - a healthy GPU batch runs at ``Timing.gpu_rate`` = 15.3 genes/s (incident 1's

@@ -46,7 +46,7 @@ class ShardResult:
     lossless: bool
 
     def contract(self) -> dict[str, Any]:
-        """The ``--json`` shape (docs/architecture.md, "crawlguard demo")."""
+        """The ``--json`` shape: the summary's figures, one key each."""
         return {"genes": self.genes, "crawls": self.crawls, "rungs": self.rungs,
                 "final_device": self.final_device, "lossless": self.lossless}
 

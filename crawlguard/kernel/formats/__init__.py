@@ -14,10 +14,13 @@
 Where each file lives is ``crawlguard.kernel.statedir``'s business. The schemas
 of the files that belong to one module live there and are read through
 ``schema`` too (``kernel.workers``: worker.json, launch.json; ``kernel.oom``: the
-OOM records; docs/architecture.md lists them all). Anything a schema refuses reads
-as ``CorruptStateError`` (a whole file) or as a skipped, counted line. A file or
-line without a version field was written by the first release and reads as
-version 1; a higher version than the reader knows is refused (a whole file) or
-skipped and counted (a line), never guessed at. Nothing heavier than pydantic:
-``crawlguard.sidecar.resume`` reads ladder.json here in a build's own supervisor loop.
+OOM records; docs/architecture.md lists them all, with each one's version key).
+Anything a schema refuses reads as ``CorruptStateError`` (a whole file) or as a
+skipped, counted line. Where a format has a version key (ladder.json's ``schema``,
+the ``v`` of batches.jsonl and vram.jsonl), a file or line without it was written
+by the first release and reads as version 1, and a later version is refused (a
+whole file) or skipped and counted (a line), never guessed at; the others
+(sidecar.json, audit.jsonl, up.json) have none and ignore keys they do not know.
+Nothing heavier than pydantic: ``crawlguard.sidecar.resume`` reads ladder.json
+here in a build's own supervisor loop.
 """

@@ -22,7 +22,6 @@ cut short by a crash or damaged otherwise are skipped and counted.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from pydantic import Field
 from crawlguard.kernel.devices import parse_device
 from crawlguard.kernel.names import ShardName
 
-from .jsonlines import read_lines, version_of
+from .jsonlines import parse_object, read_lines, version_of
 from .schema import Pid, StateModel, Time, validate_line
 
 VERSION = 1
@@ -238,8 +237,5 @@ class BatchTail:
 
 
 def _parse_raw(raw: bytes) -> Batch | None:
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return parse_line(obj) if isinstance(obj, dict) else None
+    obj = parse_object(raw)
+    return None if obj is None else parse_line(obj)

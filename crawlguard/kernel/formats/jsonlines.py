@@ -27,15 +27,19 @@ def iter_objects(path: Path) -> Iterator[dict[str, Any] | None]:
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
     for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line.decode("utf-8"))
-        except (ValueError, RecursionError):
-            # Not UTF-8, not JSON, an integer too long to convert, or nested too deep.
-            yield None
-            continue
-        yield value if isinstance(value, dict) else None
+        if line.strip():
+            yield parse_object(line)
+
+
+def parse_object(line: bytes) -> dict[str, Any] | None:
+    """One line as a JSON object, or ``None``: the one way every reader parses a line, so
+    a file read whole and one read as it grows accept the same lines."""
+    try:
+        value = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):
+        # Not UTF-8, not JSON, an integer too long to convert, or nested too deep.
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_lines(path: Path, parse: Callable[[Mapping[str, Any]], T | None]
