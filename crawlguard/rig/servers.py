@@ -21,6 +21,7 @@ from pathlib import Path
 from crawlguard.kernel import http
 from crawlguard.kernel.errors import HttpError, ProcessError
 from crawlguard.kernel.listen import set_listen_options
+from crawlguard.kernel.statedir import check_present
 from crawlguard.supervisor import childproc
 from crawlguard.supervisor.runrecord import RunRecord
 
@@ -78,6 +79,7 @@ class ServerProc:
         return None if self.popen is None else self.popen.pid
 
     def start(self) -> None:
+        check_present(self.log_path)  # a state dir that vanished is never made afresh
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.popen = childproc.spawn(self.argv, self.env, stdout=out,
