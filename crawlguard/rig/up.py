@@ -357,7 +357,8 @@ class RunningRig:
         am.start()
         self.servers.append(am)
         prom = ServerProc("prometheus", promstack.prometheus_argv(
-            binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port),
+            binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port,
+            min(interval or promstack.RESEND_DELAY_S, promstack.RESEND_DELAY_S)),
             self.env, f"http://127.0.0.1:{prom_port}/-/ready",
             self.run_dir / "logs" / "prometheus.log", record=self.record)
         prom.start()

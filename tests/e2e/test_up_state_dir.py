@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
-from crawlguard.rig.servers import steadily
+from crawlguard.kernel.formats.upfile import UpFile, read_up
+from crawlguard.rig.servers import http_ok, steadily
 from crawlguard.rig.up import EXIT_STATE_GONE
-from tests.helpers import REPO, Proc, clean_env, crawlguard_cmd, wait_until
+from tests.helpers import REPO, Proc, clean_env, crawlguard_cmd, require_binary, wait_until
 
 BUILD = REPO / "tests" / "e2e" / "drillbuild.py"
 
@@ -66,3 +70,42 @@ def test_a_vanished_state_dir_stops_up_with_exit_4_and_is_never_made_afresh(
     assert rc == EXIT_STATE_GONE, up.output
     assert "vanished or was replaced" in up.output and "Traceback" not in up.output
     assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_prometheus_or_alertmanager_is_back_within_seconds(tmp_path: Path) -> None:
+    """Issue 18 item 10: `up` owns its Prometheus and Alertmanager and brings each back
+    on the same address; Prometheus re-sends firing alerts every interval, so a fresh
+    Alertmanager hears of a crawl within one (``promstack.RESEND_DELAY_S``)."""
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    state = tmp_path / "state"
+    vram = tmp_path / "vram.json"
+    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
+                                          "total_bytes": 16 << 30}]}))
+    up = Proc(crawlguard_cmd("up", "--alert-path", "prometheus", "--interval", "0.5",
+                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
+                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
+              env=clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}",
+                            HELIX_BFM_SIDECAR_PORT="0"), inherit_env=False)
+    try:
+        up.wait_for_line(r"\[s\] launch #1", 90)
+        for name in ("prometheus", "alertmanager"):
+            before = read_up(state)
+            assert before is not None
+            os.kill(before.servers[name], signal.SIGKILL)
+            after = wait_until(lambda: _restarted(state, name, before.servers[name]), 60,
+                               what=f"{name} restarted")
+            ready = f"{after.urls[name]}/-/ready"
+            wait_until(lambda: http_ok(ready), 30, what=f"{name} ready")  # noqa: B023
+            assert f"{name} ended with signal" in up.output or "restarted" in up.output
+        argv = psutil.Process(read_up(state).servers["prometheus"]).cmdline()  # type: ignore[union-attr]
+        assert "--rules.alert.resend-delay=500ms" in argv
+    finally:
+        up.stop()
+
+
+def _restarted(state: Path, name: str, old: int) -> UpFile | None:
+    up = read_up(state)
+    return up if up is not None and up.servers.get(name) not in (None, old) else None
