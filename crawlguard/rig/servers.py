@@ -72,7 +72,7 @@ def steadily(step: Callable[[], None], stop: threading.Event, period: float,
     while not stop.wait(period):
         try:
             step()
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the next step runs
+        except Exception as exc:  # whatever it is, the next step runs
             if not outage.failing:
                 log.error("%s: step failed", what, exc_info=exc)
             outage.failed("fails (%s: %s); it goes on, every %gs", type(exc).__name__,

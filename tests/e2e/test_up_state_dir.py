@@ -4,6 +4,7 @@ the run (up, its sidecar, a worker) makes it afresh."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -94,13 +95,16 @@ def test_a_killed_prometheus_or_alertmanager_is_back_within_seconds(tmp_path: Pa
         for name in ("prometheus", "alertmanager"):
             before = read_up(state)
             assert before is not None
-            os.kill(before.servers[name], signal.SIGKILL)
-            after = wait_until(lambda: _restarted(state, name, before.servers[name]), 60,
+            old = before.servers[name]
+            os.kill(old, signal.SIGKILL)
+            after = wait_until(functools.partial(_restarted, state, name, old), 60,
                                what=f"{name} restarted")
-            ready = f"{after.urls[name]}/-/ready"
-            wait_until(lambda: http_ok(ready), 30, what=f"{name} ready")  # noqa: B023
+            wait_until(functools.partial(http_ok, f"{after.urls[name]}/-/ready"), 30,
+                       what=f"{name} ready")
             assert f"{name} ended with signal" in up.output or "restarted" in up.output
-        argv = psutil.Process(read_up(state).servers["prometheus"]).cmdline()  # type: ignore[union-attr]
+        now = read_up(state)
+        assert now is not None
+        argv = psutil.Process(now.servers["prometheus"]).cmdline()
         assert "--rules.alert.resend-delay=500ms" in argv
     finally:
         up.stop()
