@@ -8,12 +8,15 @@ import functools
 import json
 import logging
 import os
+import random
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -113,3 +116,40 @@ def test_a_killed_prometheus_or_alertmanager_is_back_within_seconds(tmp_path: Pa
 def _restarted(state: Path, name: str, old: int) -> UpFile | None:
     up = read_up(state)
     return up if up is not None and up.servers.get(name) not in (None, old) else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="a file written over in place")
+def test_garbage_over_a_live_gauge_file_is_counted_and_the_crawl_still_takes_a_rung(
+        tmp_path: Path) -> None:
+    """Issue 18 item 1: dd if=/dev/urandom over a worker's live gauge file about a second
+    after its start hid its crawl with no signal. Now the exporter quarantines and counts
+    it, the worker writes a new one, and a crawl (a drill) still climbs the ladder."""
+    state = tmp_path / "state"
+    vram = tmp_path / "vram.json"
+    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
+                                          "total_bytes": 16 << 30}]}))
+    env = clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_SIDECAR_PORT="0")
+    up = Proc(crawlguard_cmd("up", "--alert-path", "embedded", "--interval", "0.5",
+                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
+                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
+              env=env, inherit_env=False)
+    try:
+        up.wait_for_line(r"\[s\] launch #1", 60)
+        gauge = wait_until(lambda: next(iter((state / "metrics").glob("gauge_*.db")), None),
+                           what="the worker's gauge file")
+        with open(gauge, "r+b") as fh:
+            fh.write(random.Random(18).randbytes(65536))
+        wait_until(lambda: (state / "metrics" / "quarantine" / gauge.name).exists() and
+                   gauge.exists(), 30, what="quarantined and written anew")
+        found = read_up(state)
+        assert found is not None
+        metrics = httpx.get(f"{found.urls['exporter']}/metrics", timeout=10).text
+        assert "bfm_exporter_corrupt_files_total 1.0" in metrics
+        drill = subprocess.run(crawlguard_cmd("drill", "s", "--json", "--timeout", "300"),
+                               env={**env, "HELIX_BFM_STATE_DIR": str(state)},
+                               capture_output=True, text=True, timeout=360)
+        assert drill.returncode == 0, drill.stderr
+        assert json.loads(drill.stdout)["acted"] is True
+    finally:
+        up.stop()
