@@ -28,6 +28,20 @@ from tests.helpers import REPO, Proc, clean_env, crawlguard_cmd, require_binary,
 BUILD = REPO / "tests" / "e2e" / "drillbuild.py"
 
 
+def start_up(tmp_path: Path, alert_path: str) -> tuple[Path, dict[str, str], Proc]:
+    """A real `up` on a newcomer's build (one shard, ``s``), its VRAM never full."""
+    state = tmp_path / "state"
+    vram = tmp_path / "vram.json"
+    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
+                                          "total_bytes": 16 << 30}]}))
+    env = clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_SIDECAR_PORT="0")
+    up = Proc(crawlguard_cmd("up", "--alert-path", alert_path, "--interval", "0.5",
+                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
+                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
+              env=env, inherit_env=False)
+    return state, env, up
+
+
 def test_a_failing_step_is_logged_once_and_the_loop_goes_on(
         caplog: pytest.LogCaptureFixture) -> None:
     stop, steps = threading.Event(), []
@@ -54,15 +68,7 @@ def test_a_failing_step_is_logged_once_and_the_loop_goes_on(
 @pytest.mark.skipif(sys.platform == "win32", reason="rm -rf of an open state dir")
 def test_a_vanished_state_dir_stops_up_with_exit_4_and_is_never_made_afresh(
         tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    vram = tmp_path / "vram.json"
-    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
-                                          "total_bytes": 16 << 30}]}))
-    up = Proc(crawlguard_cmd("up", "--alert-path", "embedded", "--interval", "0.5",
-                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
-                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
-              env=clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}",
-                            HELIX_BFM_SIDECAR_PORT="0"), inherit_env=False)
+    state, _, up = start_up(tmp_path, "embedded")
     try:
         up.wait_for_line(r"\[s\] launch #1", 60)
         wait_until(lambda: (state / "shards" / "s" / "batches.jsonl").exists(),
@@ -84,15 +90,7 @@ def test_a_killed_prometheus_or_alertmanager_is_back_within_seconds(tmp_path: Pa
     Alertmanager hears of a crawl within one (``promstack.RESEND_DELAY_S``)."""
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
-    state = tmp_path / "state"
-    vram = tmp_path / "vram.json"
-    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
-                                          "total_bytes": 16 << 30}]}))
-    up = Proc(crawlguard_cmd("up", "--alert-path", "prometheus", "--interval", "0.5",
-                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
-                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
-              env=clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}",
-                            HELIX_BFM_SIDECAR_PORT="0"), inherit_env=False)
+    state, _, up = start_up(tmp_path, "prometheus")
     try:
         up.wait_for_line(r"\[s\] launch #1", 90)
         for name in ("prometheus", "alertmanager"):
@@ -125,15 +123,7 @@ def test_garbage_over_a_live_gauge_file_is_counted_and_the_crawl_still_takes_a_r
     """Issue 18 item 1: dd if=/dev/urandom over a worker's live gauge file about a second
     after its start hid its crawl with no signal. Now the exporter quarantines and counts
     it, the worker writes a new one, and a crawl (a drill) still climbs the ladder."""
-    state = tmp_path / "state"
-    vram = tmp_path / "vram.json"
-    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 2 << 30,
-                                          "total_bytes": 16 << 30}]}))
-    env = clean_env(HELIX_BFM_VRAM_SOURCE=f"file:{vram}", HELIX_BFM_SIDECAR_PORT="0")
-    up = Proc(crawlguard_cmd("up", "--alert-path", "embedded", "--interval", "0.5",
-                             "--progress", "lines", "--state-dir", str(state), "--shard", "s",
-                             "--", sys.executable, str(BUILD), "--shard", "{shard}"),
-              env=env, inherit_env=False)
+    state, env, up = start_up(tmp_path, "embedded")
     try:
         up.wait_for_line(r"\[s\] launch #1", 60)
         gauge = wait_until(lambda: next(iter((state / "metrics").glob("gauge_*.db")), None),
