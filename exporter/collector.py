@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from crawlguard.gpu.vram import VramSource
 from crawlguard.kernel.errors import ProcessError, StateError, VramError
 from crawlguard.kernel.logs import Outage, get_logger
+from crawlguard.kernel.statedir import check_present
 from crawlguard.kernel.workers import WorkerIdentity
 
 from . import catalog
@@ -92,6 +93,10 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         if not self.metrics_dir.is_dir():
             return []
+        try:
+            check_present(self.metrics_dir)  # the scrape lock would make it afresh
+        except StateError:
+            return []  # logged critical; BFMMetricsAbsent tells the people
         self._this_scrape.clear()
         self.prune_dead()
         with self.janitor.locked() as exclusive:

@@ -10,9 +10,12 @@ every scrape would answer 500 and detection would go blind for every shard. It
 is never merged. A bad file of a dead (or unidentifiable) worker, a bad archive
 and a file of a foreign name are moved to ``metrics/quarantine/``, logged once
 and counted in ``bfm_exporter_corrupt_files_total``; the other files are served
-as usual. A bad file of a *live* worker is skipped, not moved: it may be a file
-that worker is creating right now (the writer creates it empty, then sizes it),
-and moving it would blind that worker for good. It is logged once.
+as usual. A bad file of a *live* worker is moved and counted too, unless it is
+shorter than its 8-byte header: that is a file the worker is creating right now
+(the writer creates it empty, then sizes it), skipped and logged once. The
+worker notices within about a second that its file was moved
+(``mpfiles.MetricsFile.replaced``) and writes a new one holding every series it
+holds, so its crawl is still seen; ``BFMMetricsFileCorrupt`` tells the people.
 
 **Compaction.** Each worker start leaves a ``counter_<key>.db`` (a 64 KiB sparse
 file) that the exporter must read at every scrape, so a rebuild with hundreds
@@ -149,7 +152,8 @@ class MetricsJanitor:
 
     def _bad(self, path: str, exc: Exception) -> None:
         name = mpfiles.parse_name(os.path.basename(path))
-        if name is not None and name.worker is not None and self._alive(name.worker):
+        live = name is not None and name.worker is not None and self._alive(name.worker)
+        if live and _being_created(path):
             if path not in self._skipped_live:
                 self._skipped_live.add(path)
                 log.warning("metrics file %s of a live worker is unreadable (%s); skipped "
@@ -164,8 +168,14 @@ class MetricsJanitor:
                       path, exc, err)
             return
         self.corrupt_total += 1
-        log.error("metrics file %s is unreadable (%s): moved to %s; the other workers' "
-                  "series are served", path, exc, target)
+        self._skipped_live.discard(path)
+        if live:
+            log.error("metrics file %s of a live worker is unreadable (%s): moved to %s; "
+                      "that worker writes a new one within about a second "
+                      "(mpfiles.LOOK_EVERY_S) and its series are back", path, exc, target)
+        else:
+            log.error("metrics file %s is unreadable (%s): moved to %s; the other workers' "
+                      "series are served", path, exc, target)
 
     # -- compaction ------------------------------------------------------------
 
@@ -256,3 +266,14 @@ def _write_archive(path: Path, totals: dict[str, float]) -> None:
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
+
+
+def _being_created(path: str) -> bool:
+    """A file shorter than its header: the only unreadable state a live worker's own
+    writer passes through (``MetricsFile`` creates it empty, then sizes it; a sized file
+    of zeros reads as empty). Anything else is damage (garbage written over it), and
+    skipping it would hide that worker's crawl for as long as it lives."""
+    try:
+        return os.stat(path).st_size < mpfiles.HEADER_BYTES
+    except OSError:
+        return True

@@ -54,15 +54,18 @@ from typing import Literal
 
 from prometheus_client.metrics_core import Metric
 
+from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.statedir import check_present
 from crawlguard.kernel.workers import WorkerIdentity
 
+_log = get_logger(__name__)
 GAUGE_MODE = "livemostrecent"
 ARCHIVE = "counter_archive.db"
 INITIAL_SIZE = 1 << 16
 
 _INT = struct.Struct("i")
 _DOUBLES = struct.Struct("dd")
-_HEADER = 8
+_HEADER = HEADER_BYTES = 8
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
@@ -303,6 +306,17 @@ class MetricsFile:
             pos = self._init(key)
         self._m[pos:pos + 16] = _DOUBLES.pack(value, timestamp)
 
+    def replaced(self) -> bool:
+        """Whether ``path`` no longer names the file this writer holds: the exporter moved
+        it to quarantine as unreadable (garbage written over it), or someone removed it.
+        Its series would then be served from nowhere, and a crawl would go unseen."""
+        try:
+            there = os.stat(self.path)
+        except OSError:
+            return True
+        held = os.fstat(self._f.fileno())
+        return (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino)
+
     def close(self) -> None:
         self._m.close()
         self._f.close()
@@ -323,6 +337,10 @@ def _positions(data: mmap.mmap, used: int) -> Iterable[tuple[int, str]]:
 
 _lock = threading.Lock()
 _open: dict[tuple[str, str], MetricsFile] = {}
+_looked_at: dict[tuple[str, str], float] = {}
+LOOK_EVERY_S = 1.0
+"""How often a writer checks that its file is still in place (``MetricsFile.replaced``):
+one stat a second, so a quarantined file is re-created within about a second."""
 _owner_pid: list[int] = [os.getpid()]
 _identity: list[WorkerIdentity] = []
 
@@ -341,9 +359,23 @@ def _file(directory: Path, kind: Kind) -> MetricsFile:
         _owner_pid[0] = os.getpid()
     slot = (str(directory), kind)
     found = _open.get(slot)
+    now = time.monotonic()
+    if found is not None and now - _looked_at.get(slot, now) >= LOOK_EVERY_S:
+        _looked_at[slot] = now
+        if found.replaced():
+            # A new file under the same name; each SeriesWriter writes what it holds
+            # into it at its next write (``SeriesWriter._sync``), so detection goes on.
+            _log.warning("metrics file %s was moved away or removed (quarantined as "
+                         "unreadable?); writing a new one", found.path)
+            found.close()
+            del _open[slot]
+            found = None
     if found is None:
+        # A state dir that vanished is never made afresh here (``check_present``).
+        check_present(directory)
         directory.mkdir(parents=True, exist_ok=True)
         found = _open[slot] = MetricsFile(directory / file_name(kind, _this_worker()))
+        _looked_at[slot] = now
     return found
 
 
@@ -364,28 +396,50 @@ class SeriesWriter:
             name: encode_key(name, name, labels, doc) for name, doc in gauges.items()
         }
         self._counters: dict[str, float] = {name: 0.0 for name in counters}
+        self._gauges: dict[str, float] = {}
+        """Every gauge's last value: written again into a file made afresh."""
         with _lock:
             counter_file = _file(directory, "counter")
             for name, key in self._counter_keys.items():
                 self._counters[name] = counter_file.read_value(key)
+        self._held: dict[Kind, MetricsFile] = {"counter": counter_file}
+
+    def _sync(self, kind: Kind, stamp: float) -> MetricsFile:
+        """The process's file of ``kind``; when it is not the one this writer wrote last
+        (made afresh after the old one was quarantined), everything this writer holds
+        is written into it first: counters are totals, so nothing is counted twice."""
+        f = _file(self._dir, kind)
+        held = self._held.get(kind)
+        if held is not f:
+            if held is not None:
+                if kind == "counter":
+                    for name, total in self._counters.items():
+                        f.write_value(self._counter_keys[name], total, 0.0)
+                else:
+                    for name, value in self._gauges.items():
+                        f.write_value(self._gauge_keys[name], value, stamp)
+            self._held[kind] = f
+        return f
 
     def record(self, amounts: dict[str, float], values: dict[str, float]) -> None:
         """Add ``amounts`` to counters and set gauges ``values``, under one lock."""
         stamp = time.time()
         with _lock:
-            counter_file = _file(self._dir, "counter")
+            counter_file = self._sync("counter", stamp)
             for name, amount in amounts.items():
                 self._counters[name] += amount
                 counter_file.write_value(self._counter_keys[name], self._counters[name], 0.0)
-            gauge_file = _file(self._dir, "gauge")
-            for name, value in values.items():
-                gauge_file.write_value(self._gauge_keys[name], value, stamp)
+            self._set(values, stamp)
 
     def set_many(self, values: dict[str, float]) -> None:
         # Gauges are merged across processes by this timestamp (``merge``), so it
         # must be wall-clock time even when the tracker's own clock is injected.
         stamp = time.time()
         with _lock:
-            gauge_file = _file(self._dir, "gauge")
-            for name, value in values.items():
-                gauge_file.write_value(self._gauge_keys[name], value, stamp)
+            self._set(values, stamp)
+
+    def _set(self, values: dict[str, float], stamp: float) -> None:
+        gauge_file = self._sync("gauge", stamp)
+        for name, value in values.items():
+            gauge_file.write_value(self._gauge_keys[name], value, stamp)
+            self._gauges[name] = value

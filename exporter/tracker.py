@@ -31,7 +31,7 @@ from crawlguard.kernel.devices import gpu_label, parse_device, physical_gpu
 from crawlguard.kernel.errors import ConfigError, StateError, VramError
 from crawlguard.kernel.formats.batchlog import BatchWriter
 from crawlguard.kernel.names import ShardName
-from crawlguard.kernel.settings import Detection, state_dir_from_env
+from crawlguard.kernel.settings import Detection, state_dir_established, state_dir_from_env
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.kernel.workers import register_worker
 
@@ -81,7 +81,8 @@ class CrawlTracker:
         self.device = parse_device(device)
         self.gpu = physical_gpu(self.device, env)
         self.detection = detection or Detection.from_env(env)
-        self.state = StateDir(state_dir if state_dir is not None else state_dir_from_env(env))
+        self.state = StateDir(state_dir if state_dir is not None else state_dir_from_env(env),
+                              create=not state_dir_established(env))
         self._clock = clock
         persisted = load_baseline_record(self.state, self.shard, self.stage, self.device)
         self._rate = RateState(self.detection,

@@ -12,7 +12,7 @@ from crawlguard.cli.lifecycle import shutdown_on_signals, wait_for_stop
 from crawlguard.gpu.shared import shared_source_from_spec
 from crawlguard.kernel import longpaths
 from crawlguard.kernel.logs import get_logger
-from crawlguard.kernel.settings import ACTIONS, Settings, port_flag
+from crawlguard.kernel.settings import ACTIONS, Settings, port_flag, state_dir_established
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.sidecar.engine import Engine
 from crawlguard.sidecar.ladder import Pending
@@ -65,7 +65,9 @@ def main(args: argparse.Namespace) -> int:
     if note:
         log.warning("%s", note)
     hook = _crash if os.environ.get(CRASH_HOOK) == "1" else None
-    engine = Engine(StateDir(settings.state_dir), settings.remediation, after_decide=hook)
+    # A sidecar `up` (re)started never makes a vanished state dir afresh.
+    state = StateDir(settings.state_dir, create=not state_dir_established())
+    engine = Engine(state, settings.remediation, after_decide=hook)
     server = SidecarServer(engine, ep.sidecar_host, ep.sidecar_port, ep.token,
                            insecure_no_token=args.insecure_no_token, tls=ep.tls,
                            allow_plaintext=ep.allow_plaintext, header_timeout=ep.header_timeout)

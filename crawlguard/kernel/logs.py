@@ -43,6 +43,23 @@ class _Stderr(logging.Handler):
 _console: list[_Stderr] = []
 
 
+class _FileHandler(logging.FileHandler):
+    """A log file that may stop taking lines (a full disk, a vanished state dir): said
+    once on stderr, in one line, and the program goes on; never logging's traceback per
+    line (``logging.Handler.handleError``)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"crawlguard: cannot write the log file {self.baseFilename} "
+                             f"({exc}); its lines are dropped\n")
+
+
 class Outage:
     """A source that may fail: the first failure is logged, then nothing until
     ``recovered``, which is logged once. ``what`` names the source in both lines."""
@@ -111,7 +128,7 @@ def console(verbose: bool = False) -> None:
 def to_file(path: Path) -> Iterator[None]:
     """Meanwhile, crawlguard's INFO lines go to ``path`` and the console shows warnings
     only (``up`` redraws a live view on the terminal that log lines would tear)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     ours = logging.getLogger(ROOT)
     own_level = ours.level
@@ -125,7 +142,8 @@ def to_file(path: Path) -> Iterator[None]:
         yield
     finally:
         ours.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # its last flush, on a full disk
+            handler.close()
         ours.setLevel(own_level)
         for h, level in levels:
             h.setLevel(level)

@@ -33,6 +33,7 @@ SET_FOR_CHILDREN = frozenset({
     PREFIX + "SHARD",                    # the supervisor, for each worker: its shard
     PREFIX + "SIMGPU_DIR",               # up --simulate-gpu, for the reference build
     PREFIX + "TEST_CRASH_AFTER_DECIDE",  # a test hook of the sidecar (cli/serve.py)
+    PREFIX + "STATE_DIR_ESTABLISHED",    # up and run: the state dir exists, never create it
 })
 """HELIX_BFM_* names crawlguard sets in its children's environments: not knobs, but
 not misspellings either (``unknown_knobs``)."""
@@ -374,6 +375,18 @@ def _strong(knob: str, token: str, shown: str) -> str:
 def state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(_get(env, PREFIX + "STATE_DIR", ".crawlguard", _text))
+
+
+ESTABLISHED_VAR = PREFIX + "STATE_DIR_ESTABLISHED"
+"""Set to 1 by ``up`` and ``run`` in their children's environments (the sidecar, the
+workers): the state dir was made by the parent, so a child that finds it missing must
+refuse, never create an empty one (``StateDir(create=False)``)."""
+
+
+def state_dir_established(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a child of ``up``/``run`` (``ESTABLISHED_VAR``)."""
+    env = os.environ if env is None else env
+    return _get(env, ESTABLISHED_VAR, False, _bool)
 
 
 def device_var_from_env(env: Mapping[str, str] | None = None) -> str:

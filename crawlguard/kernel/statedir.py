@@ -67,8 +67,11 @@ _ESTABLISHED: dict[str, tuple[int, int]] = {}
 class StateDir:
     """Paths and primitives of one state directory. Construction touches nothing."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], create: bool = True) -> None:
         self.root = Path(root)
+        self.create = create
+        """False in a child of ``up``/``run`` (``settings.state_dir_established``): the
+        root exists already, and one found missing is refused, never made afresh."""
         self._case_checked: set[str] = set()
 
     def __repr__(self) -> str:
@@ -168,6 +171,8 @@ class StateDir:
         never re-creates a root this process opened for service (``check_present``)."""
         check_present(self.root)
         target = self.root if path is None else path
+        if not self.create:
+            self.establish()
         try:
             if not self.root.is_dir():
                 private.make_dir(self.root)
@@ -176,10 +181,27 @@ class StateDir:
             raise StateError(f"cannot create {target}: {exc.strerror}") from exc
         return target
 
+    def establish(self) -> None:
+        """Remember the root as it is now (``check_present``): from here on this process
+        refuses to recreate it. StateError (logged critical) when it is missing."""
+        full = os.path.abspath(self.root)
+        if full in _ESTABLISHED:
+            return
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            msg = (f"state dir {self.root} is missing ({exc.strerror or exc}); the process "
+                   "that made it is running, so it vanished: refusing to create an empty one "
+                   "(it would forget every ladder)")
+            log.critical(msg)
+            raise StateError(msg) from exc
+        _ESTABLISHED[full] = (st.st_dev, st.st_ino)
+
     def open_for_service(self) -> None:
         """At the start of a long-running process: create the root if needed, prove it
         writable (a probe file), and remember which directory it is from now on."""
-        _ESTABLISHED.pop(os.path.abspath(self.root), None)  # a new start decides afresh
+        if self.create:
+            _ESTABLISHED.pop(os.path.abspath(self.root), None)  # a new start decides afresh
         self.ensure()
         try:
             fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)

@@ -22,6 +22,9 @@ from crawlguard.kernel.errors import ConfigError
 from crawlguard.kernel.promconfig import SIDECAR_RECEIVER, load_yaml
 from crawlguard.rules.files import RULES_FILE, RUNBOOK_URL
 
+RESEND_DELAY_S = 5.0
+"""How often ``up``'s Prometheus re-sends a firing alert: the shipped evaluation interval,
+so that an Alertmanager ``up`` restarted hears of a firing crawl within one interval."""
 ALERT_PATHS = ("auto", "embedded", "prometheus", "external")
 """external: alerts arrive from an Alertmanager elsewhere (a fleet's central host)."""
 
@@ -154,9 +157,13 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def prometheus_argv(binary: str, config: Path, data: Path, port: int) -> list[str]:
+def prometheus_argv(binary: str, config: Path, data: Path, port: int,
+                    resend_delay: float = RESEND_DELAY_S) -> list[str]:
+    # Prometheus re-sends a firing alert only every resend delay (1m by default): an
+    # Alertmanager restarted by `up` (it starts empty) learnt of a crawl that late.
     return [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+            f"--rules.alert.resend-delay={duration(resend_delay)}"]
 
 
 def alertmanager_argv(binary: str, config: Path, data: Path, port: int) -> list[str]:

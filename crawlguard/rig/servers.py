@@ -11,18 +11,24 @@ directory; readiness is an HTTP GET that answers 200.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from crawlguard.kernel import http
 from crawlguard.kernel.errors import HttpError, ProcessError
 from crawlguard.kernel.listen import set_listen_options
+from crawlguard.kernel.logs import Outage, get_logger
+from crawlguard.kernel.statedir import check_present
 from crawlguard.supervisor import childproc
 from crawlguard.supervisor.runrecord import RunRecord
+
+log = get_logger(__name__)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,6 +63,24 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def steadily(step: Callable[[], None], stop: threading.Event, period: float,
+             what: str) -> None:
+    """Run ``step`` every ``period`` seconds until ``stop``. An exception in one step is
+    logged (once, with its traceback, until a step succeeds again) and the loop goes on:
+    a monitor that died would leave the run unwatched for good."""
+    outage = Outage(log, what, logging.ERROR)
+    while not stop.wait(period):
+        try:
+            step()
+        except Exception as exc:  # whatever it is, the next step runs
+            if not outage.failing:
+                log.error("%s: step failed", what, exc_info=exc)
+            outage.failed("fails (%s: %s); it goes on, every %gs", type(exc).__name__,
+                          exc, period)
+        else:
+            outage.recovered()
+
+
 class ServerProc:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], ready_url: str,
                  log_path: Path, start_timeout: float = 60.0,
@@ -78,6 +102,7 @@ class ServerProc:
         return None if self.popen is None else self.popen.pid
 
     def start(self) -> None:
+        check_present(self.log_path)  # a state dir that vanished is never made afresh
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.popen = childproc.spawn(self.argv, self.env, stdout=out,

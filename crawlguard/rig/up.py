@@ -54,7 +54,7 @@ from crawlguard.kernel.errors import ConfigError, NoEvidenceSource, ProcessError
 from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, UpTls
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
-from crawlguard.kernel.statedir import StateDir, write_json_atomic
+from crawlguard.kernel.statedir import StateDir, check_present, write_json_atomic
 from crawlguard.kernel.tls import CA_KNOB, CERT_KNOB, KEY_KNOB
 from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.rules import EmbeddedAlerting
@@ -66,7 +66,11 @@ from . import promstack, secretfile
 from .console import ConsoleWriter
 from .liveview import LiveView, UniqueGenes
 from .promstack import resolve_alert_path
-from .servers import ServerProc, free_port, port_free
+from .servers import ServerProc, free_port, port_free, steadily
+
+MONITOR_PERIOD_S = 0.5
+EXIT_STATE_GONE = 4
+"""``up`` stopped because its state dir vanished or was replaced mid-run."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class RunningRig:
         self._monitor_thread: tuple[threading.Event, threading.Thread] | None = None
         self._identity = WorkerIdentity.current()
         """This process, by pid AND creation time: clients tell a live up by it."""
+        self._stop: threading.Event | None = None
+        self.gone: StateError | None = None
+        """Set by the monitor when the state dir vanished: the run stops, exit 4."""
         self._notes: list[str] = []
         """Said once the live view runs (it does not exist while the servers start)."""
 
@@ -350,7 +357,8 @@ class RunningRig:
         am.start()
         self.servers.append(am)
         prom = ServerProc("prometheus", promstack.prometheus_argv(
-            binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port),
+            binaries.prometheus, prom_cfg, self.run_dir / "prometheus-data", prom_port,
+            min(interval or promstack.RESEND_DELAY_S, promstack.RESEND_DELAY_S)),
             self.env, f"http://127.0.0.1:{prom_port}/-/ready",
             self.run_dir / "logs" / "prometheus.log", record=self.record)
         prom.start()
@@ -395,8 +403,15 @@ class RunningRig:
         for v in self.views:
             self._thread(functools.partial(self._daemon, v.run))
         ev = threading.Event()
+        self._stop = stop
         self._monitor_thread = (ev, self._daemon(self._monitor, ev))
-        return supervisor.run(stop)
+        try:
+            rc = supervisor.run(stop)
+        except StateError:
+            if self.gone is None:
+                raise
+            rc = EXIT_STATE_GONE
+        return EXIT_STATE_GONE if self.gone is not None else rc
 
     def _view(self, supervisor: Supervisor, stream: TextIO, mode: str) -> LiveView:
         writer = ConsoleWriter(stream)
@@ -418,13 +433,28 @@ class RunningRig:
         return t
 
     def _monitor(self, stop: threading.Event) -> None:
-        """Bring back a server that died; the rebuild must not depend on luck."""
-        while not stop.wait(0.5):
-            for server in self.servers:
-                note = server.ensure()
-                if note:
-                    self._say(note)
-                    self._write_up_json()
+        """Bring back a server that died (the rebuild must not depend on luck), and stop
+        the run when the state dir vanished. Never ends of an exception: a sidecar it
+        restarted would die with it (the parent-death signal) and stay dead."""
+        steadily(self._monitor_step, stop, MONITOR_PERIOD_S, "up's monitor")
+
+    def _monitor_step(self) -> None:
+        if self.gone is None:
+            try:
+                check_present(self.state.root)  # logs it critical
+            except StateError as exc:
+                self.gone = exc
+                self._say(f"CRITICAL: {exc}; stopping this run (exit {EXIT_STATE_GONE})")
+                for server in self.servers:
+                    server.closed = True  # restarted, one would write into nothing
+                if self._stop is not None:
+                    self._stop.set()
+                return
+        for server in self.servers:
+            note = server.ensure()
+            if note:
+                self._say(note)
+                self._write_up_json()
 
     def _write_up_json(self) -> None:
         """What a client needs to reach this run: URLs, token files and, on the external

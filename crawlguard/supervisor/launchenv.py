@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from crawlguard.gpu.vram import VramSource
 from crawlguard.kernel.devices import gpu_of_launch
 from crawlguard.kernel.errors import ResumeEnvError, VramError
-from crawlguard.kernel.settings import Remediation
+from crawlguard.kernel.settings import ESTABLISHED_VAR, Remediation
 from crawlguard.kernel.statedir import StateDir, check_present
 from crawlguard.sidecar.resume import resume_env
 
@@ -48,6 +48,7 @@ def launch_env(base: Mapping[str, str], state: StateDir, shard: str,
     env = dict(base)
     env["HELIX_BFM_SHARD"] = shard
     env["HELIX_BFM_STATE_DIR"] = str(state.root.resolve())
+    env[ESTABLISHED_VAR] = "1"  # made by this supervisor: a worker never makes it afresh
     for key, value in policy.items():
         env.setdefault(key, value)
     env.update(read_overrides(state, shard))

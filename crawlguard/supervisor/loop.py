@@ -43,7 +43,7 @@ from crawlguard.kernel.errors import CrawlguardError, ProcessError, UnsafeNameEr
 from crawlguard.kernel.formats.batchlog import BatchTail
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.settings import Remediation
-from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.statedir import StateDir, check_present
 from crawlguard.kernel.workers import LaunchRecord, WorkerIdentity, record_launch
 
 from . import childproc, logtail
@@ -271,6 +271,7 @@ class Supervisor:
         if self.config.log_dir is None:
             yield None
             return
+        check_present(self.config.log_dir)
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         fh: IO[bytes]
         with open(self.config.log_dir / f"{shard}.log", "ab") as fh:

@@ -25,7 +25,8 @@
     Restarts: a Scheduled Task's RestartCount retries only an action that failed
     to START (MS-TSCH); a crawlguard that ran and exited non-zero is not
     restarted by it. So this script does it: after any exit other than 0 (every
-    shard complete) and 130 (stopped on purpose: Ctrl+C), it starts crawlguard
+    shard complete), 130 (stopped on purpose: Ctrl+C) and 4 (the state dir
+    vanished: a new start would make an empty one), it starts crawlguard
     again after -RestartDelaySeconds; after -MaxRestarts starts in a row that
     each ended within -StableSeconds it gives up and exits with the last
     status. A run that lasted -StableSeconds or more starts the count afresh.
@@ -219,6 +220,8 @@ try {
         $ran = [int]((Get-Date) - $started).TotalSeconds
         if ($rc -eq 0) { Write-TaskLog "crawlguard $command finished: every shard complete"; break }
         if ($rc -eq 130) { Write-TaskLog "crawlguard $command was stopped (exit 130): not restarted"; break }
+        # 4: the state dir vanished mid-run; a new start would make an empty one and forget every ladder.
+        if ($rc -eq 4) { Write-TaskLog "crawlguard $command stopped: its state dir vanished (exit 4): not restarted"; break }
         $failures = if ($ran -ge $StableSeconds) { 1 } else { $failures + 1 }
         if ($failures -gt $MaxRestarts) {
             Write-TaskLog ("crawlguard $command exited $rc after ${ran}s; giving up after " +

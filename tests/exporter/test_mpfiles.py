@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from crawlguard.exporter.collector import LiveWorkersCollector, WorkerCollector
 from crawlguard.exporter.compaction import ARCHIVE, MetricsJanitor
 from crawlguard.exporter.mpfiles import BadMetricsFile, encode_key
 from crawlguard.kernel.workers import WorkerIdentity
-from tests.helpers import start_exporter
+from tests.helpers import start_exporter, wait_until
 
 LIVE = WorkerIdentity(os.getpid(), 1234.5)
 LABELS = {"shard": "good", "stage": "b", "device": "cuda:0", "gpu": "0"}
@@ -80,7 +82,8 @@ def raw_file(path: Path, keys: list[bytes], value: float = 1.0) -> Path:
 class Exposition:
     """One exporter's worker collectors, scraped through a real registry."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path,
+                 alive: Callable[[WorkerIdentity], bool] = alive) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.workers = WorkerCollector(directory, alive)
         self.registry.register(self.workers)
@@ -229,16 +232,42 @@ def test_a_truncated_file_is_quarantined(tmp_path: Path, cut: int) -> None:
     assert (tmp_path / "quarantine" / bad.name).exists()
 
 
-def test_a_live_workers_bad_file_is_skipped_until_it_reads(tmp_path: Path) -> None:
-    path = raw_file(tmp_path / mpfiles.file_name("gauge", LIVE), [b"1"])
+@pytest.mark.parametrize("cut", [0, 4, 7])
+def test_a_live_workers_file_shorter_than_its_header_is_skipped_until_it_reads(
+        tmp_path: Path, cut: int) -> None:
+    path = tmp_path / mpfiles.file_name("gauge", LIVE)
+    path.write_bytes(GOLDEN_GAUGE[:cut])  # the writer creates it empty, then sizes it
     text, _ = scrape(tmp_path)
     assert path.exists() and "bfm_exporter_corrupt_files_total 0.0" in text
-    write(path, [(encode_key("bfm_crawl_factor", "bfm_crawl_factor", LABELS, "F."), 5.0, 1.0)])
-    assert "bfm_crawl_factor" not in scrape(tmp_path)[0]  # still the bad key at its start
     path.unlink()
     write(path, [(encode_key("bfm_crawl_factor", "bfm_crawl_factor", LABELS, "F."), 5.0, 1.0)])
     assert 'bfm_crawl_factor{device="cuda:0",gpu="0",shard="good",stage="b"} 5.0' in \
         scrape(tmp_path)[0]
+
+
+def test_garbage_over_a_live_workers_file_is_quarantined_counted_and_written_anew(
+        tmp_path: Path) -> None:
+    """Issue 18: garbage over a live gauge file hid that worker's crawl with no signal.
+    The exporter moves it and counts it; the writer (this process is the live worker)
+    notices and writes a new file with every series it holds."""
+    me = WorkerIdentity.current()
+    writer = mpfiles.SeriesWriter(tmp_path, list(LABELS), list(LABELS.values()),
+                                  {"bfm_genes": "Genes."}, {"bfm_crawl_factor": "F."})
+    writer.record({"bfm_genes": 7.0}, {"bfm_crawl_factor": 5.0})
+    gauge = tmp_path / mpfiles.file_name("gauge", me)
+    with open(gauge, "r+b") as fh:  # dd if=/dev/urandom conv=notrunc, seeded
+        fh.write(random.Random(18).randbytes(4096))
+    exposition = Exposition(tmp_path, alive=lambda w: w == me)
+    text = exposition.scrape()
+    assert "bfm_exporter_corrupt_files_total 1.0" in text and "bfm_crawl_factor" not in text
+    assert (tmp_path / "quarantine" / gauge.name).exists() and not gauge.exists()
+    wait_until(lambda: writer.set_many({}) or gauge.exists(), timeout=10,
+               what="the worker writes a new gauge file")
+    writer.record({"bfm_genes": 1.0}, {})
+    text = exposition.scrape()
+    assert 'bfm_crawl_factor{device="cuda:0",gpu="0",shard="good",stage="b"} 5.0' in text
+    assert 'bfm_genes_total{device="cuda:0",gpu="0",shard="good",stage="b"} 8.0' in text
+    assert "bfm_exporter_corrupt_files_total 1.0" in text
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the exporter test helper is POSIX")
