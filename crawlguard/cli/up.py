@@ -16,7 +16,7 @@ from crawlguard.rig.promstack import ALERT_PATHS, AmTiming
 from crawlguard.rig.up import RigConfig, RunningRig, with_state_dir
 
 from . import HELP, warn_unknown_knobs
-from .run import EPILOG, add_run_arguments, command_of
+from .run import EPILOG, add_run_arguments, command_of, say_resume
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -85,4 +85,25 @@ def main(args: argparse.Namespace) -> int:
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
         progress=args.progress, log_file=args.log_file, blind=args.blind)
     with shutdown_on_signals(hangup=True) as stop:
-        return RunningRig(config, sys.stderr).run(stop)
+        rc = RunningRig(config, sys.stderr).run(stop)
+    if stop.is_set():
+        say_resume(args, resume_options(args, settings.state_dir))
+    return rc
+
+
+def resume_options(args: argparse.Namespace, state_dir: Path) -> list[str]:
+    """``up``'s options as given, with the state dir made explicit: every path absolute,
+    so that the line resumes from any directory."""
+    words = ["--state-dir", str(state_dir.resolve())]
+    for flag, value in (("--env-file", args.env_file), ("--log-file", args.log_file)):
+        if value is not None:
+            words += [flag, str(Path(value).resolve())]
+    if args.alert_path != "auto":
+        words += ["--alert-path", args.alert_path]
+    if args.interval is not None:
+        words += ["--interval", f"{args.interval:g}"]
+    if args.progress != "auto":
+        words += ["--progress", args.progress]
+    words += [flag for flag, on in (("--simulate-gpu", args.simulate_gpu),
+                                    ("--blind", args.blind)) if on]
+    return words
