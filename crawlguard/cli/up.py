@@ -102,8 +102,8 @@ def resume_options(args: argparse.Namespace, state_dir: Path) -> list[str]:
         words += ["--alert-path", args.alert_path]
     if args.interval is not None:
         words += ["--interval", f"{args.interval:g}"]
-    if args.progress != "auto":
-        words += ["--progress", args.progress]
     words += [flag for flag, on in (("--simulate-gpu", args.simulate_gpu),
                                     ("--blind", args.blind)) if on]
+    if args.progress != "auto":
+        words += ["--progress", args.progress]
     return words

@@ -152,11 +152,13 @@ def _columns(f: ShardFacts) -> dict[str, tuple[str, str]]:
 STATE_SHORT = {"running": "run", "pending": "pend", "stopped": "stop", "failed": "fail",
                "oom-wait": "oomw", "gpu-wait": "gpuw"}
 REDUCTIONS = (("redone", "drop"), ("launches", "drop"), ("speed", "short"),
-              ("eta", "short"), ("device", "drop"), ("name", "short"), ("progress", "short"),
+              ("eta", "short"), ("device", "drop"), ("name", "short"), ("name", "cut"),
+              ("progress", "short"),
               ("ladder", "short"), ("state", "short"), ("speed", "drop"), ("eta", "drop"),
               ("progress", "drop"))
 """How a row is made to fit, in order: the crawl and rung state (``ladder``) and the
-run's state are shortened, never dropped; the shard's name is cut last."""
+run's state are shortened, never dropped; a name is cut to ``NAME_WIDTH``, and
+further only when nothing else is left to drop."""
 
 
 def shard_row(f: ShardFacts, width: int = WIDTH) -> str:
@@ -172,7 +174,8 @@ def shard_row(f: ShardFacts, width: int = WIDTH) -> str:
         if len(row()) <= width:
             break
         if key == "name":
-            name = f.shard
+            name = f.shard if how == "short" or len(f.shard) <= NAME_WIDTH else (
+                f.shard[:NAME_WIDTH - 1] + "~")
         elif key in chosen:
             chosen[key] = cols[key][1] if how == "short" else ""
     over = len(row()) - width
