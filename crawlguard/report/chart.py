@@ -192,6 +192,15 @@ def _plot_vram(ax: Any, samples: list[VramSample], full_ratio: float) -> None:
 def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
                        full_ratio: float = 0.95, dpi: int = 100) -> Path:
     """Write ``path`` (PNG) for one shard; returns it."""
+    fig = draw_shard_chart(ev, vram, full_ratio, dpi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def draw_shard_chart(ev: ShardEvidence, vram: list[VramSample], full_ratio: float = 0.95,
+                     dpi: int = 100) -> Any:
+    """The chart of one shard as a matplotlib ``Figure`` on its own Agg canvas."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, DateFormatter
@@ -229,6 +238,4 @@ def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
     axes[-1].xaxis.set_major_formatter(DateFormatter(TIME_FORMATS[long], tz=timezone.utc))
     day = f", {fmt_time(span[0])[:10]}" if span is not None else ""
     axes[-1].set_xlabel(f"time (UTC{day})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig
