@@ -125,8 +125,8 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
              "Genes are those the workers processed: work redone after a restart counts "
              "again; the unique count is the build's total less what its last worker had "
              "left (known when its tracker is given total=).", "",
-             "| shard | genes processed | batches | baseline (genes/s) | crawls | rungs | final device "
-             "| time lost |",
+             "| shard | genes processed | batches | baseline (genes/s) | crawls | rungs "
+             "| final device | time lost |",
              "|---|---:|---:|---|---:|---|---|---:|"]
     for ev in run.shards:
         bases = ", ".join(f"{fmt_rate(v)} ({d})" for (_, d), v in ev.baselines().items())

@@ -18,9 +18,9 @@ from crawlguard.report.summary import summary_markdown
 
 pytest.importorskip("matplotlib")
 
-from matplotlib.dates import DateFormatter, date2num  # noqa: E402
+from matplotlib.dates import DateFormatter, date2num
 
-from crawlguard.report import chart  # noqa: E402
+from crawlguard.report import chart
 
 T0 = 1_781_049_600.0  # 2026-06-10 00:00:00 UTC
 
