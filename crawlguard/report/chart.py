@@ -235,7 +235,7 @@ def draw_shard_chart(ev: ShardEvidence, vram: list[VramSample], full_ratio: floa
     long = span is not None and span[1] - span[0] > LONG_SPAN_S
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     axes[-1].xaxis.set_major_locator(locator)
-    axes[-1].xaxis.set_major_formatter(DateFormatter(TIME_FORMATS[long], tz=timezone.utc))
+    axes[-1].xaxis.set_major_formatter(DateFormatter(TIME_FORMATS[long], tz=timezone.utc))  # type: ignore[no-untyped-call]
     day = f", {fmt_time(span[0])[:10]}" if span is not None else ""
     axes[-1].set_xlabel(f"time (UTC{day})")
     return fig
