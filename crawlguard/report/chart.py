@@ -39,7 +39,7 @@ OOM_COLOUR = "tab:brown"
 ONSET_COLOUR = "tab:pink"
 ALERT_COLOUR = "black"
 STALL_HATCH = "///"
-STALL_LABEL = "stalled batch, until the rung cut it"
+STALL_LABEL = "stalled batch (no line: cut by a rung, or running still)"
 TIME_FORMATS = {False: "%H:%M:%S", True: "%H:%M"}
 LONG_SPAN_S = 6 * 3600.0
 """Beyond this span the seconds of a tick say nothing."""
@@ -128,7 +128,7 @@ def _mark_rungs(axes: list[Any], ev: ShardEvidence) -> None:
                      label=label)
 
 
-def _mark_onsets_and_alerts(axes: list[Any], ev: ShardEvidence) -> None:
+def _mark_onsets_and_alerts(axes: list[Any], ev: ShardEvidence, now: float | None) -> None:
     """Why a rung came when it did: the slowdown's onset, the alert, and a stalled batch
     as the span it ran (it finished no line of its own) until the rung cut it."""
     top = axes[0]
@@ -143,7 +143,7 @@ def _mark_onsets_and_alerts(axes: list[Any], ev: ShardEvidence) -> None:
         top.annotate(alert.alertname, xy=(x, 0.0), xycoords=("data", "axes fraction"),
                      xytext=(-3, 12), textcoords="offset points", color=ALERT_COLOUR,
                      fontsize=8, rotation=90, va="bottom", ha="right")
-    for i, (start, end) in enumerate(ev.stalls):
+    for i, (start, end) in enumerate(ev.stalls(now)):
         span = _dates((start, end))
         for ax in axes:
             ax.axvspan(span[0], span[1], facecolor="none", edgecolor="0.7", hatch=STALL_HATCH,
@@ -190,16 +190,18 @@ def _plot_vram(ax: Any, samples: list[VramSample], full_ratio: float) -> None:
 
 
 def render_shard_chart(ev: ShardEvidence, vram: list[VramSample], path: Path,
-                       full_ratio: float = 0.95, dpi: int = 100) -> Path:
-    """Write ``path`` (PNG) for one shard; returns it."""
-    fig = draw_shard_chart(ev, vram, full_ratio, dpi)
+                       full_ratio: float = 0.95, dpi: int = 100,
+                       now: float | None = None) -> Path:
+    """Write ``path`` (PNG) for one shard; returns it. ``now``: a batch the live worker
+    has been in too long is drawn as a stall up to then."""
+    fig = draw_shard_chart(ev, vram, full_ratio, dpi, now)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
 
 
 def draw_shard_chart(ev: ShardEvidence, vram: list[VramSample], full_ratio: float = 0.95,
-                     dpi: int = 100) -> Any:
+                     dpi: int = 100, now: float | None = None) -> Any:
     """The chart of one shard as a matplotlib ``Figure`` on its own Agg canvas."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -224,7 +226,7 @@ def draw_shard_chart(ev: ShardEvidence, vram: list[VramSample], full_ratio: floa
                      transform=axes[0].transAxes)
     if samples:
         _plot_vram(axes[1], samples, full_ratio)
-    _mark_onsets_and_alerts(axes, ev)
+    _mark_onsets_and_alerts(axes, ev, now)
     _mark_rungs(axes, ev)
     _mark_ooms(axes, ev)
     if ev.batches:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crawlguard.kernel import oom, rungs
-from crawlguard.kernel.errors import CorruptStateError, ReportError
+from crawlguard.kernel.errors import CorruptStateError, CrawlguardError, ReportError
 from crawlguard.kernel.formats import auditlog, batchlog, ladderfile, vramlog
 from crawlguard.kernel.formats.auditlog import AuditLine
 from crawlguard.kernel.formats.batchlog import Batch
@@ -37,6 +37,7 @@ from crawlguard.kernel.formats.ladderfile import HistoryEntry, LadderFile
 from crawlguard.kernel.formats.vramlog import VramSample
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import read_registration
 
 __all__ = ["ALERT_KINDS", "MARKERS", "RESET", "AlertEvent", "Onset", "RunEvidence", "RungEvent",
            "ShardEvidence", "audit_marker", "ladder_marker", "load_run", "vram_for"]
@@ -88,6 +89,8 @@ class ShardEvidence:
     skipped_lines: int = 0
     ooms: list[oom.OomRecord] = field(default_factory=list)
     """Out-of-memory records of the shard's workers (``crawlguard.kernel.oom``), oldest first."""
+    live_pid: int | None = None
+    """The shard's registered worker when it is alive now (a report during a rebuild)."""
 
     @property
     def oom_deaths(self) -> int:
@@ -147,15 +150,22 @@ class ShardEvidence:
                 out.append(Onset(last.t, True, rung.t))
         return out
 
-    @property
-    def stalls(self) -> list[tuple[float, float]]:
-        """Batches a rung cut short after they ran longer than factor x one batch at the
-        baseline's pace: (their start, the rung). A stalled batch is in no line."""
+    def stalls(self, now: float | None = None) -> list[tuple[float, float]]:
+        """Batches that ran longer than factor x one batch at the baseline's pace and
+        finished no line: (their start, their end). A stalled batch is in no line, so
+        its end is the rung that cut it, or ``now`` while the shard's live worker
+        (``live_pid``) is still in it."""
         out = []
         for rung, last in self._cut():
             expected = last.expected_seconds
             if expected is not None and rung.t - last.t > last.factor * expected:
                 out.append((last.t, rung.t))
+        last = self.batches[-1] if self.batches else None
+        if now is not None and last is not None and last.pid == self.live_pid and not any(
+                r.t >= last.t for r in self.rungs):
+            expected = last.expected_seconds
+            if expected is not None and now - last.t > last.factor * expected:
+                out.append((last.t, now))
         return out
 
     @property
@@ -308,7 +318,21 @@ def _load_shard(state: StateDir, shard: str, audit: list[AuditLine],
                     if r is not None]
     ev.rungs.sort(key=lambda r: r.t)
     ev.ooms = oom.read_records(state, shard)
+    ev.live_pid = _live_worker(state, shard)
     return ev
+
+
+def _live_worker(state: StateDir, shard: str) -> int | None:
+    """The pid of the shard's registered worker if that very process (pid AND creation
+    time: a state dir copied from another machine matches nothing) is alive."""
+    try:
+        reg = read_registration(state, shard)
+        if reg is None:
+            return None
+        worker = reg.identity
+        return worker.pid if worker.is_alive() else None
+    except CrawlguardError:
+        return None
 
 
 def vram_for(ev: ShardEvidence, vram: list[VramSample]) -> list[VramSample]:

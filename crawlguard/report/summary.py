@@ -50,7 +50,8 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) -> list[str]:
+def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None,
+                  now: float | None = None) -> list[str]:
     lines = [f"## {ev.shard}", ""]
     if chart:
         lines += [f"![{ev.shard}]({chart})", ""]
@@ -97,6 +98,9 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
                      f"{fmt_duration(onset.until - onset.t)} later, at {fmt_time(onset.until)}")
     for alert in ev.alerts:
         lines.append(f"- alert {alert.alertname} firing from {fmt_time(alert.t)}")
+    for start, end in ev.stalls(now):
+        lines.append(f"- stalled batch: from {fmt_time(start)} for {fmt_duration(end - start)}"
+                     + (" (running still)" if end == now else " (cut by the rung)"))
     for v in ev.verifications:
         lines.append(f"- {v.id or '?'}: {v.reason or v.outcome or '?'} (at {fmt_time(v.at)})")
     if ev.ladder_error:
@@ -143,5 +147,5 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
             f"{path}: {n}" for path, n in sorted(run.skipped.items())) + ".")
         lines.append("")
     for ev in run.shards:
-        lines += shard_section(ev, run.vram, charts.get(ev.shard))
+        lines += shard_section(ev, run.vram, charts.get(ev.shard), now)
     return "\n".join(lines) + "\n"

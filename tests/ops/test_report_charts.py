@@ -4,6 +4,7 @@ axis is clock time, and redone work is labelled. Asserted on the matplotlib arti
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,30 @@ def test_the_summary_labels_redone_work_and_spells_the_state_dir_out(
     assert "984 genes processed, 960 unique, 24 redone after restarts" in md
     assert "| s | 984 (960 unique) |" in md
     assert f"State dir: `{tmp_path / 'state'}`" in md
+
+
+def test_a_batch_the_live_worker_is_still_in_is_drawn_as_a_stall_up_to_now(
+        tmp_path: Path) -> None:
+    """A report during a stall: the running worker (this test's own process, registered)
+    finished its last line long ago; a dead worker's silence is no stall."""
+    from crawlguard.kernel.statedir import StateDir
+    from crawlguard.kernel.workers import register_worker
+
+    state = StateDir(tmp_path / "state")
+    state.batches_file("s").parent.mkdir(parents=True)
+    me = os.getpid()
+    lines = [_batch(T0 + 4 * (i + 1), me, "cuda:0", 16.0) for i in range(5)]
+    state.batches_file("s").write_text(
+        "".join(b.model_dump_json() + "\n" for b in lines))
+    register_worker(state, "s")
+    (ev,) = load_run(state.root).shards
+    assert ev.live_pid == me
+    now = T0 + 20 + 60                      # 60 s into a batch due in 4
+    assert ev.stalls(now) == [(T0 + 20, now)] and ev.stalls(T0 + 25) == []
+    fig = chart.draw_shard_chart(ev, [], now=now)
+    (span,) = [p for p in fig.axes[0].patches if p.get_hatch() == chart.STALL_HATCH]
+    assert span.get_x() + span.get_width() == pytest.approx(_x(now))
+    assert "- stalled batch: from" in summary_markdown(load_run(state.root), now=now)
+    assert "(running still)" in summary_markdown(load_run(state.root), now=now)
+    ev.live_pid = None                      # the worker is gone: nothing runs still
+    assert ev.stalls(now) == []
