@@ -3,7 +3,7 @@
 What explains the delay before a rung is drawn too: the slowdown's onset (the first
 batch of the slow streak, or the end of the last batch before a stall), the alert
 (when it began firing), and a stalled batch as the hatched span it ran until the
-rung cut it. VRAM is drawn as steps (a sample holds until the next one: a line
+rung cut it (or until now, while the shard's live worker is in it). VRAM is drawn as steps (a sample holds until the next one: a line
 between samples would show a release that did not happen). The legend has one
 entry per meaning, and the time axis reads as clock time (UTC).
 
@@ -215,7 +215,7 @@ def draw_shard_chart(ev: ShardEvidence, vram: list[VramSample], full_ratio: floa
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [3, 1.4][:rows]})[:, 0].tolist()
     bases = ", ".join(f"{fmt_rate(v)} on {d}" for (_, d), v in ev.baselines().items())
-    fig.suptitle(f"{ev.shard}: {genes_text(ev)} in {len(ev.batches)} batches; crawls "
+    fig.suptitle(f"{ev.shard}: {genes_text(ev)}, in {len(ev.batches)} batches; crawls "
                  f"{ev.crawls}, rung {ev.rung}, final device {ev.final_device}"
                  + (f", OOM deaths {ev.oom_deaths}" if ev.ooms else "")
                  + (f"\nbaseline {bases} genes/s" if bases else ""), fontsize=11)

@@ -42,8 +42,9 @@ def genes_text(ev: ShardEvidence) -> str:
     if unique is None:
         return f"{ev.genes:g} genes processed"
     redone = ev.genes - unique
-    return (f"{ev.genes:g} genes processed, {unique:g} unique"
-            + (f", {redone:g} redone after restarts" if redone > 0 else ""))
+    if redone <= 0:
+        return f"{ev.genes:g} genes processed, none redone"
+    return f"{ev.genes:g} genes processed, {unique:g} unique, {redone:g} redone after restarts"
 
 
 def _gib(n: float) -> str:
