@@ -3,9 +3,10 @@
 What explains the delay before a rung is drawn too: the slowdown's onset (the first
 batch of the slow streak, or the end of the last batch before a stall), the alert
 (when it began firing), and a stalled batch as the hatched span it ran until the
-rung cut it (or until now, while the shard's live worker is in it). VRAM is drawn as steps (a sample holds until the next one: a line
-between samples would show a release that did not happen). The legend has one
-entry per meaning, and the time axis reads as clock time (UTC).
+rung cut it (or until now, while the shard's live worker is in it). VRAM is drawn
+as steps (a sample holds until the next one: a line between samples would show a
+release that did not happen). The legend has one entry per meaning, and the time
+axis reads as clock time (UTC).
 
 matplotlib is the optional ``report`` extra, so it is imported here, lazily,
 and only through ``require_matplotlib`` which turns its absence into one clear
