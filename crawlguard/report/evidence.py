@@ -160,12 +160,12 @@ class ShardEvidence:
             expected = last.expected_seconds
             if expected is not None and rung.t - last.t > last.factor * expected:
                 out.append((last.t, rung.t))
-        last = self.batches[-1] if self.batches else None
-        if now is not None and last is not None and last.pid == self.live_pid and not any(
-                r.t >= last.t for r in self.rungs):
-            expected = last.expected_seconds
-            if expected is not None and now - last.t > last.factor * expected:
-                out.append((last.t, now))
+        final = self.batches[-1] if self.batches else None
+        if now is not None and final is not None and final.pid == self.live_pid and not any(
+                r.t >= final.t for r in self.rungs):
+            expected = final.expected_seconds
+            if expected is not None and now - final.t > final.factor * expected:
+                out.append((final.t, now))
         return out
 
     @property
