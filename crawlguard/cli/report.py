@@ -52,16 +52,17 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise StateError(f"cannot create {out}: {exc.strerror}") from exc
     charts: dict[str, str] = {}
+    now = time.time()
     if not args.no_charts:
         from crawlguard.report.chart import render_shard_chart
         for ev in run.shards:
             path = render_shard_chart(ev, run.vram, out / f"{ev.shard}.png",
-                                      full_ratio=detection.vram_full_ratio)
+                                      full_ratio=detection.vram_full_ratio, now=now)
             charts[ev.shard] = path.name
             print(f"chart   {path}")
     summary = out / SUMMARY
     try:
-        summary.write_text(summary_markdown(run, charts, now=time.time()), encoding="utf-8")
+        summary.write_text(summary_markdown(run, charts, now=now), encoding="utf-8")
     except OSError as exc:
         raise StateError(f"cannot write {summary}: {exc.strerror}") from exc
     print(f"summary {summary}")

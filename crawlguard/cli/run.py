@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,6 +65,25 @@ def command_of(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(cmd)
 
 
+def resume_words(args: argparse.Namespace, options: list[str]) -> list[str]:
+    """The command line that carries on where a stopped ``args.command`` left off: the
+    same shards and CMD, with ``options`` (what differs from the defaults, paths absolute)."""
+    shards = [word for s in args.shard for word in ("--shard", s)]
+    return ["crawlguard", args.command, *options, *shards, "--", *command_of(args)]
+
+
+def say_resume(args: argparse.Namespace, options: list[str], note: str = "") -> None:
+    """After a Ctrl+C (or SIGTERM): the one command that resumes, last on stderr."""
+    words = resume_words(args, options)
+    line = subprocess.list2cmdline(words) if sys.platform == "win32" else shlex.join(words)
+    print(f"crawlguard {args.command}: stopped; finished work is kept. To resume: {line}{note}",
+          file=sys.stderr, flush=True)
+
+
+def _abs(path: Path | None) -> str | None:
+    return None if path is None else str(path.resolve())
+
+
 def print_event(prefix: str, copy: TextIO | None = None) -> Any:
     def sink(event: SupervisorEvent) -> None:
         where = "" if event.shard == "*" else f"[{event.shard}] "
@@ -96,8 +117,15 @@ def main(args: argparse.Namespace) -> int:
         supervisor = Supervisor(config, source=source, on_event=print_event("run", copy))
         with shutdown_on_signals(hangup=True) as stop:
             try:
-                return supervisor.run(stop)
+                rc = supervisor.run(stop)
             finally:
                 close = getattr(source, "close", None)
                 if callable(close):
                     close()
+    if stop.is_set():
+        options = [word for flag, value in (("--log-dir", _abs(args.log_dir)),
+                                            ("--log-file", _abs(args.log_file)))
+                   if value for word in (flag, value)]
+        say_resume(args, options, f" (state dir {settings.state_dir.resolve()}, from "
+                                  "HELIX_BFM_STATE_DIR or ./.crawlguard: run it where that holds)")
+    return rc

@@ -16,7 +16,7 @@ from crawlguard.rig.promstack import ALERT_PATHS, AmTiming
 from crawlguard.rig.up import RigConfig, RunningRig, with_state_dir
 
 from . import HELP, warn_unknown_knobs
-from .run import EPILOG, add_run_arguments, command_of
+from .run import EPILOG, add_run_arguments, command_of, say_resume
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "shut everything down at the end or on Ctrl-C. The state dir keeps what "
                     "a later 'up' needs to resume. The sidecar listens on 127.0.0.1:9848 "
                     "(HELIX_BFM_SIDECAR_PORT) when that is free, else on a free port; at "
-                    "start 'up' prints its URL and token file. Every client command "
+                    "start 'up' prints its URL and token file, and on Ctrl+C the one command "
+                    "that resumes. Every client command "
                     "(status, rung, pause, resume, env, report, doctor, drill) run with the "
                     "same state dir finds this 'up' through <state>/run/up.json.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,8 +60,10 @@ def add_up_arguments(p: argparse.ArgumentParser) -> None:
                         "HELIX_BFM_VRAM_SOURCE=file:PATH, no HELIX_BFM_SHARED_SOURCE): no crawl "
                         "is then confirmed or fixed. Without it 'up' refuses such a rig")
     p.add_argument("--progress", choices=("auto", "tty", "lines", "off"), default="auto",
-                   help="live progress on stderr: redrawn lines on a terminal, periodic "
-                        "lines otherwise (auto)")
+                   help="live progress on stderr, one row per shard in 80 columns: redrawn "
+                        "on a terminal, periodic lines stamped with the time otherwise (auto); "
+                        "off still prints the sidecar URL, the token file and, on Ctrl+C, the "
+                        "command that resumes")
     p.add_argument("--log-file", type=Path, metavar="FILE",
                    help="also append the progress and event lines to FILE (instead of piping "
                         "the output, which on Windows makes Ctrl+C kill only this process)")
@@ -85,4 +88,25 @@ def main(args: argparse.Namespace) -> int:
         am_timing=interval_timing(args.interval), simulate_gpu=args.simulate_gpu,
         progress=args.progress, log_file=args.log_file, blind=args.blind)
     with shutdown_on_signals(hangup=True) as stop:
-        return RunningRig(config, sys.stderr).run(stop)
+        rc = RunningRig(config, sys.stderr).run(stop)
+    if stop.is_set():
+        say_resume(args, resume_options(args, settings.state_dir))
+    return rc
+
+
+def resume_options(args: argparse.Namespace, state_dir: Path) -> list[str]:
+    """``up``'s options as given, with the state dir made explicit: every path absolute,
+    so that the line resumes from any directory."""
+    words = ["--state-dir", str(state_dir.resolve())]
+    for flag, value in (("--env-file", args.env_file), ("--log-file", args.log_file)):
+        if value is not None:
+            words += [flag, str(Path(value).resolve())]
+    if args.alert_path != "auto":
+        words += ["--alert-path", args.alert_path]
+    if args.interval is not None:
+        words += ["--interval", f"{args.interval:g}"]
+    words += [flag for flag, on in (("--simulate-gpu", args.simulate_gpu),
+                                    ("--blind", args.blind)) if on]
+    if args.progress != "auto":
+        words += ["--progress", args.progress]
+    return words

@@ -25,11 +25,11 @@ need matplotlib (the optional ``report`` extra).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crawlguard.kernel import oom, rungs
-from crawlguard.kernel.errors import CorruptStateError, ReportError
+from crawlguard.kernel.errors import CorruptStateError, CrawlguardError, ReportError
 from crawlguard.kernel.formats import auditlog, batchlog, ladderfile, vramlog
 from crawlguard.kernel.formats.auditlog import AuditLine
 from crawlguard.kernel.formats.batchlog import Batch
@@ -37,13 +37,16 @@ from crawlguard.kernel.formats.ladderfile import HistoryEntry, LadderFile
 from crawlguard.kernel.formats.vramlog import VramSample
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.statedir import StateDir
+from crawlguard.kernel.workers import read_registration
 
-__all__ = ["MARKERS", "RESET", "RunEvidence", "RungEvent", "ShardEvidence", "audit_marker",
-           "ladder_marker", "load_run", "vram_for"]
+__all__ = ["ALERT_KINDS", "MARKERS", "RESET", "AlertEvent", "Onset", "RunEvidence", "RungEvent",
+           "ShardEvidence", "audit_marker", "ladder_marker", "load_run", "vram_for"]
 
 RESET = "reset"
 MARKERS = (*rungs.TAKEN_NAMES, RESET)
 """What the report marks: the rungs taken and the resets that undid them."""
+ALERT_KINDS = ("crawl", "drill")
+"""Ladder history kinds of an alert that opened a crawl episode (a drill's is one too)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,27 @@ class RungEvent:
     outcome: str
     reason: str
     source: str  # "ladder" or "audit"
+    drill: bool = False
+    """A drill's restart (``crawlguard drill``): the ladder did not move."""
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    t: float
+    """When the alert began firing (its startsAt; else when the sidecar judged it)."""
+    alertname: str
+
+
+@dataclass(frozen=True)
+class Onset:
+    """Where the slowdown that a rung answered began."""
+
+    t: float
+    stalled: bool
+    """True: the batch after ``t`` never finished (a stall, cut by the rung at
+    ``until``); False: ``t`` is the start of the first batch of the slow streak."""
+    until: float
+    """The rung that ended it."""
 
 
 @dataclass
@@ -65,6 +89,8 @@ class ShardEvidence:
     skipped_lines: int = 0
     ooms: list[oom.OomRecord] = field(default_factory=list)
     """Out-of-memory records of the shard's workers (``crawlguard.kernel.oom``), oldest first."""
+    live_pid: int | None = None
+    """The shard's registered worker when it is alive now (a report during a rebuild)."""
 
     @property
     def oom_deaths(self) -> int:
@@ -74,6 +100,73 @@ class ShardEvidence:
     @property
     def genes(self) -> float:
         return sum(b.genes for b in self.batches)
+
+    @property
+    def unique_genes(self) -> float | None:
+        """Distinct genes done, when the build's tracker knows its total: the shard's total
+        (what its first worker was told) less what the last worker had left. None: unknown
+        (the batch log alone counts the work redone after a restart again)."""
+        told = [b for b in self.batches if b.total is not None and b.remaining is not None]
+        if not told:
+            return None
+        total = max(b.total for b in told if b.total is not None)
+        return min(max(total - (told[-1].remaining or 0.0), 0.0), self.genes)
+
+    @property
+    def alerts(self) -> list[AlertEvent]:
+        """Alerts that opened a crawl episode (ladder history), oldest first."""
+        history = self.ladder.history if self.ladder is not None else []
+        return sorted((AlertEvent(e.starts_at if e.starts_at is not None else e.at,
+                                  e.alertname or "alert")
+                       for e in history if e.kind in ALERT_KINDS), key=lambda a: a.t)
+
+    def _cut(self) -> list[tuple[RungEvent, Batch]]:
+        """Each rung that stopped a worker, with the last batch that finished before it."""
+        out = []
+        for rung in self.rungs:
+            if rung.rung not in rungs.TAKEN_NAMES:
+                continue
+            before = [b for b in self.batches if b.t <= rung.t]
+            if before:
+                out.append((rung, before[-1]))
+        return out
+
+    @property
+    def onsets(self) -> list[Onset]:
+        """Per rung that stopped a worker: where its slowdown began. The first batch of the
+        slow streak the last finished batch was in; with no streak, the end of that batch
+        (the next one stalled: it never finished)."""
+        out = []
+        for rung, last in self._cut():
+            if last.streak > 0:
+                worker = [b for b in self.batches if b.pid == last.pid and b.t <= last.t]
+                first = last
+                for b in reversed(worker):
+                    if b.streak <= 0:
+                        break
+                    first = b
+                out.append(Onset(first.t - first.seconds, False, rung.t))
+            else:
+                out.append(Onset(last.t, True, rung.t))
+        return out
+
+    def stalls(self, now: float | None = None) -> list[tuple[float, float]]:
+        """Batches that ran longer than factor x one batch at the baseline's pace and
+        finished no line: (their start, their end). A stalled batch is in no line, so
+        its end is the rung that cut it, or ``now`` while the shard's live worker
+        (``live_pid``) is still in it."""
+        out = []
+        for rung, last in self._cut():
+            expected = last.expected_seconds
+            if expected is not None and rung.t - last.t > last.factor * expected:
+                out.append((last.t, rung.t))
+        final = self.batches[-1] if self.batches else None
+        if now is not None and final is not None and final.pid == self.live_pid and not any(
+                r.t >= final.t for r in self.rungs):
+            expected = final.expected_seconds
+            if expected is not None and now - final.t > final.factor * expected:
+                out.append((final.t, now))
+        return out
 
     @property
     def crawls(self) -> int:
@@ -107,13 +200,10 @@ class ShardEvidence:
         it is in no line of batches.jsonl. Per restart/cpu rung: the time since the last
         finished batch, beyond one such batch at its baseline pace."""
         lost = 0.0
-        for rung in self.rungs:
-            if rung.rung not in rungs.TAKEN_NAMES:
-                continue
-            before = [b for b in self.batches if b.t <= rung.t]
-            expected = before[-1].expected_seconds if before else None
+        for rung, last in self._cut():
+            expected = last.expected_seconds
             if expected is not None:
-                lost += max(rung.t - before[-1].t - expected, 0.0)
+                lost += max(rung.t - last.t - expected, 0.0)
         return lost
 
     @property
@@ -152,8 +242,11 @@ class RunEvidence:
 def ladder_marker(entry: HistoryEntry) -> RungEvent | None:
     """A rung taken, or a reset, from a ladder history entry (``kind`` "rung" or "reset";
     other kinds, such as a crawl counted or a refused alert, took no rung)."""
-    return _marker(entry.kind == RESET, entry.kind == "rung", entry.at, entry.rung,
-                   entry.outcome, entry.reason, "ladder")
+    marker = _marker(entry.kind == RESET, entry.kind == "rung", entry.at, entry.rung,
+                     entry.outcome, entry.reason, "ladder")
+    if marker is not None and entry.source == "drill":
+        return replace(marker, drill=True)
+    return marker
 
 
 def audit_marker(line: AuditLine) -> RungEvent | None:
@@ -184,7 +277,7 @@ def load_run(state_dir: str | Path, shards: list[str] | None = None) -> RunEvide
     evidence = [_load_shard(state, name, audit_lines, skipped) for name in names]
     vram, bad = vramlog.read(state.vram_log)
     _count(skipped, state.vram_log, state.root, bad)
-    return RunEvidence(state_dir=state.root, shards=evidence, vram=vram, skipped=skipped)
+    return RunEvidence(state_dir=state.root.resolve(), shards=evidence, vram=vram, skipped=skipped)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -225,7 +318,21 @@ def _load_shard(state: StateDir, shard: str, audit: list[AuditLine],
                     if r is not None]
     ev.rungs.sort(key=lambda r: r.t)
     ev.ooms = oom.read_records(state, shard)
+    ev.live_pid = _live_worker(state, shard)
     return ev
+
+
+def _live_worker(state: StateDir, shard: str) -> int | None:
+    """The pid of the shard's registered worker if that very process (pid AND creation
+    time: a state dir copied from another machine matches nothing) is alive."""
+    try:
+        reg = read_registration(state, shard)
+        if reg is None:
+            return None
+        worker = reg.identity
+        return worker.pid if worker.is_alive() else None
+    except CrawlguardError:
+        return None
 
 
 def vram_for(ev: ShardEvidence, vram: list[VramSample]) -> list[VramSample]:

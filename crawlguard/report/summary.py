@@ -35,17 +35,30 @@ def fmt_rate(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def genes_text(ev: ShardEvidence) -> str:
+    """The genes processed, labelled: with the build's total known, how many were distinct
+    and how many were redone after restarts (a killed worker's batches are done again)."""
+    unique = ev.unique_genes
+    if unique is None:
+        return f"{ev.genes:g} genes processed"
+    redone = ev.genes - unique
+    if redone <= 0:
+        return f"{ev.genes:g} genes processed, none redone"
+    return f"{ev.genes:g} genes processed, {unique:g} unique, {redone:g} redone after restarts"
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) -> list[str]:
+def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None,
+                  now: float | None = None) -> list[str]:
     lines = [f"## {ev.shard}", ""]
     if chart:
         lines += [f"![{ev.shard}]({chart})", ""]
     span = ev.span()
     if span is not None:
-        lines.append(f"- batches: {len(ev.batches)}, genes: {ev.genes:g}, "
+        lines.append(f"- batches: {len(ev.batches)}, {genes_text(ev)}, "
                      f"from {fmt_time(span[0])} to {fmt_time(span[1])} "
                      f"({fmt_duration(span[1] - span[0])})")
     else:
@@ -79,6 +92,16 @@ def shard_section(ev: ShardEvidence, vram: list[VramSample], chart: str | None) 
         peak = max(samples, key=lambda s: s.used_bytes / s.total_bytes)
         lines.append(f"- peak dedicated VRAM: {_gib(peak.used_bytes)} / "
                      f"{_gib(peak.total_bytes)} on GPU {peak.gpu} at {fmt_time(peak.t)}")
+    for onset in ev.onsets:
+        what = ("the last batch before a stall ended" if onset.stalled
+                else "the slow streak began")
+        lines.append(f"- slowdown onset {fmt_time(onset.t)} ({what}); rung "
+                     f"{fmt_duration(onset.until - onset.t)} later, at {fmt_time(onset.until)}")
+    for alert in ev.alerts:
+        lines.append(f"- alert {alert.alertname} firing from {fmt_time(alert.t)}")
+    for start, end in ev.stalls(now):
+        lines.append(f"- stalled batch: from {fmt_time(start)} for {fmt_duration(end - start)}"
+                     + (" (running still)" if end == now else " (cut by the rung)"))
     for v in ev.verifications:
         lines.append(f"- {v.id or '?'}: {v.reason or v.outcome or '?'} (at {fmt_time(v.at)})")
     if ev.ladder_error:
@@ -98,19 +121,25 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
                      now: float | None = None) -> str:
     charts = charts or {}
     lines = ["# crawlguard rebuild report", "",
-             f"State dir: `{run.state_dir}`; written {fmt_time(now)}.", "",
+             f"State dir: `{run.state_dir.resolve()}`; written {fmt_time(now)}.", "",
              "Time lost to crawling is an estimate: at every rung, the time the stopped "
              "worker's unfinished batch ran beyond one batch at baseline pace (a stalled batch "
              "never finishes); plus, for every batch slower than factor x its time at the "
              "baseline's pace (its shape's predicted seconds: a long batch is not a slow one), "
              "the seconds beyond that time.", "",
-             "| shard | genes | batches | baseline (genes/s) | crawls | rungs | final device "
-             "| time lost |",
+             "Genes are those the workers processed: work redone after a restart counts "
+             "again; the unique count is the build's total less what its last worker had "
+             "left (known when its tracker is given total=).", "",
+             "| shard | genes processed | batches | baseline (genes/s) | crawls | rungs "
+             "| final device | time lost |",
              "|---|---:|---:|---|---:|---|---|---:|"]
     for ev in run.shards:
         bases = ", ".join(f"{fmt_rate(v)} ({d})" for (_, d), v in ev.baselines().items())
         rungs = ", ".join(f"{r.rung} {fmt_time(r.t)}" for r in ev.rungs) or "-"
-        lines.append(f"| {ev.shard} | {ev.genes:g} | {len(ev.batches)} | {bases or '-'} "
+        unique = ev.unique_genes
+        genes = f"{ev.genes:g}" + ("" if unique is None or unique == ev.genes
+                                   else f" ({unique:g} unique)")
+        lines.append(f"| {ev.shard} | {genes} | {len(ev.batches)} | {bases or '-'} "
                      f"| {ev.crawls} | {rungs} | {ev.final_device} "
                      f"| {fmt_duration(ev.lost_seconds)} |")
     lines.append("")
@@ -119,5 +148,5 @@ def summary_markdown(run: RunEvidence, charts: Mapping[str, str] | None = None,
             f"{path}: {n}" for path, n in sorted(run.skipped.items())) + ".")
         lines.append("")
     for ev in run.shards:
-        lines += shard_section(ev, run.vram, charts.get(ev.shard))
+        lines += shard_section(ev, run.vram, charts.get(ev.shard), now)
     return "\n".join(lines) + "\n"

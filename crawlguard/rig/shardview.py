@@ -23,11 +23,21 @@ class LadderView:
     rung: str = rungs.NONE.name
     env: dict[str, str] = field(default_factory=dict)
     rungs: tuple[Mapping[str, Any], ...] = ()
-    """History entries of kind ``rung``, oldest first."""
+    """History entries of kind ``rung``, oldest first: a drill's restart is one too."""
 
     @property
     def rung_names(self) -> list[str]:
-        return [str(e.get("rung", "?")) for e in self.rungs]
+        """The rungs the ladder took; a drill's restart (``crawlguard drill``) moved no rung."""
+        return [str(e.get("rung", "?")) for e in self.rungs if not is_drill(e)]
+
+    @property
+    def drills(self) -> int:
+        return sum(1 for e in self.rungs if is_drill(e))
+
+
+def is_drill(entry: Mapping[str, Any]) -> bool:
+    """A rung entry the sidecar took for a drill (its ``source``), not for a crawl."""
+    return entry.get("source") == "drill"
 
 
 def read_ladder(state: StateDir, shard: str) -> LadderView:

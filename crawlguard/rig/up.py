@@ -385,20 +385,22 @@ class RunningRig:
             except OSError as exc:
                 raise ConfigError("--log-file", str(self.config.log_file),
                                   f"cannot open: {exc.strerror or exc}") from exc
-            self._view(supervisor, log_stream, "lines")
+            # A log outlives the day: its lines carry the date too.
+            self._view(supervisor, log_stream, "lines", stamp="%Y-%m-%d %H:%M:%S")
 
         def fan_out(event: SupervisorEvent) -> None:
             for v in self.views:
                 v.event(event)
 
         supervisor.on_event = fan_out
-        self._say(f"alert path: {self.alert_path}: {self.alert_note}")
-        self._say(f"state {self.state.root}; logs {self.run_dir / 'logs'}")
+        # Said even with --progress off: how this run is reached and where it keeps things.
+        self._say(f"alert path: {self.alert_path}: {self.alert_note}", always=True)
+        self._say(f"state {self.state.root}; logs {self.run_dir / 'logs'}", always=True)
         for note in self._notes:
-            self._say(note)
+            self._say(note, always=True)
         # What an operator in another terminal needs: the client commands find both
         # through run/up.json; curl needs them spelled out.
-        self._say(f"sidecar {self.urls['sidecar']}; token file {self.token_file}")
+        self._say(f"sidecar {self.urls['sidecar']}; token file {self.token_file}", always=True)
         self._write_up_json()
         for v in self.views:
             self._thread(functools.partial(self._daemon, v.run))
@@ -413,18 +415,19 @@ class RunningRig:
             rc = EXIT_STATE_GONE
         return EXIT_STATE_GONE if self.gone is not None else rc
 
-    def _view(self, supervisor: Supervisor, stream: TextIO, mode: str) -> LiveView:
+    def _view(self, supervisor: Supervisor, stream: TextIO, mode: str,
+              stamp: str = "%H:%M:%S") -> LiveView:
         writer = ConsoleWriter(stream)
         self._writers.append(writer)
         view = LiveView(self.state, supervisor.runs, writer,  # type: ignore[arg-type]
                         mode, self.config.progress_period, self.config.progress_prefix,
-                        self.config.unique_genes)
+                        self.config.unique_genes, stamp=stamp)
         self.views.append(view)
         return view
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, always: bool = False) -> None:
         for view in self.views:
-            view.say(text)
+            view.say(text, always)
 
     @staticmethod
     def _daemon(target: Any, ev: threading.Event) -> threading.Thread:

@@ -147,7 +147,9 @@ def test_live_view_lines_and_terminal_modes(tmp_path: Path) -> None:
     view.tick(force=True)
     view.event(SupervisorEvent("a", "launch", "launch #2: pid 7"))
     text = out.getvalue()
-    assert "crawlguard up:   a" in text and "15% of baseline" in text and "8 genes done" in text
+    # The EMA and its share of the baseline: 22 / 150.
+    assert "   a " in text and "22.0/s 15%" in text and " 8 genes " in text
+    assert "CRAWLING crawls 0 rungs -" in text   # a slow streak of a running worker
     assert "embedded" not in text
     assert "crawlguard up: [a] launch #2: pid 7" in text
     assert "% done" not in text  # no total=, no progress
@@ -259,16 +261,16 @@ def test_the_live_view_counts_distinct_genes_when_the_build_can_tell(tmp_path: P
     assert "      2 genes" in stream.getvalue() and "embedded" not in stream.getvalue()
 
 
-def test_live_view_progress_and_eta_at_the_baseline_pace() -> None:
+def test_live_view_eta_at_the_baseline_pace() -> None:
     from crawlguard.kernel.formats.batchlog import Batch
-    from crawlguard.rig.liveview import progress_text
+    from crawlguard.rig.liveview import eta_seconds
 
     line = Batch(t=1.0, stage="backfill", device="cuda:0", gpu="0", pid=1, genes=8,
                  seconds=4.0, rate=2.0, ema=2.0, baseline=10.0, streak=0, factor=5,
                  total=1000, remaining=400.0)
-    # 60 % done; 400 genes at the baseline's 10 genes/s, not at the crawl's 2.
-    assert progress_text(line) == "  60% done, ETA 40 s"
-    assert progress_text(line.model_copy(update={"baseline": None})) == "  60% done, ETA -"
-    assert progress_text(line.model_copy(update={"remaining": 0.0})) == " 100% done"
-    assert progress_text(line.model_copy(update={"total": None, "remaining": None})) == ""
-    assert progress_text(None) == ""
+    # 400 genes at the baseline's 10 genes/s, not at the crawl's 2.
+    assert eta_seconds(line) == 40.0
+    assert eta_seconds(line.model_copy(update={"baseline": None})) is None
+    assert eta_seconds(line.model_copy(update={"remaining": 0.0})) == 0.0
+    assert eta_seconds(line.model_copy(update={"total": None, "remaining": None})) is None
+    assert eta_seconds(None) is None

@@ -184,6 +184,8 @@ class BatchTail:
     ``paced_seconds`` / ``paced_genes``: over the batches of the last line's
     worker that have a baseline, their ``healthy_seconds`` and their genes: the
     healthy time per gene of what that worker has embedded so far (``up``'s ETA).
+    ``shard_total``: the largest ``total`` of any line: what the shard's first worker
+    was told, as a relaunched worker is told only the rest (``up``'s shard-wide progress).
     """
 
     def __init__(self, path: Path, keep: Callable[[Batch], bool] | None = None) -> None:
@@ -197,6 +199,7 @@ class BatchTail:
         self.kept: list[Batch] = []
         self.paced_seconds = 0.0
         self.paced_genes = 0.0
+        self.shard_total: int | None = None
 
     def poll(self) -> float:
         """Read what was appended since the last poll; returns the new genes."""
@@ -207,6 +210,7 @@ class BatchTail:
                 if size < self.offset:
                     self.offset, self.genes, self.batches, self.kept = 0, 0.0, 0, []
                     self.last, self.paced_seconds, self.paced_genes = None, 0.0, 0.0
+                    self.shard_total = None
                 fh.seek(self.offset)
                 chunk = fh.read(size - self.offset)
         except OSError:  # not there yet, or unreadable for a moment: try next poll
@@ -230,6 +234,8 @@ class BatchTail:
                 self.paced_seconds += healthy
                 self.paced_genes += batch.genes
             self.last = batch
+            if batch.total is not None and batch.total > (self.shard_total or 0):
+                self.shard_total = batch.total
             if self.keep is not None and self.keep(batch):
                 self.kept.append(batch)
         self.genes += added
