@@ -33,7 +33,7 @@ class SidecarClient:
                  tls: ssl.SSLContext | None = None, hint: str = "") -> None:
         self.url = url.rstrip("/")
         self.hint = hint
-        """Said after "cannot reach the sidecar": where it was looked for."""
+        """Said after "cannot reach the sidecar" (or a 401): where it was looked for."""
         self._http = HttpClient(self.url, token=token, timeout=timeout, tls=tls)
 
     @classmethod
@@ -70,8 +70,10 @@ class SidecarClient:
             raise SidecarUnavailable(f"cannot reach the sidecar at {self.url}: "
                                      f"{exc.why}{self.hint}") from exc
         if answer.status >= 400:
+            # A 401 with nothing found: what answered is most likely another rig's sidecar.
+            where = self.hint if answer.status == 401 else ""
             raise SidecarRefused(answer.status, f"{method} {path}: "
-                                 f"{answer.status} {_detail(answer)}")
+                                 f"{answer.status} {_detail(answer)}{where}")
         try:
             return answer.json()
         except HttpError as exc:
