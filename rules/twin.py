@@ -19,6 +19,7 @@ cases agree bit for bit.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -37,6 +38,8 @@ WINDOWS_SHARED = "windows_gpu_process_memory_shared_bytes"
 _HOST = re.compile(r"(.+):[0-9]+")  # label_replace(..., "host", "$1", "instance", "(.+):[0-9]+")
 
 BATCHES_WINDOW_S = 3600.0  # the [1h] of BFMMetricsAbsent
+CORRUPT_COUNTER = "bfm_exporter_corrupt_files_total"
+CORRUPT_WINDOW_S = 3600.0  # the [1h] of BFMMetricsFileCorrupt
 
 
 def prom_div(a: float, b: float) -> float:
@@ -61,14 +64,17 @@ def key(labels: LabelSet, names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class History:
-    """What range functions need: the last time each series was sampled.
+    """What range functions need.
 
-    Only ``bfm_batches_total`` is kept, for ``max_over_time(...[1h])``; entries
-    older than the range are forgotten.
+    ``bfm_batches_total``: the last time each series was sampled, for
+    ``max_over_time(...[1h])``. ``bfm_exporter_corrupt_files_total``: every
+    sample of the last hour (one series per exporter, one sample per tick),
+    for ``increase(...[1h])``. Samples older than the range are forgotten.
     """
 
     def __init__(self) -> None:
         self.batches_seen: dict[LabelSet, float] = {}
+        self.corrupt_samples: dict[LabelSet, list[tuple[float, float]]] = {}
 
     def observe(self, snapshot: Snapshot, now: float) -> None:
         for s in snapshot.samples("bfm_batches_total"):
@@ -78,6 +84,19 @@ class History:
         horizon = now - BATCHES_WINDOW_S
         for ls in [ls for ls, ts in self.batches_seen.items() if ts < horizon]:
             del self.batches_seen[ls]
+        for s in snapshot.samples(CORRUPT_COUNTER):
+            ts = now if s.timestamp is None else s.timestamp
+            kept = self.corrupt_samples.setdefault(s.labels, [])
+            # A snapshot's lookback repeats a sample: a range holds it once.
+            if (not kept or ts > kept[-1][0]) and not math.isnan(s.value):
+                kept.append((ts, s.value))
+        horizon = now - CORRUPT_WINDOW_S
+        for ls in list(self.corrupt_samples):
+            kept = [(ts, v) for ts, v in self.corrupt_samples[ls] if ts >= horizon]
+            if kept:
+                self.corrupt_samples[ls] = kept
+            else:
+                del self.corrupt_samples[ls]
 
 
 Condition = Callable[[Snapshot, float, History], dict[LabelSet, float]]
@@ -227,6 +246,26 @@ def metrics_absent(s: Snapshot, now: float, history: History) -> dict[LabelSet, 
             for k, c in counts.items() if k not in present}
 
 
+def counter_increased(samples: list[tuple[float, float]]) -> bool:
+    """``increase(...) > 0`` over these samples: PromQL needs two of them, corrects
+    a counter reset (a drop) by adding the value before it, and only scales the raw
+    difference by a positive extrapolation factor, so the sign is the raw one."""
+    if len(samples) < 2:
+        return False
+    raw = samples[-1][1] - samples[0][1]
+    for (_, prev), (_, cur) in itertools.pairwise(samples):
+        if cur < prev:
+            raw += prev
+    return raw > 0
+
+
+def metrics_file_corrupt(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
+    """``bfm_exporter_corrupt_files_total and increase(...[1h]) > 0``; value: the
+    exporter's count of corrupt files since it started."""
+    return {ls: v for ls, v in s.series(CORRUPT_COUNTER).items()
+            if counter_increased(history.corrupt_samples.get(ls, []))}
+
+
 def oom_death(s: Snapshot, now: float, history: History) -> dict[LabelSet, float]:
     """``bfm_worker_oom_timestamp_seconds > 0``; value: the OOM's time."""
     return {ls: v for ls, v in s.series("bfm_worker_oom_timestamp_seconds").items() if v > 0}
@@ -279,6 +318,14 @@ RULES: tuple[Rule, ...] = (
         "fallback off, this is how a VRAM spill ends. crawlguard treats it like a crawl: the "
         "relaunch is the restart rung, a second OOM death demotes the shard to CPU.",
         "bfmshardoom")),
+    Rule("BFMMetricsFileCorrupt", metrics_file_corrupt, {"severity": "warning"}, _annotations(
+        "A crawlguard metrics file on {{ $labels.instance }} was corrupt",
+        "The exporter {{ $labels.instance }} (job {{ $labels.job }}) found a metrics file it "
+        "could not read within the last hour (bfm_exporter_corrupt_files_total rose) and "
+        "moved it to metrics/quarantine/. A live worker writes a new one within about a "
+        "second; until then its crawl could not be seen. Find out what damaged the state "
+        "directory (a full disk, a copy, another program).",
+        "bfmmetricsfilecorrupt")),
 )
 
 def with_runbook(base: str) -> tuple[Rule, ...]:

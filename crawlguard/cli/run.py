@@ -25,7 +25,9 @@ from . import HELP, warn_unknown_knobs
 EPILOG = """\
 exit status: 0 every shard complete; 2 bad knob, flag or state; 3 a shard was
 relaunched HELIX_BFM_MAX_FUTILE_RESTARTS times in a row without a single new
-gene (the supervisor gave up; finished work is kept); 130 stopped by
+gene (the supervisor gave up; finished work is kept); 4 the state dir
+vanished or was replaced mid-run (the workers were stopped; do not restart
+into an empty one: put it back or start on the new one); 130 stopped by
 SIGINT/SIGTERM (the worker got the graceful signal first).
 """
 

@@ -66,6 +66,15 @@ class StateError(CrawlguardError):
     """The state directory cannot be read or written."""
 
 
+class StateGoneError(StateError):
+    """The state directory this process opened for service vanished or was replaced.
+
+    Never answered by making it afresh (an empty one forgets every ladder): ``up``
+    and ``run`` stop with exit status 4 (``crawlguard.supervisor.loop.EXIT_STATE_GONE``)
+    so that no service manager restarts them into an empty directory.
+    """
+
+
 class CorruptStateError(StateError):
     """A state file exists but is not what crawlguard wrote (half-written, edited)."""
 

@@ -55,7 +55,7 @@ from typing import Any
 
 from . import longpaths, private
 from .devices import file_part
-from .errors import CorruptStateError, StateError, UnsafeNameError
+from .errors import CorruptStateError, StateError, StateGoneError, UnsafeNameError
 from .names import ShardName
 
 __all__ = ["StateDir", "fsync_dir", "read_json", "write_json_atomic", "write_volatile_json"]
@@ -183,7 +183,7 @@ class StateDir:
 
     def establish(self) -> None:
         """Remember the root as it is now (``check_present``): from here on this process
-        refuses to recreate it. StateError (logged critical) when it is missing."""
+        refuses to recreate it. StateGoneError (logged critical) when it is missing."""
         full = os.path.abspath(self.root)
         if full in _ESTABLISHED:
             return
@@ -194,7 +194,7 @@ class StateDir:
                    "that made it is running, so it vanished: refusing to create an empty one "
                    "(it would forget every ladder)")
             log.critical(msg)
-            raise StateError(msg) from exc
+            raise StateGoneError(msg) from exc
         _ESTABLISHED[full] = (st.st_dev, st.st_ino)
 
     def open_for_service(self) -> None:
@@ -247,7 +247,7 @@ class StateDir:
 
 
 def check_present(path: str | os.PathLike[str]) -> None:
-    """Refuse (StateError, logged critical) when ``path`` lies in a state dir this process
+    """Refuse (StateGoneError, logged critical) when ``path`` lies in a state dir this process
     opened for service and that directory is gone or is no longer the same one."""
     if not _ESTABLISHED:
         return
@@ -265,7 +265,7 @@ def check_present(path: str | os.PathLike[str]) -> None:
                    "refusing to recreate it (an empty one would forget every ladder). "
                    "Put it back, or stop crawlguard and start it on the new one")
             log.critical(msg)
-            raise StateError(msg)
+            raise StateGoneError(msg)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

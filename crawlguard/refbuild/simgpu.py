@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from crawlguard.kernel.errors import ProcessError, StateError
-from crawlguard.kernel.logs import get_logger
+from crawlguard.kernel.logs import Outage, get_logger
 from crawlguard.kernel.statedir import write_volatile_json
 from crawlguard.kernel.workers import WorkerIdentity
 
@@ -169,12 +169,16 @@ class Driver:
             return True  # cannot inspect it: keep its memory, as a driver would
 
     def run(self, stop: threading.Event, interval: float = 0.05) -> None:
+        # A full disk fails every step (20 a second): said once, and once when it ends.
+        outage = Outage(log, "simulated GPU:")
         while not stop.is_set():
             try:
                 self.step()
             except StateError as exc:
                 # One failed write must not stop the driver: the next step rewrites it.
-                log.warning("simulated GPU: %s", exc)
+                outage.failed("%s", exc)
+            else:
+                outage.recovered()
             stop.wait(interval)
 
     def start_thread(self, stop: threading.Event, interval: float = 0.05) -> threading.Thread:

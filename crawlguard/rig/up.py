@@ -60,7 +60,12 @@ from crawlguard.kernel.workers import WorkerIdentity
 from crawlguard.rules import EmbeddedAlerting
 from crawlguard.rules.dispatch import REPEAT_INTERVAL_S
 from crawlguard.supervisor import runrecord
-from crawlguard.supervisor.loop import Supervisor, SupervisorConfig, SupervisorEvent
+from crawlguard.supervisor.loop import (
+    EXIT_STATE_GONE,
+    Supervisor,
+    SupervisorConfig,
+    SupervisorEvent,
+)
 
 from . import promstack, secretfile
 from .console import ConsoleWriter
@@ -69,8 +74,6 @@ from .promstack import resolve_alert_path
 from .servers import ServerProc, free_port, port_free, steadily
 
 MONITOR_PERIOD_S = 0.5
-EXIT_STATE_GONE = 4
-"""``up`` stopped because its state dir vanished or was replaced mid-run."""
 
 
 @dataclass(frozen=True)

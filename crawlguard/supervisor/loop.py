@@ -39,7 +39,7 @@ from typing import IO
 from crawlguard.gpu.vram import VramSource
 from crawlguard.kernel import processes
 from crawlguard.kernel.devices import gpu_of_launch
-from crawlguard.kernel.errors import CrawlguardError, ProcessError, UnsafeNameError
+from crawlguard.kernel.errors import CrawlguardError, ProcessError, StateGoneError, UnsafeNameError
 from crawlguard.kernel.formats.batchlog import BatchTail
 from crawlguard.kernel.names import ShardName
 from crawlguard.kernel.settings import Remediation
@@ -56,6 +56,10 @@ from .vramlog import VramLog
 EXIT_OK = 0
 EXIT_FUTILE = 3
 """A shard restarted max_futile_restarts times in a row without progress."""
+EXIT_STATE_GONE = 4
+"""The state dir vanished or was replaced mid-run: the workers were stopped, and
+nothing may restart the run (a new start would make an empty one and forget every
+ladder: systemd's RestartPreventExitStatus=4, crawlguard.ps1's loop)."""
 EXIT_STOPPED = 130
 """The supervisor was asked to stop (SIGINT/SIGTERM) before the shards were done."""
 
@@ -108,7 +112,8 @@ class ShardRun:
 class SupervisorEvent:
     shard: str
     kind: str
-    """launch, exit, no-salvage, log-tail, oom, gpu-wait, done, gave-up, stopping, policy."""
+    """launch, exit, no-salvage, log-tail, oom, gpu-wait, done, gave-up, stopping, policy,
+    state-gone."""
     message: str
 
 
@@ -139,7 +144,13 @@ class Supervisor:
         if note:
             self._emit("*", "policy", note)
         for shard in self.config.shards:
-            rc = self._run_shard(shard, stop)
+            try:
+                rc = self._run_shard(shard, stop)
+            except StateGoneError as exc:  # logged critical where it was seen
+                self.runs[shard].state = "stopped"
+                self._emit(shard, "state-gone", f"CRITICAL: {exc}; stopping this run "
+                           f"(exit {EXIT_STATE_GONE})")
+                return EXIT_STATE_GONE
             if rc != EXIT_OK:
                 return rc
         return EXIT_OK
@@ -254,17 +265,27 @@ class Supervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 return popen.wait(timeout=self.config.poll_interval)
             if stop.is_set():
-                shard = next((r.shard for r in self.runs.values() if r.pid == popen.pid), "*")
-                grace = self.config.remediation.grace_seconds
-                self._emit(shard, "stopping", f"stopping worker pid {popen.pid} "
-                           f"(graceful signal, up to {grace:g}s for salvage)")
-                rc = childproc.stop_gracefully(popen, grace)
-                self._emit(shard, "exit", f"worker pid {popen.pid} ended with "
-                           f"{childproc.describe_exit(rc)}")
+                self._stop_worker(popen)
                 return None
+            try:
+                # A stat a poll: `run` has no monitor thread, and a worker that runs
+                # on into a vanished state dir is a crawl no one would see.
+                check_present(self.state.root)
+            except StateGoneError:
+                self._stop_worker(popen)
+                raise
             if watch:
                 watch.sample()
             self.vram_log.tick()
+
+    def _stop_worker(self, popen: subprocess.Popen[bytes]) -> None:
+        shard = next((r.shard for r in self.runs.values() if r.pid == popen.pid), "*")
+        grace = self.config.remediation.grace_seconds
+        self._emit(shard, "stopping", f"stopping worker pid {popen.pid} "
+                   f"(graceful signal, up to {grace:g}s for salvage)")
+        rc = childproc.stop_gracefully(popen, grace)
+        self._emit(shard, "exit", f"worker pid {popen.pid} ended with "
+                   f"{childproc.describe_exit(rc)}")
 
     @contextlib.contextmanager
     def _output(self, shard: str) -> Iterator[IO[bytes] | None]:

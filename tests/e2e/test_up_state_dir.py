@@ -1,6 +1,6 @@
 """Issue 18 items 2-4: `up` outlives a failing monitor step, and a state dir that vanishes
-mid-run is noticed within a second, said, and stops the run with exit 4; no process of
-the run (up, its sidecar, a worker) makes it afresh."""
+mid-run is noticed within a second, said, and stops the run (`up` and `run`) with exit 4;
+no process of the run (up, its sidecar, a worker) makes it afresh."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from crawlguard.rig.up import EXIT_STATE_GONE
 from tests.helpers import REPO, Proc, clean_env, crawlguard_cmd, require_binary, wait_until
 
 BUILD = REPO / "tests" / "e2e" / "drillbuild.py"
+FAKE_WORKER = REPO / "tests" / "supervisor" / "fake_worker.py"
+REBUILD_UNIT = REPO / "deploy" / "systemd" / "crawlguard-rebuild.service"
 
 
 def start_up(tmp_path: Path, alert_path: str) -> tuple[Path, dict[str, str], Proc]:
@@ -80,6 +82,33 @@ def test_a_vanished_state_dir_stops_up_with_exit_4_and_is_never_made_afresh(
     assert rc == EXIT_STATE_GONE, up.output
     assert "vanished or was replaced" in up.output and "Traceback" not in up.output
     assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="rm -rf of an open state dir")
+def test_a_vanished_state_dir_stops_run_with_exit_4_and_the_worker_gracefully(
+        tmp_path: Path) -> None:
+    """`run` has no monitor thread: its worker poll notices, stops the worker with the
+    graceful signal and exits 4, which the systemd unit does not restart."""
+    state, record, vram = tmp_path / "state", tmp_path / "record.jsonl", tmp_path / "vram.json"
+    vram.write_text(json.dumps({"gpus": [{"index": 0, "used_bytes": 0, "total_bytes": 1}]}))
+    run = Proc(crawlguard_cmd("run", "--shard", "a", "--", sys.executable, str(FAKE_WORKER),
+                              "wait-term", "{shard}", str(record)),
+               env=clean_env(HELIX_BFM_STATE_DIR=str(state),
+                             HELIX_BFM_VRAM_SOURCE=f"file:{vram}"),
+               inherit_env=False)
+    try:
+        wait_until(lambda: (tmp_path / "a.ready").exists(), 60, what="the worker ready")
+        shutil.rmtree(state)
+        rc = run.wait(60)
+    finally:
+        run.stop()
+    assert rc == 4, run.output
+    assert "vanished or was replaced" in run.output and "(exit 4)" in run.output
+    assert "Traceback" not in run.output, run.output
+    assert (tmp_path / "a.terminated").read_text() == str(int(signal.SIGTERM))
+    assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
+    unit = REBUILD_UNIT.read_text(encoding="utf-8")
+    assert "Restart=on-failure" in unit and "RestartPreventExitStatus=4" in unit
 
 
 @pytest.mark.slow

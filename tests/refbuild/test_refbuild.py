@@ -174,3 +174,32 @@ def test_worker_salvages_on_sigterm_and_resumes_losslessly(tmp_path: Path) -> No
     v = verify_shard(data, "s")
     assert v.lossless, v                           # ...but nothing lost or doubled
     assert f"({16 * (12 - done)} genes written by this worker)" in resumed.output
+
+
+def test_a_driver_that_cannot_write_says_so_once_until_it_can(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: on a full disk the driver failed every step, 20 warnings a second."""
+    import logging
+    import threading
+
+    caplog.set_level(logging.INFO, logger="crawlguard")
+    gpu = SimGpu(tmp_path / "simgpu")
+    gpu.configure()
+    gpu.vram_file.unlink(missing_ok=True)
+    gpu.vram_file.mkdir()  # a directory where vram.json belongs: every write fails
+    stop, steps = threading.Event(), []
+
+    class Counted(Driver):
+        def step(self, now: float | None = None) -> dict[str, object]:
+            steps.append(now)
+            if len(steps) == 5:
+                gpu.vram_file.rmdir()
+            if len(steps) >= 8:
+                stop.set()
+            return super().step(now)
+
+    Counted(gpu).run(stop, interval=0.0)
+    said = [r.getMessage() for r in caplog.records if r.name.endswith("simgpu")]
+    assert len(steps) == 8
+    assert len(said) == 2 and "cannot write" in said[0], said
+    assert said[1] == "simulated GPU: recovered"

@@ -89,6 +89,13 @@ def random_scenario(rng: random.Random, idx: int) -> Scenario:
                 _fmt(rng.choice([50, 94, 94.9, 95, 96, 99])))
             put(selector("bfm_vram_total_bytes", lab), m, "100.0")
             put(selector("bfm_vram_full_ratio", lab), m, _fmt(full))
+    # The exporter's corrupt-file counter: rises now and then, and an exporter
+    # restart sets it back to 0 (a reset, not an increase).
+    corrupt = 0.0
+    for m in range(MINUTES + 1):
+        roll = rng.random()
+        corrupt = corrupt + 1 if roll < 0.15 else 0.0 if roll < 0.25 else corrupt
+        put(selector("bfm_exporter_corrupt_files_total", TARGET), m, _fmt(corrupt))
     series = [(sel, " ".join(vals)) for sel, vals in rows.items()]
     return Scenario(f"fuzz_{idx}", "seeded random values on the rule thresholds", series,
                     [at(MINUTES)])

@@ -26,10 +26,12 @@ HALF = ("6000000000", "12000000000")
 SHARED_MIN = 512 * 2**20  # HELIX_BFM_SHARED_MIN_BYTES' default
 WIN_INSTANCE, WIN_JOB = "rig:9182", "windows-exporter"
 
-CRAWL, STALLED, CPU, ABSENT = ("BFMShardCrawl", "BFMShardStalled", "BFMShardCrawlOnCPU",
-                               "BFMMetricsAbsent")
-ALERTNAMES = (CRAWL, STALLED, CPU, ABSENT)
-SEVERITY = {CRAWL: "critical", STALLED: "critical", CPU: "info", ABSENT: "warning"}
+CRAWL, STALLED, CPU, ABSENT, CORRUPT = ("BFMShardCrawl", "BFMShardStalled",
+                                        "BFMShardCrawlOnCPU", "BFMMetricsAbsent",
+                                        "BFMMetricsFileCorrupt")
+ALERTNAMES = (CRAWL, STALLED, CPU, ABSENT, CORRUPT)
+SEVERITY = {CRAWL: "critical", STALLED: "critical", CPU: "info", ABSENT: "warning",
+            CORRUPT: "warning"}
 
 
 def selector(name: str, labels: dict[str, str]) -> str:
@@ -115,7 +117,8 @@ class Check:
 
 def at(minute: int, **firing: list[Worker] | list[dict[str, str]]) -> Check:
     """Crawl and Stalled carry the worker's pid; the CPU alert does not."""
-    names = {"crawl": CRAWL, "stalled": STALLED, "cpu": CPU, "absent": ABSENT}
+    names = {"crawl": CRAWL, "stalled": STALLED, "cpu": CPU, "absent": ABSENT,
+             "corrupt": CORRUPT}
     return Check(minute, {names[k]: [(x.info_labels() if k in ("crawl", "stalled")
                                       else x.labels()) if isinstance(x, Worker) else x
                                      for x in v]
@@ -343,6 +346,20 @@ SCENARIOS: list[Scenario] = [
         + [(s, "0.95x9 stale _x9 0.95x9 stale") for s, _ in vram("0", *FULL)],
         [at(9), at(10), at(11), at(12, absent=[TARGET]), at(19, absent=[TARGET]), at(20),
          at(29), at(32, absent=[TARGET]), at(89, absent=[TARGET]), at(90)],
+    ),
+    Scenario(
+        "metrics_file_corrupt",
+        "the exporter quarantines a corrupt file at minute 10 (its counter 0 -> 1): "
+        "BFMMetricsFileCorrupt fires at once and for the hour the increase is in range; "
+        "an exporter restart at minute 80 (the counter back to 0) is a reset, not a "
+        "corruption; a second corrupt file at minute 90 fires again; a missed scrape or "
+        "one sample alone is no increase",
+        [(selector("bfm_exporter_corrupt_files_total", TARGET),
+          "0x9 1x69 0x9 1x40"),
+         (selector("bfm_exporter_corrupt_files_total", {"instance": "other:9847", "job": JOB}),
+          "_x99 3 _ 3x20")],
+        [at(9), at(10, corrupt=[TARGET]), at(69, corrupt=[TARGET]), at(70), at(80), at(89),
+         at(90, corrupt=[TARGET]), at(100, corrupt=[TARGET]), at(120, corrupt=[TARGET])],
     ),
     Scenario(
         "relaunched_worker_is_a_new_alert",

@@ -19,7 +19,7 @@ from tests.helpers import require_binary
 from .fuzz import MINUTES, random_scenarios
 from .gen_promtool_suite import check_table
 from .harness import RULES_FILE, promtool_group, run_evaluator, run_promtool, suite_text
-from .scenarios import SCENARIOS, Scenario
+from .scenarios import ALERTNAMES, SCENARIOS, Scenario
 
 FUZZ_SEED = 20240611
 FUZZ_COUNT = 16
@@ -38,7 +38,7 @@ def test_fuzz_scenarios_exercise_every_alert() -> None:
         for alerts in run_evaluator(sc, MINUTES).values():
             evaluations += 1
             fired.update({a.name for a in alerts})
-    for name in ("BFMShardCrawl", "BFMShardStalled", "BFMShardCrawlOnCPU", "BFMMetricsAbsent"):
+    for name in ALERTNAMES:
         assert 0 < fired[name] < evaluations, (name, fired, evaluations)
 
 

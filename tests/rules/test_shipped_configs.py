@@ -34,7 +34,7 @@ AM_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 SUITES = sorted((RULES_DIR / "tests").glob("*.yml"))
 RUNBOOK_ANCHORS = {"bfmshardcrawl", "bfmshardstalled", "bfmshardcrawloncpu", "bfmmetricsabsent",
-                   "bfmshardoom"}
+                   "bfmshardoom", "bfmmetricsfilecorrupt"}
 
 
 def _run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -98,6 +98,7 @@ def test_amtool_check_config() -> None:
     (["alertname=BFMShardOOM", "shard=confluence"], "crawlguard-sidecar"),
     (["alertname=BFMShardCrawlOnCPU", "shard=jira"], "crawlguard-humans"),
     (["alertname=BFMMetricsAbsent", "instance=127.0.0.1:9847"], "crawlguard-humans"),
+    (["alertname=BFMMetricsFileCorrupt", "instance=127.0.0.1:9847"], "crawlguard-humans"),
     (["alertname=NodeDown", "shard=confluence"], "blackhole"),
 ])
 def test_alertmanager_routes(labels: list[str], receiver: str) -> None:

@@ -28,7 +28,7 @@ def test_each_alert_link_lands_on_its_section(sidecar_thread: Callable[..., Live
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<script" not in page.text and "http" not in page.text.split("<body>")[0]
     links = shipped_links()
-    assert len(links) == 5  # Crawl, Stalled, CrawlOnCPU, MetricsAbsent, OOM
+    assert len(links) == 6  # Crawl, Stalled, CrawlOnCPU, MetricsAbsent, MetricsFileCorrupt, OOM
     for url in links:
         base, _, anchor = url.partition("#")
         assert base == RUNBOOK_URL

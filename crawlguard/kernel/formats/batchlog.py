@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import Field
 
 from crawlguard.kernel.devices import parse_device
+from crawlguard.kernel.logs import Outage, get_logger
 from crawlguard.kernel.names import ShardName
 
 from .jsonlines import parse_object, read_lines, version_of
@@ -39,6 +40,7 @@ VERSION = 1
 VERSION_KEY = "v"
 # Binary on Windows too: text mode would turn each "\n" into "\r\n" behind os.write.
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+log = get_logger(__name__)
 
 
 class Batch(StateModel):
@@ -112,13 +114,18 @@ class BatchWriter:
     ``O_APPEND`` descriptor: appends from several processes never interleave,
     and nothing is buffered to lose on SIGKILL. The file is opened at the
     first line; a file that cannot be opened or written loses lines, never
-    the batch (the metrics are the alerting path, this file is evidence).
+    the batch (the metrics are the alerting path, this file is evidence). The
+    loss is logged once (a full disk would otherwise say nothing, or say it
+    every batch), counted in ``lost``, and its end logged once.
     """
 
     def __init__(self, path: Path, *, stage: str, device: str, gpu: str, pid: int,
                  factor: float) -> None:
         self.path = path
         self._fd: int | None = None
+        self.lost = 0
+        """Lines not written (the file could not be opened or written), since start."""
+        self._outage = Outage(log, f"batch log {path}")
         # Everything interpolated unquoted is validated, so plain %-formatting is JSON,
         # and json.dumps would dominate the tracker's observe() (bench/bench_observe.py).
         stage, device = ShardName.parse(stage, "stage"), parse_device(device)
@@ -138,7 +145,8 @@ class BatchWriter:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = self._fd = os.open(self.path, _OPEN_FLAGS, 0o644)
-            except OSError:
+            except OSError as exc:
+                self._lose("cannot be opened (%s)", exc)
                 return
         line = self._format % (t, genes, seconds, rate, _num(ema), _num(baseline), streak)
         if tokens is not None:
@@ -147,8 +155,21 @@ class BatchWriter:
             line += f',"total":{int(total)},"remaining":{float(remaining or 0.0)!r}'
         if work is not None:
             line += f',"work":{float(work)!r}'
-        with contextlib.suppress(OSError):
-            os.write(fd, (line + "}\n").encode())
+        data = (line + "}\n").encode()
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            self._lose("cannot be written (%s)", exc)
+            return
+        if written < len(data):  # the disk filled mid-line: readers skip the torn line
+            self._lose("lost a line cut short at %d of %d bytes", written, len(data))
+            return
+        self._outage.recovered()
+
+    def _lose(self, why: str, *args: object) -> None:
+        self.lost += 1
+        self._outage.failed(why + "; its batch lines are dropped until it can be written "
+                            "(the tracker's in-memory counts go on)", *args)
 
     def close(self) -> None:
         if self._fd is not None:
