@@ -158,19 +158,39 @@ def shared_memory(s: Snapshot) -> dict[LabelSet, float]:
     return out
 
 
+def _newest_pid(s: Snapshot) -> dict[LabelSet, LabelSet]:
+    """``topk without (pid) (1, timestamp(bfm_worker_info{gpu!=""}))``: per worker (its
+    labels without pid) the info series sampled last. Two pids share a worker's labels
+    while a predecessor's series lingers without a staleness marker; a fresh sample
+    (timestamp None, taken now) is the newest. On a tie Prometheus keeps either one."""
+    newest: dict[LabelSet, tuple[float, LabelSet]] = {}
+    for sample in s.samples("bfm_worker_info"):
+        if not dict(sample.labels).get("gpu"):
+            continue
+        t = float("inf") if sample.timestamp is None else sample.timestamp
+        worker = without(sample.labels, "pid")
+        if worker not in newest or t >= newest[worker][0]:
+            newest[worker] = (t, sample.labels)
+    return {worker: labels for worker, (_, labels) in newest.items()}
+
+
 def spill_evidence(s: Snapshot) -> dict[LabelSet, float]:
     """The ``EVIDENCE_RECORD`` rule: GPU workers (labels with pid) whose GPU is
     full (a), whose shared GPU memory reached the knob (b), or whose torch
-    reservation exceeds the GPU's dedicated total (c); value: the info's."""
+    reservation exceeds the GPU's dedicated total (c); value: the info's. Only the
+    newest pid of each worker (``_newest_pid``)."""
     full = _full_gpus(s)
     shared, minimum = shared_memory(s), s.series("bfm_shared_min_bytes")
     total = {key(ls, ("instance", "gpu")): v for ls, v in s.series("bfm_vram_total_bytes").items()}
     over_total = {ls for ls, v in s.series("bfm_worker_vram_reserved_bytes").items()
                   if key(ls, ("instance", "gpu")) in total
                   and v > total[key(ls, ("instance", "gpu"))]}
+    newest = _newest_pid(s)
     out: dict[LabelSet, float] = {}
     for ls, v in _gpu_workers(s).items():
         worker = without(ls, "pid")
+        if newest.get(worker) != ls:
+            continue
         if (key(ls, ("instance", "gpu")) in full
                 or (ls in shared and worker in minimum and shared[ls] >= minimum[worker])
                 or worker in over_total):

@@ -373,6 +373,18 @@ SCENARIOS: list[Scenario] = [
          at(20, crawl=[RELAUNCHED])],
     ),
     Scenario(
+        "relaunch_unseen_by_prometheus",
+        "confluence crawls under pid 4242, whose series end at minute 5 with no staleness "
+        "marker (Prometheus was down when it exited), so they linger for the 5-minute "
+        "lookback; pid 5151 takes over at minute 6 and crawls: the alert carries the newest "
+        "pid at once, instead of failing on two pids for one worker until minute 10",
+        [*worker(CONF, ema=c(2.3), baseline=c(15.3), streak=c(8), info="1x5"),
+         (selector("bfm_worker_info", RELAUNCHED.info_labels()), "_x6 1x60"),
+         *vram("0", *FULL)],
+        [at(0, crawl=[CONF]), at(5, crawl=[CONF]), at(6, crawl=[RELAUNCHED]),
+         at(8, crawl=[RELAUNCHED]), at(10, crawl=[RELAUNCHED]), at(20, crawl=[RELAUNCHED])],
+    ),
+    Scenario(
         "shared_memory_proves_the_spill",
         "NVML reads 50% (below the ratio) but crawlguard's own source shows the worker "
         "holding 1 GiB of shared GPU memory from minute 3: Crawl fires from then on; at "
