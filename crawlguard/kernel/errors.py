@@ -12,7 +12,8 @@ traceback::
     ├── UnsafeNameError          a shard/stage/device name that may not touch a path
     ├── StateError               the state directory cannot be read or written
     │   ├── CorruptStateError    a state file exists but does not parse
-    │   └── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
+    │   ├── ResumeEnvError       a shard's resume overrides cannot be read (sidecar.resume)
+    │   └── StateGoneError       the state dir vanished or was replaced while in service
     ├── UnknownShardError        a shard with neither a ladder nor a registered worker
     ├── TooManyAlerts            a webhook notification holds more alerts than the sidecar
     │                            judges in one request (the API answers 413)

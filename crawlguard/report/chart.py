@@ -147,7 +147,7 @@ def _mark_onsets_and_alerts(axes: list[Any], ev: ShardEvidence, now: float | Non
     for i, (start, end) in enumerate(ev.stalls(now)):
         span = _dates((start, end))
         for ax in axes:
-            ax.axvspan(span[0], span[1], facecolor="none", edgecolor="0.7", hatch=STALL_HATCH,
+            ax.axvspan(span[0], span[1], facecolor=(0, 0, 0, 0), edgecolor="0.7", hatch=STALL_HATCH,
                        lw=0, label=STALL_LABEL if ax is top and i == 0 else None)
     if ev.onsets:
         top.plot([], [], color=ONSET_COLOUR, ls="--", lw=1.5,
