@@ -114,6 +114,8 @@ class Sample:
     log_bytes: int = 0
     scrape_ms: float | None = None
     prom_scrape_ms: dict[str, float] = field(default_factory=dict)
+    prom_samples: dict[str, float] = field(default_factory=dict)
+    """scrape_samples_scraped per job: what a scrape carries."""
 
 
 class Soak:
@@ -250,8 +252,11 @@ class Soak:
 
     @staticmethod
     def shard_of(proc: psutil.Process) -> str:
-        cmd = proc.cmdline()
-        return cmd[cmd.index("--shard") + 1] if "--shard" in cmd else "?"
+        with contextlib.suppress(psutil.Error):
+            cmd = proc.cmdline()
+            if "--shard" in cmd:
+                return cmd[cmd.index("--shard") + 1]
+        return "?"  # it ended just now
 
     def inject(self, fault: Fault) -> None:
         kind = fault.kind
@@ -260,9 +265,10 @@ class Soak:
             if w is None:
                 fault.result = "skipped: no worker"
                 return
+            shard = self.shard_of(w)
             self.killed_pids.add(w.pid)
             os.kill(w.pid, signal.SIGKILL)  # psutil refuses a worker dying right now
-            fault.target, fault.result = f"{self.shard_of(w)} pid {w.pid}", "killed"
+            fault.target, fault.result = f"{shard} pid {w.pid}", "killed"
         elif kind == "oom":
             fault.result = "skipped: no GPU worker took it"
             for _ in range(3):
@@ -353,12 +359,14 @@ class Soak:
                 if client.get(f"{urls['exporter']}/metrics").status_code == 200:
                     s.scrape_ms = round((time.perf_counter() - t) * 1000, 1)
         if "prometheus" in urls:
-            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError, TypeError):
-                r = client.get(f"{urls['prometheus']}/api/v1/query",
-                               params={"query": "scrape_duration_seconds"})
-                for row in r.json()["data"]["result"]:
-                    s.prom_scrape_ms[row["metric"].get("job", "?")] = round(
-                        float(row["value"][1]) * 1000, 1)
+            for query, into, factor in (("scrape_duration_seconds", s.prom_scrape_ms, 1000),
+                                        ("scrape_samples_scraped", s.prom_samples, 1)):
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError, TypeError):
+                    r = client.get(f"{urls['prometheus']}/api/v1/query",
+                                   params={"query": query})
+                    for row in r.json()["data"]["result"]:
+                        into[row["metric"].get("job", "?")] = round(
+                            float(row["value"][1]) * factor, 1)
         return s
 
     def sample_loop(self) -> None:
@@ -455,6 +463,8 @@ def growth(samples: list[Sample]) -> dict[str, dict[str, float]]:
             series.setdefault("scrape_ms", []).append((i, s.scrape_ms))
         for job, ms in s.prom_scrape_ms.items():
             series.setdefault(f"prom_scrape_ms:{job}", []).append((i, ms))
+        for job, n in s.prom_samples.items():
+            series.setdefault(f"prom_samples:{job}", []).append((i, n))
     out = {}
     for key, points in series.items():
         first = [v for i, v in points if i < half]
@@ -555,6 +565,9 @@ def report(soak: Soak, specs: list[ShardSpec], rc: int, wall: float, total: int,
         print(f"  {key:<34} {v['first_half_max'] / div:10.1f} {v['second_half_max'] / div:10.1f}"
               f"   {v['first_half_median'] / div:10.1f} {v['second_half_median'] / div:10.1f}"
               f"   last {v['last'] / div:.1f} {unit}")
+    print("\nthe state dir at the end, by kind of file (shard names as *)")
+    for pattern, (n, size) in breakdown(soak.state, [s.shard for s in specs])[:14]:
+        print(f"  {pattern:<44} {n:>5} files {size / 1e3:>10.1f} kB")
     verdict = "lossless" if lossless else "NOT lossless"
     print(f"\n{verdict}: {present}/{total} genes over {len(specs)} shards; "
           f"{sum(v.missing for v in verdicts)} missing, "
@@ -570,8 +583,31 @@ def report(soak: Soak, specs: list[ShardSpec], rc: int, wall: float, total: int,
             "lossless": lossless, "verdicts": [v.as_dict() for v in verdicts],
             "episodes": eps, "faults": [asdict(f) for f in soak.faults],
             "samples": [asdict(s) for s in soak.samples], "growth": g,
-            "exporter_kills": soak.exporter_kills, "errors": soak.errors}, indent=1))
+            "exporter_kills": soak.exporter_kills, "errors": soak.errors,
+            "state_dir": breakdown(soak.state, [s.shard for s in specs])}, indent=1))
     return 0 if rc == 0 and lossless and not unacted and not soak.errors else 1
+
+
+def breakdown(state: Path, shards: list[str]) -> list[tuple[str, tuple[int, int]]]:
+    """Files and bytes of the state dir per path pattern, largest first."""
+    names = set(shards)
+    out: dict[str, tuple[int, int]] = {}
+    for path in state.rglob("*"):
+        with contextlib.suppress(OSError):
+            if not path.is_file():
+                continue
+            parts = list(path.relative_to(state).parts)
+            if parts[:2] in (["run", "prometheus-data"], ["run", "alertmanager-data"]):
+                parts = [*parts[:2], "..."]
+            parts = ["*" if p in names or Path(p).stem in names else p for p in parts]
+            if parts[0] == "metrics":
+                parts = ["metrics", parts[-1].split("_")[0] + "_*"]
+            elif len(parts) > 2 and parts[-2] == "oom":
+                parts[-1] = "*"
+            key = "/".join(parts)
+            n, size = out.get(key, (0, 0))
+            out[key] = (n + 1, size + path.stat().st_size)
+    return sorted(out.items(), key=lambda kv: -kv[1][1])
 
 
 def _spread(values: list[float]) -> str:
