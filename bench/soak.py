@@ -78,6 +78,10 @@ WORKER = BENCH / "soakworker.py"
 INTERVAL = 1.0
 BATCH = 64
 GENES_PER_FILE = 500
+FINISHED_FIRST_BATCHES = 24
+"""A spilled worker that completes its shard within this many batches of the spill ended
+its crawl by finishing: the signature needs the decay (about 4 batches), then
+HELIX_BFM_CRAWL_WINDOW (8) slow batches, then scrape, evaluation and delivery."""
 PROFILES = ("healthy", "incident1", "incident2")
 WEIGHTS = (2, 1, 1)
 SERVERS = ("sidecar", "prometheus", "alertmanager")
@@ -435,7 +439,16 @@ def episodes(data: Path, state: StateDir, shard: str, killed: set[int]) -> list[
                          and (h.get("worker") or {}).get("pid") == pid), None)
 
         crawl, rung = of("crawl"), of("rung")
+        end = next((e for e in events if e["pid"] == pid and e["event"] in ("stop", "done")),
+                   None)
+        after = end["batch"] - ev["batch"] if end and ev["event"] == "spill" else None
         out.append({"shard": shard, "pid": pid, "kind": ev["event"],
+                    "batches_after": after,
+                    # The shard was complete before a crawl signature of
+                    # HELIX_BFM_CRAWL_WINDOW slow batches could form and be delivered.
+                    "finished_first": rung is None and end is not None
+                    and end["event"] == "done" and after is not None
+                    and after <= FINISHED_FIRST_BATCHES,
                     "alert": round(crawl["starts_at"] - t0, 2) if crawl else None,
                     "acted": round(rung["decided_at"] - t0, 2) if rung else None,
                     "rung": rung.get("rung") if rung else None,
@@ -535,7 +548,8 @@ def report(soak: Soak, specs: list[ShardSpec], rc: int, wall: float, total: int,
     eps = [e for s in specs for e in episodes(soak.data, state, s.shard, soak.killed_pids)]
     lossless = all(v.lossless for v in verdicts)
     present = sum(v.present for v in verdicts)
-    unacted = [e for e in eps if e["acted"] is None and not e["preempted"]]
+    unacted = [e for e in eps if e["acted"] is None and not e["preempted"]
+               and not e["finished_first"]]
     g = growth(soak.samples)
 
     print(f"\nup ended with exit status {rc} after {wall:.1f}s")
@@ -546,11 +560,14 @@ def report(soak: Soak, specs: list[ShardSpec], rc: int, wall: float, total: int,
               f"{f.target:<18} {f.result}{back}")
     print("\nepisodes: seconds from the spill (or OOM death) to the alert's startsAt and "
           "to the sidecar's rung")
-    print(f"  {'shard':<6} {'kind':<6} {'pid':>8} {'alert':>8} {'acted':>8}  rung / alert")
+    print(f"  {'shard':<6} {'kind':<6} {'pid':>8} {'alert':>8} {'acted':>8}  rung / alert "
+          "(batches the worker ran after the spill)")
     for e in eps:
-        acted = "preempted" if e["preempted"] else _s(e["acted"])
+        acted = ("preempted" if e["preempted"] else "finished" if e["finished_first"]
+                 else _s(e["acted"]))
+        after = f" ({e['batches_after']})" if e["batches_after"] is not None else ""
         print(f"  {e['shard']:<6} {e['kind']:<6} {e['pid']:>8} {_s(e['alert'])} {acted:>8}  "
-              f"{e['rung'] or '-'} / {e['alertname'] or '-'}")
+              f"{e['rung'] or '-'} / {e['alertname'] or '-'}{after}")
     acted = [e["acted"] for e in eps if e["acted"] is not None]
     for alertname in sorted({e["alertname"] for e in eps if e["acted"] is not None}):
         these = [e["acted"] for e in eps if e["acted"] is not None
@@ -574,7 +591,9 @@ def report(soak: Soak, specs: list[ShardSpec], rc: int, wall: float, total: int,
           f"{sum(v.duplicated for v in verdicts)} duplicated, "
           f"{sum(v.mismatched for v in verdicts)} differ")
     print(f"episodes {len(eps)}: acted {len(acted)}, preempted by a kill "
-          f"{sum(e['preempted'] for e in eps)}, not acted {len(unacted)}")
+          f"{sum(e['preempted'] for e in eps)}, shard finished within "
+          f"{FINISHED_FIRST_BATCHES} batches of the spill {sum(e['finished_first'] for e in eps)}"
+          f", not acted {len(unacted)}")
     for err in soak.errors:
         print(f"error: {err}")
     if soak.args.json:
