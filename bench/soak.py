@@ -66,6 +66,7 @@ from typing import Any
 
 import httpx
 import psutil
+from bench_rebuild import of_worker
 
 from crawlguard.kernel.statedir import StateDir
 from crawlguard.refbuild.corpus import ShardSpec, generate, shard_root
@@ -433,14 +434,7 @@ def episodes(data: Path, state: StateDir, shard: str, killed: set[int]) -> list[
     out = []
     for ev in (e for e in events if e["event"] in ("spill", "oom")):
         pid, t0 = ev["pid"], ev["t"]
-
-        def of(kind: str, pid: int = pid) -> dict[str, Any] | None:
-            return next((h for h in history if h.get("kind") == kind
-                         and (h.get("worker") or {}).get("pid") == pid), None)
-
-        crawl, rung = of("crawl"), of("rung")
-        end = next((e for e in events if e["pid"] == pid and e["event"] in ("stop", "done")),
-                   None)
+        crawl, rung, end = of_worker(events, history, pid)
         after = end["batch"] - ev["batch"] if end and ev["event"] == "spill" else None
         out.append({"shard": shard, "pid": pid, "kind": ev["event"],
                     "batches_after": after,
@@ -630,7 +624,8 @@ def breakdown(state: Path, shards: list[str]) -> list[tuple[str, tuple[int, int]
 
 
 def _spread(values: list[float]) -> str:
-    p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+    p90 = (statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1
+           else values[0])
     return (f"median {statistics.median(values):.1f}s, p90 {p90:.1f}s, min {min(values):.1f}s, "
             f"max {max(values):.1f}s over {len(values)}")
 

@@ -7,8 +7,9 @@ and the sidecar, Prometheus, Alertmanager and a standalone exporter each SIGKILL
 once, at moments drawn from the seed. What must hold, whatever the machine's speed:
 
 - the rebuild ends (exit 0) and is lossless: every gene once, byte-identical;
-- every episode (a spill, an OOM death) whose worker the soak did not kill itself
-  was acted on by a rung, and the crawl and the stall were both among them;
+- every episode (a spill, an OOM death) was acted on by a rung, unless the soak
+  SIGKILLed that worker itself or its shard was complete within a few batches of
+  the spill; the crawl and the stall were both among those acted on;
 - every fault fired, and each server `up` owns came back after its kill;
 - nothing of ours grows without bound: open fds and RSS of up, the sidecar and the
   exporter, and the number of metrics files, are no higher in the second half of the
@@ -52,7 +53,10 @@ def test_short_soak_is_lossless_acts_on_every_episode_and_stays_bounded(tmp_path
     assert not r["errors"], why
 
     episodes = r["episodes"]
-    unacted = [e for e in episodes if e["acted"] is None and not e["preempted"]]
+    # Not acted on, legitimately: the soak SIGKILLed that worker itself, or the shard was
+    # complete within a few batches of the spill (no crawl signature could form).
+    unacted = [e for e in episodes if e["acted"] is None and not e["preempted"]
+               and not e["finished_first"]]
     assert not unacted, why
     alerts = {e["alertname"] for e in episodes if e["acted"] is not None}
     assert {"BFMShardCrawl", "BFMShardStalled"} <= alerts, why
