@@ -109,6 +109,18 @@ def detection(data: Path, state: StateDir, shard: str) -> list[dict[str, Any]]:
     return out
 
 
+def of_worker(events: list[dict[str, Any]], history: list[dict[str, Any]], pid: int
+              ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The ladder's first crawl and rung entries for worker ``pid``, and its simulator
+    event that ended it (stop or done); None for each that is not there."""
+    def first(kind: str) -> dict[str, Any] | None:
+        return next((h for h in history if h.get("kind") == kind
+                     and (h.get("worker") or {}).get("pid") == pid), None)
+
+    end = next((e for e in events if e["pid"] == pid and e["event"] in ("stop", "done")), None)
+    return first("crawl"), first("rung"), end
+
+
 def episodes(data: Path, state: StateDir, shard: str) -> list[dict[str, Any]]:
     """Per spill (episode), seconds from its onset to the alert's startsAt, to the
     sidecar's rung decision and to the worker's stop (None: did not happen)."""
@@ -119,14 +131,7 @@ def episodes(data: Path, state: StateDir, shard: str) -> list[dict[str, Any]]:
     out = []
     for spill in (e for e in events if e["event"] == "spill"):
         pid, t0 = spill["pid"], spill["t"]
-
-        def of(kind: str, pid: int = pid) -> dict[str, Any] | None:
-            return next((h for h in history if h.get("kind") == kind
-                         and (h.get("worker") or {}).get("pid") == pid), None)
-
-        crawl, rung = of("crawl"), of("rung")
-        stop = next((e for e in events if e["pid"] == pid and e["event"] in ("stop", "done")),
-                    None)
+        crawl, rung, stop = of_worker(events, history, pid)
         out.append({
             "alert": crawl["starts_at"] - t0 if crawl else None,
             "acted": rung["decided_at"] - t0 if rung else None,
