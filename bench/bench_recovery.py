@@ -22,17 +22,10 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "tests" / "e2e" / "drillbuild.py"
-
-
-def clean_env(**knobs: str) -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT", "TEMP", "TMP")
-    return {**{k: os.environ[k] for k in keep if k in os.environ}, **knobs}
+from bench_drill import BUILD, clean_env, drill_rig
 
 
 def servers(state: Path) -> dict[str, int]:
@@ -71,32 +64,15 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--kill-after", type=float, default=1.0)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
-        argv = [sys.executable, "-m", "crawlguard", "up", "--blind", "--state-dir", str(state),
-                "--alert-path", "prometheus", "--progress", "lines", "--shard", "bench"]
-        if args.interval is not None:
-            argv += ["--interval", str(args.interval)]
-        argv += ["--", sys.executable, str(BUILD), "--shard", "{shard}"]
-        log = open(Path(tmp) / "up.log", "w+")  # noqa: SIM115
-        up = subprocess.Popen(argv, env=clean_env(HELIX_BFM_SIDECAR_PORT="0"), stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not re.search(r"launch #1", Path(log.name).read_text()):
-                if time.monotonic() > deadline or up.poll() is not None:
-                    sys.exit(f"up did not launch the worker:\n{Path(log.name).read_text()}")
-                time.sleep(0.2)
-            print(f"prometheus path, interval {args.interval or 'shipped (5 s)'}, "
-                  f"kill {args.kill_after:g}s after the slowdown began")
-            for run in range(1, args.runs + 1):
-                for kill in (None, "prometheus", "alertmanager"):
-                    print(f"run {run} {kill or 'nothing'} killed: "
-                          f"{drill(state, kill, args.kill_after)}", flush=True)
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(60)
-            log.close()
+    build = [sys.executable, str(BUILD), "--shard", "{shard}"]
+    with drill_rig("prometheus", args.interval, build,
+                   env=clean_env(HELIX_BFM_SIDECAR_PORT="0")) as state:
+        print(f"prometheus path, interval {args.interval or 'shipped (5 s)'}, "
+              f"kill {args.kill_after:g}s after the slowdown began")
+        for run in range(1, args.runs + 1):
+            for kill in (None, "prometheus", "alertmanager"):
+                print(f"run {run} {kill or 'nothing'} killed: "
+                      f"{drill(state, kill, args.kill_after)}", flush=True)
 
 
 if __name__ == "__main__":
