@@ -50,7 +50,13 @@ from filelock import FileLock, Timeout
 from crawlguard.exporter.server import Exporter, ExporterConfig
 from crawlguard.gpu.vram import VramSource, source_from_spec
 from crawlguard.kernel import logs, longpaths
-from crawlguard.kernel.errors import ConfigError, NoEvidenceSource, ProcessError, StateError
+from crawlguard.kernel.errors import (
+    ConfigError,
+    NoEvidenceSource,
+    ProcessError,
+    StateError,
+    StateGoneError,
+)
 from crawlguard.kernel.formats.upfile import UP_FILE, UpFile, UpTls
 from crawlguard.kernel.listen import url_host
 from crawlguard.kernel.settings import Settings
@@ -146,6 +152,7 @@ class RunningRig:
         self._identity = WorkerIdentity.current()
         """This process, by pid AND creation time: clients tell a live up by it."""
         self._stop: threading.Event | None = None
+        self._supervisor: Supervisor | None = None
         self.gone: StateError | None = None
         """Set by the monitor when the state dir vanished: the run stops, exit 4."""
         self._notes: list[str] = []
@@ -377,8 +384,8 @@ class RunningRig:
             remediation=s.remediation, log_dir=self.run_dir / "logs",
             vram_log_interval=self.config.vram_log_interval)
         source = self._source = source_from_spec(self.vram_source)
-        supervisor = Supervisor(supervisor_config, source=source, base_env=self.env,
-                                record=self.record)
+        supervisor = self._supervisor = Supervisor(supervisor_config, source=source,
+                                                   base_env=self.env, record=self.record)
         # Console writes happen on a thread of their own (``console``): a QuickEdit
         # selection or a hung-up terminal must not stop the supervisor's thread.
         self.view = self._view(supervisor, self.stream, self.config.progress)
@@ -448,9 +455,10 @@ class RunningRig:
         if self.gone is None:
             try:
                 check_present(self.state.root)  # logs it critical
-            except StateError as exc:
+            except StateGoneError as exc:
                 self.gone = exc
-                self._say(f"CRITICAL: {exc}; stopping this run (exit {EXIT_STATE_GONE})")
+                if self._supervisor is not None:  # says it once, whoever saw it first
+                    self._supervisor.state_gone("*", exc)
                 for server in self.servers:
                     server.closed = True  # restarted, one would write into nothing
                 if self._stop is not None:

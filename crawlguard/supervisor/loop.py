@@ -134,9 +134,19 @@ class Supervisor:
         self.runs = {s: ShardRun(s) for s in config.shards}
         self.vram_log = VramLog(self.state, source, config.vram_log_interval)
         self.policy_env: dict[str, str] = {}
+        self._gone_said = threading.Event()
 
     def _emit(self, shard: str, kind: str, message: str) -> None:
         self.on_event(SupervisorEvent(shard, kind, message))
+
+    def state_gone(self, shard: str, exc: StateGoneError) -> None:
+        """Say, once, that the state dir vanished and the run stops with exit 4: seen at a
+        worker's poll here, or by ``up``'s monitor between polls, whichever is first."""
+        if self._gone_said.is_set():
+            return
+        self._gone_said.set()
+        self._emit(shard, "state-gone", f"CRITICAL: {exc}; stopping this run "
+                   f"(exit {EXIT_STATE_GONE})")
 
     def run(self, stop: threading.Event) -> int:
         self.policy_env, note = small_rig_policy(self.config.remediation, self.source,
@@ -148,8 +158,7 @@ class Supervisor:
                 rc = self._run_shard(shard, stop)
             except StateGoneError as exc:  # logged critical where it was seen
                 self.runs[shard].state = "stopped"
-                self._emit(shard, "state-gone", f"CRITICAL: {exc}; stopping this run "
-                           f"(exit {EXIT_STATE_GONE})")
+                self.state_gone(shard, exc)
                 return EXIT_STATE_GONE
             if rc != EXIT_OK:
                 return rc

@@ -81,6 +81,8 @@ def test_a_vanished_state_dir_stops_up_with_exit_4_and_is_never_made_afresh(
         up.stop()
     assert rc == EXIT_STATE_GONE, up.output
     assert "vanished or was replaced" in up.output and "Traceback" not in up.output
+    # Said once, whether up's monitor or the supervisor's worker poll saw it first.
+    assert up.output.count("stopping this run (exit 4)") == 1, up.output
     assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
 
 
